@@ -1,0 +1,367 @@
+/**
+ * One client connection relayed to gpg-agent.
+ *
+ * Pure definition: effects are named actions the runtime (src/session.ts) provides, timeouts are named delays.
+ * Events and context carry line kinds, fixed-vocabulary verbs and byte counts; the runtime holds the bytes of
+ * the line an event describes and the actions act on that line.
+ *
+ * Assuan is strictly one command at a time: a command line goes to the agent, the agent answers with any number
+ * of S/#/D lines and INQUIREs and ends with OK or ERR. While an INQUIRE is open the client's D/#/empty lines go
+ * to the agent until END or CAN. `#` and empty lines outside a command get no reply, so they never make us wait.
+ */
+import { and, assign, setup } from 'xstate';
+import type { AgentLineKind, ClientLineKind, CommandVerb } from '../src/protocol/classify.js';
+
+/** A client mistake the proxy answers itself, with an ERR line, instead of passing it to the agent. */
+export type ClientFault = 'lineTooLong' | 'malformedEscape';
+
+/** Why a session ended abnormally. `code` is a socket error code such as ECONNREFUSED, or EOF. */
+export type SessionFailure =
+  | { reason: 'connectFailed'; code: string }
+  | { reason: 'connectTimeout' }
+  | { reason: 'greetingTimeout' }
+  | { reason: 'badGreeting' }
+  | { reason: 'agentClosed'; code: string }
+  | { reason: 'agentProtocolViolation' }
+  | { reason: 'unsolicitedAgentOutput' };
+
+export interface SessionContext {
+  readonly sessionId: string;
+  /** Verb of the last command sent to the agent. */
+  command: CommandVerb;
+  /** Keyword of the open INQUIRE, '' when none. */
+  inquire: string;
+  /** An ERR the client is owed in place of the agent's answer, after the proxy refused one of its lines. */
+  owedError: ClientFault | null;
+  failure: SessionFailure | null;
+}
+
+export type SessionEvent =
+  | { type: 'AGENT_CONNECTED' }
+  | { type: 'AGENT_CONNECT_FAILED'; code: string }
+  | { type: 'AGENT_LINE'; kind: AgentLineKind; keyword: string; bytes: number }
+  /** The line just forwarded was accepted by the upstream socket without backpressure. */
+  | { type: 'AGENT_WRITTEN' }
+  | { type: 'AGENT_CLOSED'; code: string }
+  /** Bytes of a command line have arrived, its LF not yet. */
+  | { type: 'CLIENT_PARTIAL'; bytes: number }
+  | { type: 'CLIENT_LINE'; kind: ClientLineKind; verb: CommandVerb; bytes: number }
+  | { type: 'CLIENT_LINE_TOO_LONG'; bytes: number }
+  /** The client finished sending, and every line it sent before has been handled. */
+  | { type: 'CLIENT_EOF' }
+  /** The client connection failed (reset, or a write to it failed). */
+  | { type: 'CLIENT_GONE'; code: string }
+  /** Both sockets are closed. */
+  | { type: 'SOCKETS_CLOSED' };
+
+export type SessionEventType = SessionEvent['type'];
+
+export interface SessionInput {
+  sessionId: string;
+}
+
+const agentKind = (event: SessionEvent): AgentLineKind | undefined =>
+  event.type === 'AGENT_LINE' ? event.kind : undefined;
+const clientKind = (event: SessionEvent): ClientLineKind | undefined =>
+  event.type === 'CLIENT_LINE' ? event.kind : undefined;
+
+const session = setup({
+  types: {
+    context: {} as SessionContext,
+    events: {} as SessionEvent,
+    input: {} as SessionInput,
+    tags: {} as 'clientInput' | 'idle',
+  },
+  actions: {
+    /** Open the upstream connection to gpg-agent. */
+    dialAgent: () => {},
+    /** Write the agent line of the current event to the client, unchanged. */
+    relayToClient: () => {},
+    /** Write the client line of the current event to the agent, unchanged. */
+    forwardToAgent: () => {},
+    /** Send AGENT_WRITTEN once the upstream socket has taken what was forwarded (at once, or when it drains). */
+    watchAgentWrite: () => {},
+    /** Drop the client line of the current event (the proxy answers for it instead). */
+    discardClientLine: () => {},
+    /** Drop the agent line of the current event (the client is owed the proxy's own answer instead). */
+    discardAgentLine: () => {},
+    /** End the open INQUIRE at the agent with CAN, in place of a client answer the proxy refused. */
+    cancelAgentInquiry: () => {},
+    /** Write the proxy's ERR line for a client line it refused. */
+    answerClientFault: (_, _params: { fault: ClientFault | null }) => {},
+    beginCommand: (_, _params: { verb: CommandVerb }) => {},
+    endCommand: (_, _params: { outcome: CommandOutcome }) => {},
+    /** Tell the client why the session failed (one ERR line), then tear both connections down. */
+    abortSession: (_, _params: { failure: SessionFailure | null }) => {},
+    /** End both connections once what is queued has been written. */
+    closeGracefully: () => {},
+    /** Close both connections now. */
+    destroySockets: () => {},
+    /** An event the current state does not handle: log it, change nothing. */
+    rejectEvent: (_, _params: { type: string }) => {},
+  },
+  guards: {
+    agentIntermediate: ({ event }) => {
+      const kind = agentKind(event);
+      return kind === 'status' || kind === 'comment' || kind === 'data' || kind === 'end';
+    },
+    agentInquire: ({ event }) => agentKind(event) === 'inquire',
+    agentOk: ({ event }) => agentKind(event) === 'ok',
+    agentErr: ({ event }) => agentKind(event) === 'err',
+    agentFinal: ({ event }) => agentKind(event) === 'ok' || agentKind(event) === 'err',
+    agentClosing: ({ event }) => agentKind(event) === 'okClosing',
+    agentComment: ({ event }) => agentKind(event) === 'comment',
+    owesError: ({ context }) => context.owedError !== null,
+    /** Outside an INQUIRE every line but `#` and empty is a command for the agent (it answers stray D/END/CAN too). */
+    clientCommand: ({ event }) => {
+      const kind = clientKind(event);
+      return kind !== undefined && kind !== 'comment' && kind !== 'empty';
+    },
+    clientNoReply: ({ event }) => clientKind(event) === 'comment' || clientKind(event) === 'empty',
+    /** Lines that belong inside an INQUIRE answer. */
+    clientInquiryData: ({ event }) => {
+      const kind = clientKind(event);
+      return kind === 'data' || kind === 'comment' || kind === 'empty';
+    },
+    clientMalformedData: ({ event }) => clientKind(event) === 'malformedData',
+    /** END, CAN…, or any other line: the agent's inquire reader ends the INQUIRE on each of them. */
+    clientEndsInquiry: ({ event }) => {
+      const kind = clientKind(event);
+      return kind === 'end' || kind === 'cancel' || kind === 'command';
+    },
+  },
+  delays: {
+    connectTimeout: 5_000,
+    greetingTimeout: 5_000,
+    /** How long a closing session waits for its peers to close before destroying the sockets. */
+    closeGrace: 2_000,
+  },
+});
+
+export type CommandOutcome = 'ok' | 'err' | 'refused';
+
+const failWith = (failure: SessionFailure) => session.assign({ failure: () => failure });
+const agentClosed = session.assign({
+  failure: ({ event }): SessionFailure => ({ reason: 'agentClosed', code: event.type === 'AGENT_CLOSED' ? event.code : 'EOF' }),
+});
+/** Write the ERR the client is owed for a line the proxy refused, and forget the debt. */
+const answerOwedError = session.enqueueActions(({ context, enqueue }) => {
+  enqueue({ type: 'answerClientFault', params: { fault: context.owedError } });
+  enqueue.assign({ owedError: null });
+});
+
+/** ready and bufferingCommand: a client line starts a command, or is a `#`/empty line the agent never answers. */
+const awaitingCommand = session.createStateConfig({
+  tags: ['clientInput'],
+  on: {
+    CLIENT_LINE: [
+      {
+        guard: 'clientCommand',
+        target: 'sendingToAgent',
+        actions: [
+          assign({ command: ({ event }) => event.verb }),
+          { type: 'beginCommand', params: ({ event }) => ({ verb: event.verb }) },
+          'forwardToAgent',
+        ],
+      },
+      { guard: 'clientNoReply', target: 'ready', actions: 'forwardToAgent' },
+    ],
+    CLIENT_LINE_TOO_LONG: { target: 'error', actions: ['discardClientLine', assign({ owedError: 'lineTooLong' })] },
+    CLIENT_EOF: 'closing',
+    CLIENT_GONE: 'closing',
+    AGENT_LINE: { target: 'fatal', actions: ['discardAgentLine', failWith({ reason: 'unsolicitedAgentOutput' })] },
+    AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
+  },
+});
+
+/**
+ * sendingToAgent, waitingForAgent, sendingToClient: a command is in flight and its answer is relayed line by line
+ * as it arrives. OK/ERR end it; INQUIRE hands the turn to the client.
+ */
+const relayingAnswer = session.createStateConfig({
+  on: {
+    AGENT_LINE: [
+      { guard: 'agentIntermediate', target: 'sendingToClient', actions: 'relayToClient' },
+      // After the proxy has cancelled an INQUIRE for the client, a further INQUIRE is refused for it too.
+      { guard: and(['agentInquire', 'owesError']), actions: ['discardAgentLine', 'cancelAgentInquiry'] },
+      { guard: 'agentInquire', target: 'bufferingInquire', actions: 'relayToClient' },
+      {
+        guard: and(['agentFinal', 'owesError']),
+        target: 'ready',
+        actions: ['discardAgentLine', answerOwedError, { type: 'endCommand', params: { outcome: 'refused' } }],
+      },
+      { guard: 'agentOk', target: 'ready', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
+      { guard: 'agentErr', target: 'ready', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'err' } }] },
+      { guard: 'agentClosing', target: 'closing', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
+      { target: 'fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
+    ],
+    AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
+    CLIENT_GONE: 'closing',
+  },
+});
+
+/** Agent lines while the client is answering an INQUIRE, before the proxy has refused any of the answer. */
+const agentLinesDuringInquire = session.createStateConfig({
+  on: {
+    AGENT_LINE: [
+      { guard: 'agentIntermediate', actions: 'relayToClient' },
+      // The agent may end the command before the answer is complete (e.g. more data than INQUIRE_MAXLEN):
+      // the rest of the client's answer must then not reach the agent as commands.
+      { guard: 'agentOk', target: 'draining', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
+      { guard: 'agentErr', target: 'draining', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'err' } }] },
+      { guard: 'agentClosing', target: '#session.closing', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
+      { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
+    ],
+  },
+});
+
+export const sessionMachine = session.createMachine({
+  id: 'session',
+  context: ({ input }) => ({ sessionId: input.sessionId, command: '', inquire: '', owedError: null, failure: null }),
+  initial: 'connecting',
+  on: {
+    '*': { actions: { type: 'rejectEvent', params: ({ event }) => ({ type: event.type }) } },
+  },
+  states: {
+    connecting: {
+      initial: 'dialing',
+      on: {
+        AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
+        CLIENT_GONE: 'closing',
+      },
+      states: {
+        dialing: {
+          entry: 'dialAgent',
+          after: { connectTimeout: { target: '#session.fatal', actions: failWith({ reason: 'connectTimeout' }) } },
+          on: {
+            AGENT_CONNECTED: 'awaitingGreeting',
+            AGENT_CONNECT_FAILED: {
+              target: '#session.fatal',
+              actions: assign({ failure: ({ event }) => ({ reason: 'connectFailed', code: event.code }) }),
+            },
+          },
+        },
+        awaitingGreeting: {
+          after: { greetingTimeout: { target: '#session.fatal', actions: failWith({ reason: 'greetingTimeout' }) } },
+          on: {
+            AGENT_LINE: [
+              // A server may send `#` lines before its OK greeting; libassuan clients skip them.
+              { guard: 'agentComment', actions: 'relayToClient' },
+              { guard: 'agentOk', target: '#session.ready', actions: 'relayToClient' },
+              { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'badGreeting' })] },
+            ],
+          },
+        },
+      },
+    },
+
+    ready: {
+      ...awaitingCommand,
+      tags: ['clientInput', 'idle'],
+      on: { ...awaitingCommand.on, CLIENT_PARTIAL: 'bufferingCommand' },
+    },
+
+    bufferingCommand: awaitingCommand,
+
+    sendingToAgent: {
+      entry: 'watchAgentWrite',
+      on: {
+        ...relayingAnswer.on,
+        AGENT_WRITTEN: 'waitingForAgent',
+      },
+    },
+
+    waitingForAgent: relayingAnswer,
+
+    sendingToClient: {
+      on: {
+        ...relayingAnswer.on,
+        AGENT_LINE: [{ guard: 'agentIntermediate', actions: 'relayToClient' }, ...relayingAnswer.on.AGENT_LINE.slice(1)],
+      },
+    },
+
+    bufferingInquire: {
+      tags: ['clientInput'],
+      initial: 'answering',
+      entry: assign({ inquire: ({ event }) => (event.type === 'AGENT_LINE' ? event.keyword : '') }),
+      exit: assign({ inquire: '' }),
+      on: {
+        CLIENT_EOF: 'closing',
+        CLIENT_GONE: 'closing',
+        AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
+      },
+      states: {
+        /** The client's D lines go to the agent until END or CAN. */
+        answering: {
+          on: {
+            ...agentLinesDuringInquire.on,
+            CLIENT_LINE: [
+              { guard: 'clientInquiryData', actions: 'forwardToAgent' },
+              { guard: 'clientMalformedData', target: 'discarding', actions: ['discardClientLine', assign({ owedError: 'malformedEscape' })] },
+              { guard: 'clientEndsInquiry', target: '#session.sendingToAgent', actions: 'forwardToAgent' },
+            ],
+            CLIENT_LINE_TOO_LONG: { target: 'discarding', actions: ['discardClientLine', assign({ owedError: 'lineTooLong' })] },
+          },
+        },
+        /**
+         * The proxy refused a line of the answer (too long, or a `%` escape that wedges gpg-agent). The rest of the
+         * answer is dropped; at its end the agent gets CAN and the client gets the proxy's ERR for the command.
+         */
+        discarding: {
+          on: {
+            CLIENT_LINE: [
+              { guard: 'clientEndsInquiry', target: '#session.sendingToAgent', actions: ['discardClientLine', 'cancelAgentInquiry'] },
+              { actions: 'discardClientLine' },
+            ],
+            CLIENT_LINE_TOO_LONG: { actions: 'discardClientLine' },
+            AGENT_LINE: [
+              { guard: 'agentIntermediate', actions: 'relayToClient' },
+              // The agent ended the command on its own; the client still gets the proxy's ERR once its answer ends.
+              { guard: 'agentFinal', target: 'draining', actions: ['discardAgentLine', { type: 'endCommand', params: { outcome: 'refused' } }] },
+              { guard: 'agentClosing', target: '#session.closing', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
+              { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
+            ],
+          },
+        },
+        /** The agent has finished the command while the client is still sending its answer, which is dropped. */
+        draining: {
+          on: {
+            CLIENT_LINE: [
+              { guard: and(['clientEndsInquiry', 'owesError']), target: '#session.ready', actions: ['discardClientLine', answerOwedError] },
+              { guard: 'clientEndsInquiry', target: '#session.ready', actions: 'discardClientLine' },
+              { actions: 'discardClientLine' },
+            ],
+            CLIENT_LINE_TOO_LONG: { actions: 'discardClientLine' },
+            AGENT_LINE: { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'unsolicitedAgentOutput' })] },
+          },
+        },
+      },
+    },
+
+    /** The proxy answers a client line itself (it never reached the agent), then is ready again. */
+    error: {
+      entry: [answerOwedError, { type: 'endCommand', params: { outcome: 'refused' } }],
+      always: 'ready',
+    },
+
+    closing: {
+      entry: 'closeGracefully',
+      after: { closeGrace: { target: 'closed', actions: 'destroySockets' } },
+      on: {
+        SOCKETS_CLOSED: 'closed',
+        // Expected while both sides wind down.
+        AGENT_CLOSED: {},
+        CLIENT_GONE: {},
+        CLIENT_EOF: {},
+        AGENT_LINE: { actions: 'discardAgentLine' },
+      },
+    },
+
+    closed: { type: 'final', entry: 'destroySockets' },
+
+    fatal: {
+      type: 'final',
+      entry: { type: 'abortSession', params: ({ context }) => ({ failure: context.failure }) },
+    },
+  },
+});

@@ -1,0 +1,6 @@
+/** Programmatic API: `startProxy(options)` resolves to the running proxy (its socket path and `close()`). */
+export { startProxy, type ProxyOptions, type RunningProxy } from './server.js';
+export { ProxyStartError, defaultListenPath } from './listenSocket.js';
+export { createLogger, type LogLevel } from './log.js';
+export type { SessionSummary, SessionTimeouts } from './session.js';
+export { sessionMachine, type SessionEvent, type SessionContext, type SessionFailure } from '../machines/session.js';

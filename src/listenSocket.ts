@@ -1,0 +1,126 @@
+/**
+ * Where and how the proxy listens. Anyone who can connect to the socket can use the keys behind it, so:
+ * the socket lives in a directory only we can enter (0700, ours, not a symlink), is created 0600, never
+ * replaces a live socket, and never sits in the agent's own socket directory (gpg-agent shuts down when a file
+ * named like its sockets is removed there, and it checks that its socket is still its own).
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+/** A reason the proxy cannot start, worded for the person who started it. */
+export class ProxyStartError extends Error {
+  override readonly name = 'ProxyStartError';
+}
+
+/** sun_path holds 108 bytes including the terminating NUL. */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+export function defaultListenPath(env: NodeJS.ProcessEnv = process.env): string {
+  const runtimeDir = env.XDG_RUNTIME_DIR;
+  // In the shared temp dir the name carries our uid, so another user cannot have taken it first.
+  const dir = runtimeDir ? path.join(runtimeDir, 'assuan-proxy') : path.join(os.tmpdir(), `assuan-proxy-${uid()}`);
+  return path.join(dir, 'S.gpg-agent');
+}
+
+/** Checks everything about `socketPath` that can be checked before binding, and removes our own stale socket. */
+export async function prepareListenPath(socketPath: string, upstreamPath: string): Promise<string> {
+  const resolved = path.resolve(socketPath);
+  if (Buffer.byteLength(resolved) > MAX_SOCKET_PATH_BYTES) {
+    throw new ProxyStartError(`listen path is ${Buffer.byteLength(resolved)} bytes; a Unix socket path holds at most ${MAX_SOCKET_PATH_BYTES}: ${resolved}`);
+  }
+  const upstream = path.resolve(upstreamPath);
+  if (resolved === upstream) {
+    throw new ProxyStartError(`listen path is the upstream agent's socket itself: ${resolved}`);
+  }
+  if (path.dirname(resolved) === path.dirname(upstream)) {
+    throw new ProxyStartError(
+      `refusing to listen in gpg-agent's own socket directory ${path.dirname(upstream)}: gpg-agent watches the sockets there. Choose another directory.`,
+    );
+  }
+  ensurePrivateDirectory(path.dirname(resolved));
+  await removeStaleSocket(resolved);
+  return resolved;
+}
+
+/** Creates the directory 0700 if missing; refuses one that others can enter or that is not ours. */
+export function ensurePrivateDirectory(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new ProxyStartError(`cannot create socket directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+  const stat = fs.lstatSync(dir);
+  if (!stat.isDirectory()) throw new ProxyStartError(`socket directory ${dir} is not a directory (a symlink?)`);
+  if (stat.uid !== uid()) throw new ProxyStartError(`socket directory ${dir} belongs to uid ${stat.uid}, not to us (uid ${uid()})`);
+  if ((stat.mode & 0o077) !== 0) {
+    throw new ProxyStartError(
+      `socket directory ${dir} has mode ${(stat.mode & 0o777).toString(8)}; it must be private (700) because anyone who reaches the socket can use the keys`,
+    );
+  }
+}
+
+/** A live socket at the path is an error; a socket nobody answers on is removed; anything else is refused. */
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  let stat: fs.Stats;
+  try {
+    stat = fs.lstatSync(socketPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!stat.isSocket()) throw new ProxyStartError(`${socketPath} exists and is not a socket; not touching it`);
+  if (await isLive(socketPath)) throw new ProxyStartError(`something is already listening on ${socketPath}`);
+  fs.unlinkSync(socketPath);
+}
+
+function isLive(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect({ path: socketPath });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * Binds `server` to `socketPath` so that the socket is never reachable by others, even for an instant:
+ * created under umask 177, then chmod 600. Returns the inode, so that we later remove only our own socket.
+ */
+export async function listenPrivately(server: net.Server, socketPath: string): Promise<number> {
+  const previous = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      server.once('error', onError);
+      // For a pipe path, bind() happens synchronously inside listen(), so the umask is in force for it.
+      server.listen(socketPath, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ProxyStartError(`cannot listen on ${socketPath}: ${code ?? err}`);
+  } finally {
+    process.umask(previous);
+  }
+  fs.chmodSync(socketPath, 0o600);
+  return fs.statSync(socketPath).ino;
+}
+
+/** Removes the socket file only if it is still the one we created. */
+export function removeOwnSocket(socketPath: string, inode: number): void {
+  try {
+    if (fs.lstatSync(socketPath).ino === inode) fs.unlinkSync(socketPath);
+  } catch {
+    // Already gone.
+  }
+}
+
+function uid(): number {
+  return process.getuid?.() ?? 0;
+}

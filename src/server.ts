@@ -1,0 +1,106 @@
+/**
+ * The listening side: a Unix socket server that gives each accepted connection its own SessionRuntime (and so
+ * its own actor and its own upstream connection). Sessions are independent: one failing never touches another.
+ */
+import net from 'node:net';
+import pino, { type Logger } from 'pino';
+import type { InspectionEvent, Observer } from 'xstate';
+import { defaultListenPath, listenPrivately, prepareListenPath, removeOwnSocket } from './listenSocket.js';
+import { SessionRuntime, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session.js';
+import { resolveUpstream } from './upstream.js';
+
+export interface ProxyOptions {
+  /** Socket to listen on. Default: S.gpg-agent in a private directory under $XDG_RUNTIME_DIR or the temp dir. */
+  listen?: string;
+  /** gpg-agent socket to relay to. Default: `gpgconf --list-dirs agent-socket`, launching the agent if needed. */
+  upstream?: string;
+  /** Milliseconds to connect to the agent (default 5000). */
+  connectTimeoutMs?: number;
+  /** Milliseconds for the agent's greeting once connected (default 5000). */
+  greetingTimeoutMs?: number;
+  /** Milliseconds a closing session waits for its peers to close before cutting them (default 2000). */
+  closeGraceMs?: number;
+  logger?: Logger;
+  /** Receives every session actor's inspection events (transition traces, inspectors). */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** A clock for session timers (tests use XState's SimulatedClock). */
+  clock?: SessionOptions['clock'];
+  /** Environment used to find the agent with gpgconf (default: process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface RunningProxy {
+  /** The socket clients connect to. */
+  readonly socketPath: string;
+  /** The agent socket sessions are relayed to. */
+  readonly upstreamPath: string;
+  /** Sessions open right now. */
+  readonly sessionCount: number;
+  /** Stops accepting, ends open sessions and removes our socket. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_TIMEOUTS: SessionTimeouts = { connectMs: 5_000, greetingMs: 5_000, closeGraceMs: 2_000 };
+/** Pipelined client input held while a command is in flight, before the client is paused. */
+const MAX_BUFFERED_CLIENT_BYTES = 64 * 1024;
+
+export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
+  const logger = options.logger ?? pino({ level: 'silent' });
+  const env = options.env ?? process.env;
+  const upstreamPath = await resolveUpstream(options.upstream, env);
+  const socketPath = await prepareListenPath(options.listen ?? defaultListenPath(env), upstreamPath);
+  const timeouts: SessionTimeouts = {
+    connectMs: options.connectTimeoutMs ?? DEFAULT_TIMEOUTS.connectMs,
+    greetingMs: options.greetingTimeoutMs ?? DEFAULT_TIMEOUTS.greetingMs,
+    closeGraceMs: options.closeGraceMs ?? DEFAULT_TIMEOUTS.closeGraceMs,
+  };
+
+  const sessions = new Map<string, SessionRuntime>();
+  let nextSessionId = 1;
+
+  // allowHalfOpen: a client may send its last command and shut down its write side; it still gets the answer.
+  // pauseOnConnect: nothing is read from a client before the agent's greeting has been relayed to it.
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+    const sessionId = String(nextSessionId++);
+    try {
+      const session = new SessionRuntime({
+        sessionId,
+        client,
+        upstreamPath,
+        timeouts,
+        logger,
+        maxBufferedClientBytes: MAX_BUFFERED_CLIENT_BYTES,
+        ...(options.clock ? { clock: options.clock } : {}),
+        ...(options.inspect ? { inspect: options.inspect } : {}),
+        onEnd: (summary: SessionSummary) => sessions.delete(summary.sessionId),
+      });
+      sessions.set(sessionId, session);
+      session.start();
+    } catch (err) {
+      logger.error({ err, session: sessionId }, 'could not start session');
+      client.destroy();
+    }
+  });
+  server.on('error', (err) => logger.error({ err }, 'listener error'));
+
+  const inode = await listenPrivately(server, socketPath);
+  logger.info({ socketPath, upstreamPath }, 'listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    socketPath,
+    upstreamPath,
+    get sessionCount() {
+      return sessions.size;
+    },
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const session of [...sessions.values()]) session.destroy();
+        removeOwnSocket(socketPath, inode);
+        logger.info({ socketPath }, 'stopped');
+      });
+      return closing;
+    },
+  };
+}

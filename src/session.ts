@@ -1,0 +1,421 @@
+/**
+ * Runtime of one client connection: owns the client socket, the upstream socket and the session actor.
+ *
+ * Data path: socket bytes → LineFramer → classify → machine event (kind, verb, byte count) → machine → named
+ * action → socket write. The bytes of the line an event describes are held here, in `currentClientLine` /
+ * `currentAgentLine`, for exactly as long as the machine processes that event; the actions relay them unchanged.
+ *
+ * The machine decides when client lines may be taken (states tagged `clientInput`): lines pipelined behind a
+ * command in flight stay in the framer, in order, and are taken when the answer is complete.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
+import { sessionMachine, type SessionEvent, type SessionFailure } from '../machines/session.js';
+import { classifyAgentLine, classifyClientLine } from './protocol/classify.js';
+import { errLine, type ProxyErrorName } from './protocol/errors.js';
+import { LineFramer } from './protocol/framer.js';
+
+export interface SessionTimeouts {
+  connectMs: number;
+  greetingMs: number;
+  closeGraceMs: number;
+}
+
+export interface SessionOptions {
+  sessionId: string;
+  client: net.Socket;
+  upstreamPath: string;
+  timeouts: SessionTimeouts;
+  logger: Logger;
+  /** Client bytes held while not being taken (pipelined lines, a partial line) before the client is paused. */
+  maxBufferedClientBytes: number;
+  clock?: { setTimeout(fn: (...args: unknown[]) => void, ms: number): unknown; clearTimeout(id: unknown): void };
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  onEnd?: (summary: SessionSummary) => void;
+}
+
+export interface SessionSummary {
+  sessionId: string;
+  outcome: 'closed' | 'failed';
+  failure: SessionFailure | null;
+  durationMs: number;
+  commands: number;
+  bytesFromClient: number;
+  bytesToClient: number;
+}
+
+type SessionActor = Actor<typeof sessionMachine>;
+
+const CANCEL_LINE = Buffer.from('CAN\n', 'latin1');
+
+export class SessionRuntime {
+  readonly sessionId: string;
+  private readonly actor: SessionActor;
+  private readonly client: net.Socket;
+  private upstream: net.Socket | undefined;
+  private readonly clientFramer = new LineFramer();
+  private readonly agentFramer = new LineFramer();
+  private readonly log: Logger;
+  private readonly debug: boolean;
+  private readonly startedAt = performance.now();
+
+  private currentClientLine: Buffer | undefined;
+  private currentAgentLine: Buffer | undefined;
+  private upstreamConnected = false;
+  private agentClosedReported = false;
+  private upstreamBlocked = false;
+  private awaitingAgentWrite = false;
+  private clientEnded = false;
+  private clientEofSent = false;
+  private clientClosed = false;
+  private upstreamClosed = false;
+  private socketsClosedSent = false;
+  private finished = false;
+  private pumping = false;
+  /** Once closing, client bytes are counted and dropped: nothing is relayed any more. */
+  private dropClientInput = false;
+  private commandStartedAt = 0;
+  private commands = 0;
+  private bytesFromClient = 0;
+  private bytesToClient = 0;
+
+  constructor(private readonly options: SessionOptions) {
+    this.sessionId = options.sessionId;
+    this.client = options.client;
+    this.log = options.logger.child({ session: options.sessionId });
+    this.debug = this.log.isLevelEnabled('debug');
+
+    const machine = sessionMachine.provide({
+      actions: {
+        dialAgent: () => this.dialAgent(),
+        relayToClient: () => this.writeClient(this.takeAgentLine()),
+        forwardToAgent: () => this.writeUpstream(this.takeClientLine()),
+        watchAgentWrite: () => this.watchAgentWrite(),
+        discardClientLine: () => {
+          this.currentClientLine = undefined;
+        },
+        discardAgentLine: () => {
+          this.currentAgentLine = undefined;
+        },
+        cancelAgentInquiry: () => this.writeUpstream(CANCEL_LINE),
+        answerClientFault: (_, { fault }) => {
+          if (fault) this.writeClient(errLine(fault, clientFaultDetail[fault]));
+        },
+        beginCommand: (_, { verb }) => {
+          this.commands++;
+          this.commandStartedAt = performance.now();
+          if (this.debug) this.log.debug({ verb }, 'command');
+        },
+        endCommand: ({ context }, { outcome }) => {
+          if (this.debug) {
+            const ms = round(performance.now() - this.commandStartedAt);
+            this.log.debug({ verb: context.command, outcome, ms }, 'command done');
+          }
+        },
+        abortSession: (_, { failure }) => this.abort(failure),
+        closeGracefully: () => this.closeGracefully(),
+        destroySockets: () => this.destroySockets(),
+        rejectEvent: ({ self }, { type }) => {
+          const state = JSON.stringify(self.getSnapshot().value);
+          this.log.warn({ event: type, state }, 'event not handled in this state; ignored');
+        },
+      },
+      delays: {
+        connectTimeout: options.timeouts.connectMs,
+        greetingTimeout: options.timeouts.greetingMs,
+        closeGrace: options.timeouts.closeGraceMs,
+      },
+    });
+
+    this.actor = createActor(machine, {
+      id: `session-${options.sessionId}`,
+      input: { sessionId: options.sessionId },
+      ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.inspect ? { inspect: options.inspect } : {}),
+    });
+    this.actor.subscribe({
+      next: (snapshot) => {
+        if (snapshot.status === 'done') this.finish(snapshot.context.failure);
+      },
+      error: (err) => {
+        // A bug in an action must end this session only, never the process or other sessions.
+        this.log.error({ err }, 'session machine failed');
+        this.destroySockets();
+        this.finish({ reason: 'agentProtocolViolation' });
+      },
+    });
+
+    // Client bytes are not read before the agent's greeting has been relayed (the server pauses new sockets).
+    this.client.pause();
+    this.client.on('data', (chunk: Buffer) => this.onClientData(chunk));
+    this.client.on('end', () => {
+      this.clientEnded = true;
+      this.pump();
+    });
+    this.client.on('error', (err: NodeJS.ErrnoException) => this.send({ type: 'CLIENT_GONE', code: err.code ?? 'ERROR' }));
+    this.client.on('close', () => {
+      this.clientClosed = true;
+      if (!this.clientEnded) this.send({ type: 'CLIENT_GONE', code: 'CLOSED' });
+      this.checkSocketsClosed();
+    });
+    this.client.on('drain', () => this.upstream?.resume());
+  }
+
+  start(): this {
+    this.log.debug('session opened');
+    this.actor.start();
+    return this;
+  }
+
+  /** Current top-level state, for listings. */
+  get state(): string {
+    const value = this.actor.getSnapshot().value;
+    return typeof value === 'string' ? value : Object.keys(value)[0] ?? '';
+  }
+
+  /** Ends the session at once (server shutdown). */
+  destroy(): void {
+    this.destroySockets();
+    this.finish(null);
+  }
+
+  // ---- events in -------------------------------------------------------------------------------------------
+
+  private send(event: SessionEvent): void {
+    if (this.finished) return;
+    this.actor.send(event);
+  }
+
+  private onClientData(chunk: Buffer): void {
+    this.bytesFromClient += chunk.length;
+    if (this.dropClientInput) return;
+    this.clientFramer.push(chunk);
+    this.pump();
+  }
+
+  /** Hands queued client lines to the machine for as long as its state takes client input. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (!this.finished && !this.upstreamBlocked) {
+        const snapshot = this.actor.getSnapshot();
+        if (!snapshot.hasTag('clientInput')) break;
+        const item = this.clientFramer.next();
+        if (item === undefined) {
+          if (this.clientEnded) {
+            if (!this.clientEofSent) {
+              this.clientEofSent = true;
+              if (this.clientFramer.midLine) this.log.debug('client closed in the middle of a line');
+              this.send({ type: 'CLIENT_EOF' });
+            }
+          } else if (this.clientFramer.midLine && snapshot.hasTag('idle')) {
+            this.send({ type: 'CLIENT_PARTIAL', bytes: this.clientFramer.partialBytes });
+          }
+          break;
+        }
+        if (item.kind === 'tooLong') {
+          this.send({ type: 'CLIENT_LINE_TOO_LONG', bytes: item.byteCount });
+          continue;
+        }
+        const info = classifyClientLine(item.bytes);
+        this.currentClientLine = item.bytes;
+        this.send({ type: 'CLIENT_LINE', kind: info.kind, verb: info.verb, bytes: info.bytes });
+        this.currentClientLine = undefined;
+      }
+    } finally {
+      this.pumping = false;
+    }
+    this.updateClientFlow();
+  }
+
+  /** Reads the client only after the greeting, while the upstream takes our writes, and up to the buffer bound. */
+  private updateClientFlow(): void {
+    if (this.finished || this.clientEnded) return;
+    const greeted = this.upstreamConnected && !this.actor.getSnapshot().matches('connecting');
+    const wanted = greeted && !this.upstreamBlocked && this.clientFramer.bufferedBytes < this.options.maxBufferedClientBytes;
+    if (wanted) this.client.resume();
+    else this.client.pause();
+  }
+
+  private onAgentData(chunk: Buffer): void {
+    this.agentFramer.push(chunk);
+    // Batch what this chunk produces for the client into one write.
+    this.client.cork();
+    try {
+      for (let item = this.agentFramer.next(); item !== undefined && !this.finished; item = this.agentFramer.next()) {
+        if (item.kind === 'tooLong') {
+          this.send({ type: 'AGENT_LINE', kind: 'invalid', keyword: '', bytes: item.byteCount });
+          continue;
+        }
+        const info = classifyAgentLine(item.bytes);
+        this.currentAgentLine = item.bytes;
+        this.send({ type: 'AGENT_LINE', kind: info.kind, keyword: info.keyword, bytes: info.bytes });
+        this.currentAgentLine = undefined;
+      }
+    } finally {
+      this.client.uncork();
+    }
+    this.pump();
+  }
+
+  private onAgentGone(code: string): void {
+    if (this.agentClosedReported) return;
+    this.agentClosedReported = true;
+    if (this.agentFramer.midLine) this.log.debug('agent closed in the middle of a line');
+    this.send({ type: 'AGENT_CLOSED', code });
+  }
+
+  private checkSocketsClosed(): void {
+    const upstreamDone = this.upstream === undefined || this.upstreamClosed;
+    if (this.clientClosed && upstreamDone && !this.socketsClosedSent) {
+      this.socketsClosedSent = true;
+      this.send({ type: 'SOCKETS_CLOSED' });
+    }
+  }
+
+  // ---- effects ---------------------------------------------------------------------------------------------
+
+  private dialAgent(): void {
+    const upstream = net.connect({ path: this.options.upstreamPath });
+    this.upstream = upstream;
+    upstream.on('connect', () => {
+      this.upstreamConnected = true;
+      this.send({ type: 'AGENT_CONNECTED' });
+    });
+    upstream.on('data', (chunk: Buffer) => this.onAgentData(chunk));
+    upstream.on('end', () => this.onAgentGone('EOF'));
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      const code = err.code ?? 'ERROR';
+      if (this.upstreamConnected) this.onAgentGone(code);
+      else this.send({ type: 'AGENT_CONNECT_FAILED', code });
+    });
+    upstream.on('close', () => {
+      this.upstreamClosed = true;
+      if (this.upstreamConnected) this.onAgentGone('EOF');
+      this.checkSocketsClosed();
+    });
+    upstream.on('drain', () => this.onUpstreamDrain());
+  }
+
+  private takeClientLine(): Buffer | undefined {
+    const line = this.currentClientLine;
+    this.currentClientLine = undefined;
+    return line;
+  }
+
+  private takeAgentLine(): Buffer | undefined {
+    const line = this.currentAgentLine;
+    this.currentAgentLine = undefined;
+    return line;
+  }
+
+  private writeClient(bytes: Buffer | undefined): void {
+    if (bytes === undefined || this.client.destroyed || this.client.writableEnded) return;
+    this.bytesToClient += bytes.length;
+    // A client that does not read pauses the agent instead of growing our buffer.
+    if (!this.client.write(bytes)) this.upstream?.pause();
+  }
+
+  private writeUpstream(bytes: Buffer | undefined): void {
+    const upstream = this.upstream;
+    if (bytes === undefined || upstream === undefined || upstream.destroyed || upstream.writableEnded) return;
+    if (!upstream.write(bytes)) {
+      // An agent that does not read pauses the client instead of growing our buffer.
+      this.upstreamBlocked = true;
+      this.client.pause();
+    }
+  }
+
+  private watchAgentWrite(): void {
+    if (this.upstreamBlocked) this.awaitingAgentWrite = true;
+    // Queued behind the current event: the machine takes it as soon as this transition is complete.
+    else this.send({ type: 'AGENT_WRITTEN' });
+  }
+
+  private onUpstreamDrain(): void {
+    this.upstreamBlocked = false;
+    if (this.awaitingAgentWrite) {
+      this.awaitingAgentWrite = false;
+      this.send({ type: 'AGENT_WRITTEN' });
+    }
+    this.pump();
+  }
+
+  private abort(failure: SessionFailure | null): void {
+    const [name, detail] = describeFailure(failure, this.options.upstreamPath);
+    this.log.warn({ failure }, `session failed: ${detail}`);
+    this.dropClientInput = true;
+    if (!this.client.destroyed && !this.client.writableEnded) {
+      const line = errLine(name, detail);
+      this.bytesToClient += line.length;
+      this.client.end(line, () => this.client.destroy());
+      // A client that never reads must not keep the socket alive.
+      setTimeout(() => this.client.destroy(), this.options.timeouts.closeGraceMs).unref();
+    }
+    this.upstream?.destroy();
+  }
+
+  private closeGracefully(): void {
+    if (!this.client.destroyed && !this.client.writableEnded) this.client.end();
+    // Read on (and drop) until the client closes, so that its close is seen.
+    this.dropClientInput = true;
+    this.client.resume();
+    const upstream = this.upstream;
+    if (upstream && !upstream.destroyed && !upstream.writableEnded) upstream.end();
+  }
+
+  private destroySockets(): void {
+    this.client.destroy();
+    this.upstream?.destroy();
+  }
+
+  private finish(failure: SessionFailure | null): void {
+    if (this.finished) return;
+    this.finished = true;
+    const summary: SessionSummary = {
+      sessionId: this.sessionId,
+      outcome: failure ? 'failed' : 'closed',
+      failure,
+      durationMs: round(performance.now() - this.startedAt),
+      commands: this.commands,
+      bytesFromClient: this.bytesFromClient,
+      bytesToClient: this.bytesToClient,
+    };
+    this.log.info(summary, 'session ended');
+    if (this.actor.getSnapshot().status === 'active') this.actor.stop();
+    this.options.onEnd?.(summary);
+  }
+}
+
+const clientFaultDetail: Record<'lineTooLong' | 'malformedEscape', string> = {
+  lineTooLong: 'lines are limited to 1000 bytes',
+  malformedEscape: "D line has a '%' not followed by two hex digits",
+};
+
+/** The ERR the client gets for a failed session, and a one-line reason for it and for the log. */
+function describeFailure(failure: SessionFailure | null, upstreamPath: string): [ProxyErrorName, string] {
+  switch (failure?.reason) {
+    case 'connectFailed':
+      return ['connectFailed', `cannot connect to gpg-agent at ${upstreamPath}: ${failure.code}`];
+    case 'connectTimeout':
+      return ['timeout', 'connecting to gpg-agent timed out'];
+    case 'greetingTimeout':
+      return ['timeout', 'gpg-agent did not greet in time'];
+    case 'badGreeting':
+      return ['connectFailed', 'gpg-agent did not greet with OK'];
+    case 'agentClosed':
+      return ['endOfFile', `gpg-agent closed the connection (${failure.code})`];
+    case 'agentProtocolViolation':
+      return ['invalidResponse', 'gpg-agent sent a line that is not valid here'];
+    case 'unsolicitedAgentOutput':
+      return ['invalidResponse', 'gpg-agent sent output with no command pending'];
+    default:
+      return ['endOfFile', 'session ended'];
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
