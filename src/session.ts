@@ -76,6 +76,9 @@ export class SessionRuntime {
   /** Once closing, client bytes are counted and dropped: nothing is relayed any more. */
   private dropClientInput = false;
   private commandStartedAt = 0;
+  /** Bytes relayed each way since the current command began. */
+  private commandBytesToAgent = 0;
+  private commandBytesToClient = 0;
   private commands = 0;
   private bytesFromClient = 0;
   private bytesToClient = 0;
@@ -105,12 +108,16 @@ export class SessionRuntime {
         beginCommand: (_, { verb }) => {
           this.commands++;
           this.commandStartedAt = performance.now();
+          this.commandBytesToAgent = 0;
+          this.commandBytesToClient = 0;
           if (this.debug) this.log.debug({ verb }, 'command');
         },
         endCommand: ({ context }, { outcome }) => {
           if (this.debug) {
             const ms = round(performance.now() - this.commandStartedAt);
-            this.log.debug({ verb: context.command, outcome, ms }, 'command done');
+            const toAgent = this.commandBytesToAgent;
+            const toClient = this.commandBytesToClient;
+            this.log.debug({ verb: context.command, outcome, ms, toAgent, toClient }, 'command done');
           }
         },
         abortSession: (_, { failure }) => this.abort(failure),
@@ -314,6 +321,7 @@ export class SessionRuntime {
   private writeClient(bytes: Buffer | undefined): void {
     if (bytes === undefined || this.client.destroyed || this.client.writableEnded) return;
     this.bytesToClient += bytes.length;
+    this.commandBytesToClient += bytes.length;
     // A client that does not read pauses the agent instead of growing our buffer.
     if (!this.client.write(bytes)) this.upstream?.pause();
   }
@@ -321,6 +329,7 @@ export class SessionRuntime {
   private writeUpstream(bytes: Buffer | undefined): void {
     const upstream = this.upstream;
     if (bytes === undefined || upstream === undefined || upstream.destroyed || upstream.writableEnded) return;
+    this.commandBytesToAgent += bytes.length;
     if (!upstream.write(bytes)) {
       // An agent that does not read pauses the client instead of growing our buffer.
       this.upstreamBlocked = true;

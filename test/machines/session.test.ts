@@ -1,0 +1,255 @@
+import { describe, expect, it } from 'vitest';
+import { createActor, SimulatedClock } from 'xstate';
+import { sessionMachine, type SessionEvent } from '../../machines/session.js';
+
+/** A live actor whose effects are recorded instead of performed. */
+function harness(options: { writeBlocks?: boolean } = {}) {
+  const effects: string[] = [];
+  const clock = new SimulatedClock();
+  const record = (name: string) => (_: unknown, params?: unknown) => {
+    effects.push(params === undefined ? name : `${name} ${JSON.stringify(params)}`);
+  };
+  const machine = sessionMachine.provide({
+    actions: {
+      dialAgent: record('dialAgent'),
+      relayToClient: record('relayToClient'),
+      forwardToAgent: record('forwardToAgent'),
+      watchAgentWrite: ({ self }) => {
+        effects.push('watchAgentWrite');
+        if (!options.writeBlocks) self.send({ type: 'AGENT_WRITTEN' });
+      },
+      discardClientLine: record('discardClientLine'),
+      discardAgentLine: record('discardAgentLine'),
+      cancelAgentInquiry: record('cancelAgentInquiry'),
+      answerClientFault: record('answerClientFault'),
+      beginCommand: record('beginCommand'),
+      endCommand: record('endCommand'),
+      abortSession: record('abortSession'),
+      closeGracefully: record('closeGracefully'),
+      destroySockets: record('destroySockets'),
+      rejectEvent: record('rejectEvent'),
+    },
+    delays: { connectTimeout: 100, greetingTimeout: 200, closeGrace: 300 },
+  });
+  const actor = createActor(machine, { input: { sessionId: 't' }, clock }).start();
+  const send = (...events: SessionEvent[]) => {
+    for (const event of events) actor.send(event);
+  };
+  const state = () => actor.getSnapshot().value;
+  const taken = () => effects.splice(0);
+  return { actor, clock, send, state, taken };
+}
+
+const agent = (kind: Extract<SessionEvent, { type: 'AGENT_LINE' }>['kind'], keyword = ''): SessionEvent => ({
+  type: 'AGENT_LINE',
+  kind,
+  keyword,
+  bytes: 10,
+});
+const client = (kind: Extract<SessionEvent, { type: 'CLIENT_LINE' }>['kind'], verb: Extract<SessionEvent, { type: 'CLIENT_LINE' }>['verb'] = ''): SessionEvent => ({
+  type: 'CLIENT_LINE',
+  kind,
+  verb,
+  bytes: 10,
+});
+
+function greeted() {
+  const h = harness();
+  h.send({ type: 'AGENT_CONNECTED' }, agent('ok'));
+  h.taken();
+  return h;
+}
+
+describe('session machine', () => {
+  it('dials, relays the greeting and becomes ready', () => {
+    const h = harness();
+    expect(h.state()).toEqual({ connecting: 'dialing' });
+    expect(h.taken()).toEqual(['dialAgent']);
+    h.send({ type: 'AGENT_CONNECTED' }, agent('comment'), agent('ok'));
+    expect(h.state()).toBe('ready');
+    expect(h.taken()).toEqual(['relayToClient', 'relayToClient']);
+  });
+
+  it('forwards # and empty lines without waiting for a reply', () => {
+    const h = greeted();
+    h.send(client('comment'), client('empty'));
+    expect(h.state()).toBe('ready');
+    expect(h.taken()).toEqual(['forwardToAgent', 'forwardToAgent']);
+  });
+
+  it('runs a command: sending, waiting, relaying status and data lines live, ready again on OK', () => {
+    const h = greeted();
+    h.send(client('command', 'GETINFO'));
+    expect(h.state()).toBe('waitingForAgent');
+    expect(h.taken()).toEqual(['beginCommand {"verb":"GETINFO"}', 'forwardToAgent', 'watchAgentWrite']);
+    h.send(agent('status', 'PROGRESS'));
+    expect(h.state()).toBe('sendingToClient');
+    h.send(agent('data'), agent('data'));
+    expect(h.state()).toBe('sendingToClient');
+    h.send(agent('ok'));
+    expect(h.state()).toBe('ready');
+    expect(h.taken()).toEqual(['relayToClient', 'relayToClient', 'relayToClient', 'relayToClient', 'endCommand {"outcome":"ok"}']);
+    expect(h.actor.getSnapshot().context.command).toBe('GETINFO');
+  });
+
+  it('stays in sendingToAgent while the agent does not take our bytes', () => {
+    const h = harness({ writeBlocks: true });
+    h.send({ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'NOP'));
+    expect(h.state()).toBe('sendingToAgent');
+    h.send({ type: 'AGENT_WRITTEN' });
+    expect(h.state()).toBe('waitingForAgent');
+  });
+
+  it('goes through bufferingCommand while a command line is incomplete', () => {
+    const h = greeted();
+    h.send({ type: 'CLIENT_PARTIAL', bytes: 3 });
+    expect(h.state()).toBe('bufferingCommand');
+    h.send(client('comment'));
+    expect(h.state()).toBe('ready');
+    h.send({ type: 'CLIENT_PARTIAL', bytes: 3 }, client('command', 'NOP'));
+    expect(h.state()).toBe('waitingForAgent');
+  });
+
+  it('answers several INQUIREs in one command, relaying D lines until END', () => {
+    const h = greeted();
+    h.send(client('command', 'PKDECRYPT'), agent('inquire', 'CIPHERTEXT'));
+    expect(h.state()).toEqual({ bufferingInquire: 'answering' });
+    expect(h.actor.getSnapshot().context.inquire).toBe('CIPHERTEXT');
+    h.send(client('data', 'D'), client('comment'), client('data', 'D'), client('end', 'END'));
+    expect(h.state()).toBe('waitingForAgent');
+    h.send(agent('status', 'INQUIRE_MAXLEN'), agent('inquire', 'PASSPHRASE'));
+    expect(h.state()).toEqual({ bufferingInquire: 'answering' });
+    h.send(client('data', 'D'), client('end', 'END'), agent('data'), agent('ok'));
+    expect(h.state()).toBe('ready');
+    expect(h.actor.getSnapshot().context.inquire).toBe('');
+    const effects = h.taken();
+    expect(effects.filter((e) => e === 'forwardToAgent')).toHaveLength(7);
+    expect(effects.at(-1)).toBe('endCommand {"outcome":"ok"}');
+  });
+
+  it('CAN ends an INQUIRE like END does', () => {
+    const h = greeted();
+    h.send(client('command', 'PKSIGN'), agent('inquire', 'PASSPHRASE'), client('cancel', 'CAN'));
+    expect(h.state()).toBe('waitingForAgent');
+    h.send(agent('err'));
+    expect(h.state()).toBe('ready');
+  });
+
+  it('refuses a malformed D line: drops the rest of the answer, cancels at the agent, answers its own ERR', () => {
+    const h = greeted();
+    h.send(client('command', 'PKDECRYPT'), agent('inquire', 'CIPHERTEXT'));
+    h.taken();
+    h.send(client('malformedData', 'D'));
+    expect(h.state()).toEqual({ bufferingInquire: 'discarding' });
+    h.send(client('data', 'D'), client('end', 'END'));
+    expect(h.state()).toBe('waitingForAgent');
+    expect(h.taken()).toEqual(['discardClientLine', 'discardClientLine', 'discardClientLine', 'cancelAgentInquiry', 'watchAgentWrite']);
+    h.send(agent('err'));
+    expect(h.state()).toBe('ready');
+    expect(h.taken()).toEqual(['discardAgentLine', 'answerClientFault {"fault":"malformedEscape"}', 'endCommand {"outcome":"refused"}']);
+    expect(h.actor.getSnapshot().context.owedError).toBeNull();
+  });
+
+  it('refuses an over-long line inside an INQUIRE the same way', () => {
+    const h = greeted();
+    h.send(client('command', 'IMPORT_KEY'), agent('inquire', 'KEYDATA'), { type: 'CLIENT_LINE_TOO_LONG', bytes: 5000 });
+    expect(h.state()).toEqual({ bufferingInquire: 'discarding' });
+    h.send(client('end', 'END'), agent('err'));
+    expect(h.taken()).toContain('answerClientFault {"fault":"lineTooLong"}');
+  });
+
+  it('answers an over-long command line itself and stays usable', () => {
+    const h = greeted();
+    h.send({ type: 'CLIENT_LINE_TOO_LONG', bytes: 2000 });
+    expect(h.state()).toBe('ready');
+    expect(h.taken()).toEqual(['discardClientLine', 'answerClientFault {"fault":"lineTooLong"}', 'endCommand {"outcome":"refused"}']);
+  });
+
+  it('when the agent ends the command mid-answer, the rest of the answer never reaches it as commands', () => {
+    const h = greeted();
+    h.send(client('command', 'PRESET_PASSPHRASE'), agent('inquire', 'PASSPHRASE'), client('data', 'D'), agent('err'));
+    expect(h.state()).toEqual({ bufferingInquire: 'draining' });
+    h.taken();
+    h.send(client('data', 'D'), client('end', 'END'));
+    expect(h.state()).toBe('ready');
+    expect(h.taken()).toEqual(['discardClientLine', 'discardClientLine']);
+  });
+
+  it('BYE: relays OK closing connection, closes both sides, ends when both sockets closed', () => {
+    const h = greeted();
+    h.send(client('command', 'BYE'), agent('okClosing'));
+    expect(h.state()).toBe('closing');
+    expect(h.taken()).toContain('closeGracefully');
+    h.send({ type: 'AGENT_CLOSED', code: 'EOF' }, { type: 'SOCKETS_CLOSED' });
+    expect(h.state()).toBe('closed');
+    expect(h.actor.getSnapshot().status).toBe('done');
+  });
+
+  it('a closing session whose peers never close is cut after closeGrace', () => {
+    const h = greeted();
+    h.send({ type: 'CLIENT_EOF' });
+    expect(h.state()).toBe('closing');
+    h.clock.increment(299);
+    expect(h.state()).toBe('closing');
+    h.clock.increment(1);
+    expect(h.state()).toBe('closed');
+    expect(h.taken()).toContain('destroySockets');
+  });
+
+  it.each([
+    ['connect timeout', [], 100, { reason: 'connectTimeout' }],
+    ['greeting timeout', [{ type: 'AGENT_CONNECTED' }], 200, { reason: 'greetingTimeout' }],
+  ] as const)('%s ends in fatal with its reason', (_, events, ms, failure) => {
+    const h = harness();
+    h.send(...events);
+    h.clock.increment(ms - 1);
+    expect(h.actor.getSnapshot().status).toBe('active');
+    h.clock.increment(1);
+    expect(h.state()).toBe('fatal');
+    expect(h.actor.getSnapshot().context.failure).toEqual(failure);
+    expect(h.taken().at(-1)).toBe(`abortSession ${JSON.stringify({ failure })}`);
+  });
+
+  it('no response timeout: a command may wait as long as a human at a pinentry', () => {
+    const h = greeted();
+    h.send(client('command', 'PKSIGN'));
+    h.clock.increment(24 * 3600 * 1000);
+    expect(h.state()).toBe('waitingForAgent');
+  });
+
+  it.each([
+    ['connect failure', [{ type: 'AGENT_CONNECT_FAILED', code: 'ENOENT' }], { reason: 'connectFailed', code: 'ENOENT' }],
+    ['agent gone while idle', [{ type: 'AGENT_CONNECTED' }, agent('ok'), { type: 'AGENT_CLOSED', code: 'EOF' }], { reason: 'agentClosed', code: 'EOF' }],
+    ['agent gone mid-command', [{ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'PKSIGN'), { type: 'AGENT_CLOSED', code: 'ECONNRESET' }], { reason: 'agentClosed', code: 'ECONNRESET' }],
+    ['bad greeting', [{ type: 'AGENT_CONNECTED' }, agent('err')], { reason: 'badGreeting' }],
+    ['non-Assuan answer', [{ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'NOP'), agent('invalid')], { reason: 'agentProtocolViolation' }],
+    ['output with no command', [{ type: 'AGENT_CONNECTED' }, agent('ok'), agent('status')], { reason: 'unsolicitedAgentOutput' }],
+  ] as const)('%s ends in fatal with its reason', (_, events, failure) => {
+    const h = harness();
+    h.send(...(events as readonly SessionEvent[]));
+    expect(h.state()).toBe('fatal');
+    expect(h.actor.getSnapshot().context.failure).toEqual(failure);
+  });
+
+  it('an event the state does not handle is rejected explicitly and changes nothing', () => {
+    const h = greeted();
+    h.send(client('command', 'NOP'));
+    h.taken();
+    h.send(client('command', 'NOP'));
+    expect(h.state()).toBe('waitingForAgent');
+    expect(h.taken()).toEqual(['rejectEvent {"type":"CLIENT_LINE"}']);
+  });
+
+  it('context holds no protocol bytes, only kinds, verbs and reasons', () => {
+    const h = greeted();
+    h.send(client('command', 'PKDECRYPT'), agent('inquire', 'PASSPHRASE'), client('malformedData', 'D'));
+    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual(['command', 'failure', 'inquire', 'owedError', 'sessionId']);
+    expect(h.actor.getSnapshot().context).toEqual({
+      sessionId: 't',
+      command: 'PKDECRYPT',
+      inquire: 'PASSPHRASE',
+      owedError: 'malformedEscape',
+      failure: null,
+    });
+  });
+});

@@ -1,0 +1,113 @@
+/**
+ * Throw-away GnuPG homes for tests: a real gpg-agent in a fresh GNUPGHOME, keys generated on the spot, and
+ * "client" homes whose agent socket is the proxy's. Everything is removed (and the agent killed) on cleanup.
+ */
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+export interface RunResult {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs a GnuPG tool with GNUPGHOME set; never throws on a non-zero exit. */
+export function runTool(tool: string, home: string, args: string[], input?: Buffer | string): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(tool, args, { env: { ...process.env, GNUPGHOME: home, LC_ALL: 'C' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() }));
+    child.stdin.on('error', () => {});
+    child.stdin.end(input ?? '');
+  });
+}
+
+/** Runs and expects success, with the tool's stderr in the error. */
+export async function mustRun(tool: string, home: string, args: string[], input?: Buffer | string): Promise<Buffer> {
+  const result = await runTool(tool, home, args, input);
+  if (result.code !== 0) throw new Error(`${tool} ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
+  return result.stdout;
+}
+
+export async function gpgconfDir(home: string, what: string): Promise<string> {
+  const { stdout } = await execFileAsync('gpgconf', ['--list-dirs', what], { env: { ...process.env, GNUPGHOME: home } });
+  return stdout.trim().replace(/%([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
+
+export function makeTempDir(prefix: string): string {
+  // Short paths: a Unix socket path holds at most 107 bytes, and the agent's sockets live in its home here.
+  const dir = fs.mkdtempSync(path.join('/tmp', prefix));
+  fs.chmodSync(dir, 0o700);
+  return dir;
+}
+
+export interface AgentHome {
+  home: string;
+  socket: string;
+  /** Starts the agent (again). */
+  launch(): Promise<void>;
+  pid(): Promise<number>;
+  cleanup(): Promise<void>;
+}
+
+export async function createAgentHome(): Promise<AgentHome> {
+  const home = makeTempDir('gpgh.');
+  fs.writeFileSync(path.join(home, 'gpg-agent.conf'), 'allow-loopback-pinentry\nallow-preset-passphrase\n');
+  const env = { ...process.env, GNUPGHOME: home };
+  const launch = async () => {
+    await execFileAsync('gpgconf', ['--launch', 'gpg-agent'], { env });
+  };
+  await launch();
+  const socket = await gpgconfDir(home, 'agent-socket');
+  return {
+    home,
+    socket,
+    launch,
+    async pid() {
+      const out = await mustRun('gpg-connect-agent', home, ['GETINFO pid', '/bye']);
+      return Number(/^D (\d+)/m.exec(out.toString())?.[1]);
+    },
+    async cleanup() {
+      await execFileAsync('gpgconf', ['--kill', 'gpg-agent'], { env }).catch(() => {});
+      fs.rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface KeyInfo {
+  fingerprint: string;
+  keygrip: string;
+}
+
+/** Generates a key with quick-gen-key; an empty passphrase makes an unprotected key. */
+export async function generateKey(home: string, userId: string, algo: string, passphrase: string): Promise<KeyInfo> {
+  await mustRun('gpg', home, ['--batch', '--pinentry-mode', 'loopback', '--passphrase', passphrase, '--quick-gen-key', userId, algo, 'default', 'never']);
+  const listing = (await mustRun('gpg', home, ['--batch', '--with-colons', '--with-keygrip', '-K', userId])).toString();
+  const fingerprint = /^fpr:+([0-9A-F]+):/m.exec(listing)?.[1];
+  const keygrip = /^grp:+([0-9A-F]+):/m.exec(listing)?.[1];
+  if (!fingerprint || !keygrip) throw new Error(`no key listed for ${userId}`);
+  return { fingerprint, keygrip };
+}
+
+/**
+ * A home for gpg itself whose agent socket path is `socketPath`'s location: holds a copy of the public keyring
+ * and trust db of `from`, and `no-autostart`, so that gpg talks only to whatever listens there.
+ */
+export async function createClientHome(from: string): Promise<{ home: string; socket: string; cleanup(): void }> {
+  const home = makeTempDir('gpgc.');
+  for (const file of ['pubring.kbx', 'trustdb.gpg']) {
+    if (fs.existsSync(path.join(from, file))) fs.copyFileSync(path.join(from, file), path.join(home, file));
+  }
+  fs.writeFileSync(path.join(home, 'gpg.conf'), 'no-autostart\n');
+  const socket = await gpgconfDir(home, 'agent-socket');
+  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
+  return { home, socket, cleanup: () => fs.rmSync(home, { recursive: true, force: true }) };
+}
