@@ -1,0 +1,208 @@
+/**
+ * Real gpg through the proxy, each operation compared with the same operation done directly against the agent.
+ * The agent runs in a throw-away GNUPGHOME with keys generated here: an unprotected ed25519/cv25519 key and a
+ * passphrase-protected rsa3072 key (its exported secret key is a D block of over 1 KB).
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { InspectionEvent } from 'xstate';
+import type { SessionEvent } from '../../machines/session.js';
+import { RawClient } from '../support/assuanClient.js';
+import {
+  createAgentHome,
+  createClientHome,
+  generateKey,
+  mustRun,
+  runTool,
+  type AgentHome,
+  type KeyInfo,
+} from '../support/gnupg.js';
+import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
+
+const execFileAsync = promisify(execFile);
+const PASSPHRASE = 'correct horse battery staple 7';
+const MESSAGE = Buffer.from('the quick brown fox\n\u00ff\u0000 binary tail', 'latin1');
+
+let agent: AgentHome;
+let client: Awaited<ReturnType<typeof createClientHome>>;
+let proxy: TestProxy;
+let plain: KeyInfo;
+let protectedKey: KeyInfo;
+const events: SessionEvent[] = [];
+const cleanups: Array<() => Promise<void> | void> = [];
+
+beforeAll(async () => {
+  agent = await createAgentHome();
+  cleanups.push(() => agent.cleanup());
+  plain = await generateKey(agent.home, 'Plain <plain@example.org>', 'future-default', '');
+  protectedKey = await generateKey(agent.home, 'Protected <protected@example.org>', 'rsa3072', PASSPHRASE);
+  client = await createClientHome(agent.home);
+  cleanups.push(() => client.cleanup());
+  proxy = await startTestProxy({
+    upstream: agent.socket,
+    listen: client.socket,
+    inspect: (ev: InspectionEvent) => {
+      if (ev.type === '@xstate.event') events.push(ev.event as SessionEvent);
+    },
+  });
+  cleanups.push(() => proxy.close());
+});
+
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+/** Forgets cached passphrases, so the next use of the protected key must INQUIRE PASSPHRASE again. */
+async function forgetPassphrases(): Promise<void> {
+  await execFileAsync('gpgconf', ['--reload', 'gpg-agent'], { env: { ...process.env, GNUPGHOME: agent.home } });
+}
+
+const inquiries = () => events.filter((e) => e.type === 'AGENT_LINE' && e.kind === 'inquire').map((e) => (e as { keyword: string }).keyword);
+const commandLog = (verb: string) => proxy.logs.filter((r) => r.msg === 'command done' && r.verb === verb);
+
+describe('real gpg through the proxy', () => {
+  it('lists secret keys exactly as direct', async () => {
+    const args = ['--batch', '--with-colons', '--with-keygrip', '-K'];
+    const direct = await mustRun('gpg', agent.home, args);
+    const proxied = await mustRun('gpg', client.home, args);
+    expect(proxied.toString()).toBe(direct.toString());
+    expect(proxied.toString()).toContain(plain.fingerprint);
+    expect(proxied.toString()).toContain(protectedKey.fingerprint);
+  });
+
+  it('detach-signs; the signature verifies, as one made directly does', async () => {
+    const verify = async (signature: Buffer) => {
+      const fs = await import('node:fs');
+      const file = `${client.home}/sig-${Date.now()}.sig`;
+      fs.writeFileSync(file, signature);
+      const out = await mustRun('gpg', client.home, ['--batch', '--status-fd', '1', '--verify', file, '-'], MESSAGE);
+      return /^\[GNUPG:\] GOODSIG \S+ .*$/m.exec(out.toString())?.[0];
+    };
+    const args = ['--batch', '-u', plain.fingerprint, '--detach-sign', '-o', '-'];
+    const viaProxy = await mustRun('gpg', client.home, args, MESSAGE);
+    const direct = await mustRun('gpg', agent.home, args, MESSAGE);
+    expect(await verify(viaProxy)).toBeDefined();
+    expect(await verify(viaProxy)).toBe(await verify(direct));
+    expect(commandLog('PKSIGN').length).toBeGreaterThan(0);
+  });
+
+  it('decrypts (INQUIRE CIPHERTEXT) to the same plaintext as direct', async () => {
+    const ciphertext = await mustRun('gpg', agent.home, ['--batch', '--trust-model', 'always', '-r', plain.fingerprint, '-e', '-o', '-'], MESSAGE);
+    const viaProxy = await mustRun('gpg', client.home, ['--batch', '-d', '-o', '-'], ciphertext);
+    const direct = await mustRun('gpg', agent.home, ['--batch', '-d', '-o', '-'], ciphertext);
+    expect(viaProxy.equals(MESSAGE)).toBe(true);
+    expect(viaProxy.equals(direct)).toBe(true);
+    expect(inquiries()).toContain('CIPHERTEXT');
+  });
+
+  it('signs with the passphrase key through --pinentry-mode loopback (INQUIRE PASSPHRASE), and refuses a wrong one', async () => {
+    const sign = (home: string, passphrase: string) =>
+      runTool('gpg', home, ['--batch', '--pinentry-mode', 'loopback', '--passphrase', passphrase, '-u', protectedKey.fingerprint, '--detach-sign', '-o', '-'], MESSAGE);
+    await forgetPassphrases();
+    const wrongViaProxy = await sign(client.home, 'wrong passphrase');
+    await forgetPassphrases();
+    const wrongDirect = await sign(agent.home, 'wrong passphrase');
+    expect(wrongViaProxy.code).not.toBe(0);
+    expect(wrongViaProxy.code).toBe(wrongDirect.code);
+    expect(wrongViaProxy.stderr).toContain('Bad passphrase');
+
+    await forgetPassphrases();
+    const before = inquiries().filter((k) => k === 'PASSPHRASE').length;
+    const viaProxy = await sign(client.home, PASSPHRASE);
+    expect(viaProxy.stderr).toBe('');
+    expect(viaProxy.code).toBe(0);
+    expect(inquiries().filter((k) => k === 'PASSPHRASE').length).toBeGreaterThan(before);
+    await forgetPassphrases();
+    const direct = await sign(agent.home, PASSPHRASE);
+    expect(direct.code).toBe(0);
+    const fs = await import('node:fs');
+    for (const [name, sig] of [['proxy', viaProxy.stdout], ['direct', direct.stdout]] as const) {
+      const file = `${client.home}/pass-${name}.sig`;
+      fs.writeFileSync(file, sig);
+      await mustRun('gpg', client.home, ['--batch', '--verify', file, '-'], MESSAGE);
+    }
+  });
+
+  it('exports the protected secret key (a D block over 1 KB) and imports it (INQUIRE KEYDATA) elsewhere, as direct', async () => {
+    const exportArgs = ['--batch', '--pinentry-mode', 'loopback', '--passphrase', PASSPHRASE, '--export-secret-keys', protectedKey.fingerprint];
+    await forgetPassphrases();
+    const viaProxy = await mustRun('gpg', client.home, exportArgs);
+    await forgetPassphrases();
+    const direct = await mustRun('gpg', agent.home, exportArgs);
+    const exportCommands = commandLog('EXPORT_KEY');
+    expect(exportCommands.at(-1)).toMatchObject({ outcome: 'ok' });
+    expect(exportCommands.at(-1)!.toClient as number).toBeGreaterThan(1024);
+
+    // Import each export into its own fresh agent: the proxied one through a second proxy.
+    const listings: string[] = [];
+    for (const [exported, throughProxy] of [[viaProxy, true], [direct, false]] as const) {
+      const target = await createAgentHome();
+      cleanups.push(() => target.cleanup());
+      await mustRun('gpg', target.home, ['--batch', '--import'], await mustRun('gpg', agent.home, ['--export', protectedKey.fingerprint]));
+      let home = target.home;
+      if (throughProxy) {
+        const targetClient = await createClientHome(target.home);
+        cleanups.push(() => targetClient.cleanup());
+        const second = await startTestProxy({ upstream: target.socket, listen: targetClient.socket });
+        cleanups.push(() => second.close());
+        home = targetClient.home;
+        await mustRun('gpg', home, ['--batch', '--import'], exported);
+        const imports = second.logs.filter((r) => r.msg === 'command done' && r.verb === 'IMPORT_KEY');
+        expect(imports.at(-1)).toMatchObject({ outcome: 'ok' });
+        expect(imports.at(-1)!.toAgent as number).toBeGreaterThan(1024);
+      } else {
+        await mustRun('gpg', home, ['--batch', '--import'], exported);
+      }
+      const listing = await mustRun('gpg', target.home, ['--batch', '--with-colons', '--with-keygrip', '-K']);
+      listings.push(listing.toString().split('\n').filter((l) => /^(fpr|grp):/.test(l)).join('\n'));
+    }
+    expect(listings[0]).toContain(protectedKey.keygrip);
+    expect(listings[0]).toBe(listings[1]);
+  });
+
+  it('gpg-preset-passphrase (writes BYE, closes without reading) presets through the proxy', async () => {
+    await forgetPassphrases();
+    const preset = await runTool('/usr/lib/gnupg/gpg-preset-passphrase', client.home, ['--preset', protectedKey.keygrip], `${PASSPHRASE}\n`);
+    expect(preset.stderr).toBe('');
+    expect(preset.code).toBe(0);
+    // Signing now needs no passphrase at all: the agent has it cached from the preset.
+    const sign = await runTool('gpg', client.home, ['--batch', '--pinentry-mode', 'error', '-u', protectedKey.fingerprint, '--detach-sign', '-o', '-'], MESSAGE);
+    expect(sign.stderr).toBe('');
+    expect(sign.code).toBe(0);
+    expect(commandLog('PRESET_PASSPHRASE').at(-1)).toMatchObject({ outcome: 'ok' });
+  });
+
+  it('no session leaks: every session ended', async () => {
+    await sessionsDrained(proxy.proxy);
+    const opened = proxy.logs.filter((r) => r.msg === 'session opened').map((r) => r.session);
+    const ended = proxy.logs.filter((r) => r.msg === 'session ended');
+    expect(opened.length).toBeGreaterThan(0);
+    expect(ended.map((r) => r.session).sort()).toEqual([...opened].sort());
+    expect(ended.filter((r) => r.outcome !== 'closed')).toEqual([]);
+  });
+});
+
+describe('the agent killed in the middle of a session', () => {
+  it('the client gets one ERR and a close; after the agent restarts, new sessions work without restarting the proxy', async () => {
+    const session = await RawClient.connect(proxy.socket);
+    expect(await session.readLine()).toMatch(/^OK Pleased/);
+    expect((await session.request('PKDECRYPT')).at(-1)).toBe('INQUIRE CIPHERTEXT');
+    process.kill(await agent.pid(), 'SIGKILL');
+    const rest = await session.rest();
+    expect(rest).toHaveLength(1);
+    expect(rest[0]).toMatch(/^ERR 67125247 End of file <assuan-proxy> - gpg-agent closed the connection \((EOF|ECONNRESET)\)$/);
+
+    // With the agent dead, gpg through the proxy fails with the proxy's reason (not a hang).
+    const failed = await runTool('gpg', client.home, ['--batch', '-K']);
+    const refused = await RawClient.connect(proxy.socket);
+    expect(await refused.rest()).toEqual([
+      `ERR 67109123 IPC connect call failed <assuan-proxy> - cannot connect to gpg-agent at ${agent.socket}: ECONNREFUSED`,
+    ]);
+    expect(failed.stdout.toString()).not.toContain('sec');
+
+    await agent.launch();
+    const listing = await mustRun('gpg', client.home, ['--batch', '--with-colons', '-K']);
+    expect(listing.toString()).toContain(plain.fingerprint);
+  });
+});
