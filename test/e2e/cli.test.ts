@@ -1,0 +1,167 @@
+/** The `assuan-proxy` executable as a user runs it: defaults, messages, socket safety, signals. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RawClient } from '../support/assuanClient.js';
+import { createAgentHome, createClientHome, generateKey, makeTempDir, mustRun, runTool, type AgentHome } from '../support/gnupg.js';
+
+const CLI = path.resolve('src/cli.ts');
+let agent: AgentHome;
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  agent = await createAgentHome();
+});
+afterAll(async () => {
+  await agent?.cleanup();
+  for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(prefix: string): string {
+  const dir = makeTempDir(prefix);
+  dirs.push(dir);
+  return dir;
+}
+
+interface Running {
+  child: ChildProcess;
+  stderr: () => string;
+  stdout: () => string;
+  exited: Promise<number | null>;
+}
+
+/** Runs the CLI from source (tsx) with the given args and environment. */
+function runCli(args: string[], env: NodeJS.ProcessEnv): Running {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, stderr: () => stderr, stdout: () => stdout, exited };
+}
+
+/** Resolves with the listen path once the CLI has printed it (or rejects with its output if it exits first). */
+async function listening(run: Running): Promise<string> {
+  for (;;) {
+    const match = /listening on (\S+)/.exec(run.stderr());
+    if (match) return match[1]!;
+    const exited = await Promise.race([run.exited.then(() => true), new Promise<boolean>((r) => run.child.stderr!.once('data', () => r(false)))]);
+    if (exited) throw new Error(`assuan-proxy exited: ${run.stderr()}`);
+  }
+}
+
+describe('assuan-proxy CLI', () => {
+  it('--help explains the options and exits 0', async () => {
+    const run = runCli(['--help'], {});
+    expect(await run.exited).toBe(0);
+    for (const flag of ['--listen', '--upstream', '--log-level', '--connect-timeout', '--greeting-timeout']) expect(run.stdout()).toContain(flag);
+  });
+
+  it.each([
+    [['--bogus'], "Unknown option '--bogus'"],
+    [['--log-level', 'loud'], '--log-level must be one of'],
+    [['--connect-timeout', '0'], '--connect-timeout takes a positive whole number'],
+  ])('rejects %j with a clear message and exit 2', async (args, message) => {
+    const run = runCli(args, {});
+    expect(await run.exited).toBe(2);
+    expect(run.stderr()).toContain(message);
+  });
+
+  it('with no flags: finds the agent with gpgconf, listens privately under XDG_RUNTIME_DIR, gpg signs through it, SIGTERM exits 0 and removes the socket', async () => {
+    const runtimeDir = tempDir('xdg.');
+    const key = await generateKey(agent.home, 'Cli <cli@example.org>', 'future-default', '');
+    const run = runCli([], { GNUPGHOME: agent.home, XDG_RUNTIME_DIR: runtimeDir });
+    const socket = await listening(run);
+    expect(socket).toBe(path.join(runtimeDir, 'assuan-proxy', 'S.gpg-agent'));
+    expect(run.stderr()).toContain(`relaying to gpg-agent at ${agent.socket}`);
+    expect(run.stderr()).toContain(`gpg-connect-agent -S ${socket}`);
+    expect(fs.statSync(socket).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.dirname(socket)).mode & 0o777).toBe(0o700);
+
+    // Real gpg, pointed at the proxy through a symlink at its client home's socket path.
+    const client = await createClientHome(agent.home);
+    dirs.push(client.home);
+    fs.symlinkSync(socket, client.socket);
+    const message = Buffer.from('signed through the CLI');
+    const signature = await mustRun('gpg', client.home, ['--batch', '-u', key.fingerprint, '--detach-sign', '-o', '-'], message);
+    fs.writeFileSync(path.join(client.home, 'm.sig'), signature);
+    await mustRun('gpg', client.home, ['--batch', '--verify', path.join(client.home, 'm.sig'), '-'], message);
+
+    // JSON log lines on stdout (not a terminal), one per session at info.
+    const records = run.stdout().trim().split('\n').map((l) => JSON.parse(l) as { msg: string });
+    expect(records.some((r) => r.msg === 'session ended')).toBe(true);
+
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+    expect(fs.existsSync(socket)).toBe(false);
+    // The agent's own socket is untouched.
+    expect(fs.statSync(agent.socket).isSocket()).toBe(true);
+  });
+
+  it('refuses to replace a live socket, and says so', async () => {
+    const dir = tempDir('live.');
+    const socket = path.join(dir, 'S.gpg-agent');
+    const server = net.createServer((s) => s.destroy());
+    await new Promise<void>((r) => server.listen(socket, r));
+    try {
+      const run = runCli(['--listen', socket, '--upstream', agent.socket], {});
+      expect(await run.exited).toBe(1);
+      expect(run.stderr()).toContain(`something is already listening on ${socket}`);
+      expect(fs.statSync(socket).isSocket()).toBe(true);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('removes a stale socket of its own and starts; SIGINT exits 0', async () => {
+    const dir = tempDir('stale.');
+    const socket = path.join(dir, 'S.gpg-agent');
+    // A socket file nobody listens on: what a proxy killed with SIGKILL leaves behind.
+    const crashed = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    await new Promise((r) => crashed.on('exit', r));
+    expect(fs.statSync(socket).isSocket()).toBe(true);
+    const run = runCli(['--listen', socket, '--upstream', agent.socket], {});
+    expect(await listening(run)).toBe(socket);
+    const client = await RawClient.connect(socket);
+    expect(await client.readLine()).toMatch(/^OK Pleased/);
+    client.destroy();
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  });
+
+  it.each([
+    ['a directory others can enter', (dir: string) => fs.chmodSync(dir, 0o755), 'must be private (700)'],
+    ['a path that is not a socket', (dir: string) => fs.writeFileSync(path.join(dir, 'S.gpg-agent'), 'x'), 'exists and is not a socket'],
+  ])('refuses %s', async (_, arrange, message) => {
+    const dir = tempDir('bad.');
+    arrange(dir);
+    const run = runCli(['--listen', path.join(dir, 'S.gpg-agent'), '--upstream', agent.socket], {});
+    expect(await run.exited).toBe(1);
+    expect(run.stderr()).toContain(message);
+  });
+
+  it("refuses to listen in gpg-agent's own socket directory", async () => {
+    const run = runCli(['--listen', path.join(path.dirname(agent.socket), 'S.proxy')], { GNUPGHOME: agent.home });
+    expect(await run.exited).toBe(1);
+    expect(run.stderr()).toContain("refusing to listen in gpg-agent's own socket directory");
+    expect(fs.existsSync(path.join(path.dirname(agent.socket), 'S.proxy'))).toBe(false);
+  });
+
+  it('a too-long socket path is refused with the limit named', async () => {
+    const run = runCli(['--listen', `/tmp/${'x'.repeat(120)}/S.gpg-agent`, '--upstream', agent.socket], {});
+    expect(await run.exited).toBe(1);
+    expect(run.stderr()).toContain('a Unix socket path holds at most 107');
+  });
+
+  it('a missing gpgconf is reported with what to do', async () => {
+    const run = runCli([], { PATH: '/nonexistent', GNUPGHOME: agent.home });
+    expect(await run.exited).toBe(1);
+    expect(run.stderr()).toContain('gpgconf is not installed');
+    expect(run.stderr()).toContain('--upstream PATH');
+    // gpgconf not found means nothing ran: the agent is untouched.
+    expect((await runTool('gpg-connect-agent', agent.home, ['GETINFO version', '/bye'])).stdout.toString()).toContain('D 2.2.40');
+  });
+});
