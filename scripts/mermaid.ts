@@ -102,3 +102,14 @@ export function diagramsReadme(machines: Array<{ name: string; mermaid: string }
   }
   return parts.join('\n');
 }
+
+const README_START = '<!-- session-diagram:start -->';
+const README_END = '<!-- session-diagram:end -->';
+
+/** The project README with the session diagram between its markers replaced by `mermaid`. */
+export function withReadmeDiagram(readme: string, mermaid: string): string {
+  const start = readme.indexOf(README_START);
+  const end = readme.indexOf(README_END);
+  if (start === -1 || end < start) throw new Error(`README.md lacks the ${README_START} … ${README_END} markers`);
+  return `${readme.slice(0, start + README_START.length)}\n\`\`\`mermaid\n${mermaid.trimEnd()}\n\`\`\`\n${readme.slice(end)}`;
+}

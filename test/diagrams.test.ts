@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { diagramsReadme, discoverMachines, toMermaid } from '../scripts/mermaid.js';
+import { diagramsReadme, discoverMachines, toMermaid, withReadmeDiagram } from '../scripts/mermaid.js';
 
 const machines = await discoverMachines(path.resolve('machines'));
 
@@ -19,6 +19,11 @@ describe('generated diagrams', () => {
   it('diagrams/README.md is current', () => {
     const rendered = machines.map(({ name, machine }) => ({ name, mermaid: toMermaid(machine) }));
     expect(fs.readFileSync(path.resolve('diagrams', 'README.md'), 'utf8')).toBe(diagramsReadme(rendered));
+  });
+
+  it('the project README shows the current session diagram', () => {
+    const readme = fs.readFileSync(path.resolve('README.md'), 'utf8');
+    expect(readme).toBe(withReadmeDiagram(readme, toMermaid(machines.find((m) => m.name === 'session')!.machine)));
   });
 
   it('draws every state and every timeout of the session machine', () => {
