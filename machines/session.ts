@@ -31,6 +31,8 @@ export interface SessionContext {
   command: CommandVerb;
   /** Keyword of the open INQUIRE, '' when none. */
   inquire: string;
+  /** The client has finished sending (EOF) and all it sent has been taken: nothing more will come from it. */
+  clientEnded: boolean;
   /** An ERR the client is owed in place of the agent's answer, after the proxy refused one of its lines. */
   owedError: ClientFault | null;
   failure: SessionFailure | null;
@@ -47,7 +49,7 @@ export type SessionEvent =
   | { type: 'CLIENT_PARTIAL'; bytes: number }
   | { type: 'CLIENT_LINE'; kind: ClientLineKind; verb: CommandVerb; bytes: number }
   | { type: 'CLIENT_LINE_TOO_LONG'; bytes: number }
-  /** The client finished sending, and every line it sent before has been handled. */
+  /** The client finished sending, and every line it sent before has been taken by the machine. */
   | { type: 'CLIENT_EOF' }
   /** The client connection failed (reset, or a write to it failed). */
   | { type: 'CLIENT_GONE'; code: string }
@@ -93,6 +95,8 @@ const session = setup({
     endCommand: (_, _params: { outcome: CommandOutcome }) => {},
     /** Tell the client why the session failed (one ERR line), then tear both connections down. */
     abortSession: (_, _params: { failure: SessionFailure | null }) => {},
+    /** Pass the client's EOF on to the agent (half-close), as a byte pipe would: it finishes the command, then closes. */
+    endAgentInput: () => {},
     /** End both connections once what is queued has been written. */
     closeGracefully: () => {},
     /** Close both connections now. */
@@ -112,6 +116,7 @@ const session = setup({
     agentClosing: ({ event }) => agentKind(event) === 'okClosing',
     agentComment: ({ event }) => agentKind(event) === 'comment',
     owesError: ({ context }) => context.owedError !== null,
+    clientEnded: ({ context }) => context.clientEnded,
     /** Outside an INQUIRE every line but `#` and empty is a command for the agent (it answers stray D/END/CAN too). */
     clientCommand: ({ event }) => {
       const kind = clientKind(event);
@@ -197,6 +202,8 @@ const relayingAnswer = session.createStateConfig({
     ],
     AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
     CLIENT_GONE: 'closing',
+    // Delivered only once every line the client sent has gone to the agent; the answer is still relayed.
+    CLIENT_EOF: { actions: [session.assign({ clientEnded: true }), 'endAgentInput'] },
   },
 });
 
@@ -217,7 +224,7 @@ const agentLinesDuringInquire = session.createStateConfig({
 
 export const sessionMachine = session.createMachine({
   id: 'session',
-  context: ({ input }) => ({ sessionId: input.sessionId, command: '', inquire: '', owedError: null, failure: null }),
+  context: ({ input }) => ({ sessionId: input.sessionId, command: '', inquire: '', clientEnded: false, owedError: null, failure: null }),
   initial: 'connecting',
   on: {
     '*': { actions: { type: 'rejectEvent', params: ({ event }) => ({ type: event.type }) } },
@@ -258,6 +265,8 @@ export const sessionMachine = session.createMachine({
     ready: {
       ...awaitingCommand,
       tags: ['clientInput', 'idle'],
+      // The client left while its last command was in flight: that answer was its last.
+      always: { guard: 'clientEnded', target: 'closing' },
       on: { ...awaitingCommand.on, CLIENT_PARTIAL: 'bufferingCommand' },
     },
 
@@ -285,6 +294,8 @@ export const sessionMachine = session.createMachine({
       initial: 'answering',
       entry: assign({ inquire: ({ event }) => (event.type === 'AGENT_LINE' ? event.keyword : '') }),
       exit: assign({ inquire: '' }),
+      // An INQUIRE for a client that has already ended can never be answered.
+      always: { guard: 'clientEnded', target: 'closing' },
       on: {
         CLIENT_EOF: 'closing',
         CLIENT_GONE: 'closing',

@@ -121,6 +121,10 @@ export class SessionRuntime {
           }
         },
         abortSession: (_, { failure }) => this.abort(failure),
+        endAgentInput: () => {
+          const upstream = this.upstream;
+          if (upstream && !upstream.destroyed && !upstream.writableEnded) upstream.end();
+        },
         closeGracefully: () => this.closeGracefully(),
         destroySockets: () => this.destroySockets(),
         rejectEvent: ({ self }, { type }) => {
@@ -158,6 +162,7 @@ export class SessionRuntime {
     this.client.on('data', (chunk: Buffer) => this.onClientData(chunk));
     this.client.on('end', () => {
       this.clientEnded = true;
+      if (this.clientFramer.midLine) this.log.debug('client closed in the middle of a line');
       this.pump();
     });
     this.client.on('error', (err: NodeJS.ErrnoException) => this.send({ type: 'CLIENT_GONE', code: err.code ?? 'ERROR' }));
@@ -211,13 +216,7 @@ export class SessionRuntime {
         if (!snapshot.hasTag('clientInput')) break;
         const item = this.clientFramer.next();
         if (item === undefined) {
-          if (this.clientEnded) {
-            if (!this.clientEofSent) {
-              this.clientEofSent = true;
-              if (this.clientFramer.midLine) this.log.debug('client closed in the middle of a line');
-              this.send({ type: 'CLIENT_EOF' });
-            }
-          } else if (this.clientFramer.midLine && snapshot.hasTag('idle')) {
+          if (!this.clientEnded && this.clientFramer.midLine && snapshot.hasTag('idle')) {
             this.send({ type: 'CLIENT_PARTIAL', bytes: this.clientFramer.partialBytes });
           }
           break;
@@ -230,6 +229,11 @@ export class SessionRuntime {
         this.currentClientLine = item.bytes;
         this.send({ type: 'CLIENT_LINE', kind: info.kind, verb: info.verb, bytes: info.bytes });
         this.currentClientLine = undefined;
+      }
+      // While a command is in flight, an EOF behind no further line is passed on at once (see endAgentInput).
+      if (this.clientEnded && !this.clientEofSent && !this.finished && !this.clientFramer.hasItem()) {
+        this.clientEofSent = true;
+        this.send({ type: 'CLIENT_EOF' });
       }
     } finally {
       this.pumping = false;

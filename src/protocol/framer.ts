@@ -85,6 +85,13 @@ export class LineFramer {
     return undefined;
   }
 
+  /** True if `next()` would return an item now, without taking it. */
+  hasItem(): boolean {
+    if (this.start === this.end) return false;
+    const lf = this.buffer.indexOf(LF, this.scanFrom);
+    return lf !== -1 && lf < this.end;
+  }
+
   /** Bytes of an incomplete line waiting for its LF (0 while dropping an over-long line). */
   get partialBytes(): number {
     return this.droppedBytes >= 0 ? 0 : this.end - this.start;

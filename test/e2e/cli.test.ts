@@ -116,7 +116,7 @@ describe('assuan-proxy CLI', () => {
     }
   });
 
-  it('removes a stale socket of its own and starts; SIGINT exits 0', async () => {
+  it('removes a stale socket of its own and starts; repeated SIGINT (npm relays Ctrl-C) exits 0 and removes the socket', async () => {
     const dir = tempDir('stale.');
     const socket = path.join(dir, 'S.gpg-agent');
     // A socket file nobody listens on: what a proxy killed with SIGKILL leaves behind.
@@ -129,7 +129,9 @@ describe('assuan-proxy CLI', () => {
     expect(await client.readLine()).toMatch(/^OK Pleased/);
     client.destroy();
     run.child.kill('SIGINT');
+    run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
+    expect(fs.existsSync(socket)).toBe(false);
   });
 
   it.each([

@@ -18,7 +18,7 @@ import {
   type AgentHome,
   type KeyInfo,
 } from '../support/gnupg.js';
-import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
+import { rejectedEvents, sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 
 const execFileAsync = promisify(execFile);
 const PASSPHRASE = 'correct horse battery staple 7';
@@ -180,6 +180,16 @@ describe('real gpg through the proxy', () => {
     expect(opened.length).toBeGreaterThan(0);
     expect(ended.map((r) => r.session).sort()).toEqual([...opened].sort());
     expect(ended.filter((r) => r.outcome !== 'closed')).toEqual([]);
+    expect(rejectedEvents(proxy.logs)).toEqual([]);
+  });
+
+  it('no passphrase reaches a log line (at trace level) or a machine event', async () => {
+    const hex = Buffer.from(PASSPHRASE).toString('hex');
+    const texts = { log: proxy.rawLog(), events: JSON.stringify(events) };
+    for (const [where, text] of Object.entries(texts)) {
+      expect(text.length, where).toBeGreaterThan(1000);
+      for (const secret of [PASSPHRASE, 'correct horse', hex, hex.toUpperCase()]) expect(text.includes(secret), `${where} contains ${secret}`).toBe(false);
+    }
   });
 });
 

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
 import { createAgentHome, mustRun, runTool, type AgentHome } from '../support/gnupg.js';
-import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
+import { rejectedEvents, sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 
 let agent: AgentHome;
 let proxy: TestProxy;
@@ -162,5 +162,11 @@ describe('relay in front of gpg-agent', () => {
     expect(proxied.toString()).toBe(direct.toString());
     expect(proxied.toString()).toContain('ERR 67109139 Unknown IPC command');
     expect(proxied.toString()).toContain('# GETINFO');
+  });
+
+  it('every event real traffic produced was one its state handles', async () => {
+    await sessionsDrained(proxy.proxy);
+    expect(proxy.logs.filter((r) => r.msg === 'session ended').length).toBeGreaterThan(10);
+    expect(rejectedEvents(proxy.logs)).toEqual([]);
   });
 });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
 import { makeTempDir } from '../support/gnupg.js';
-import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
+import { rejectedEvents, sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 import { createScriptedAgent, type ScriptedAgent, type ScriptedConnection } from '../support/scriptedAgent.js';
 
 let agent: ScriptedAgent;
@@ -45,6 +45,16 @@ function dLine(payload: Buffer): Buffer {
 }
 
 describe('relay against a scripted upstream', () => {
+  it('a client that closes while its command is in flight: the EOF reaches the agent, the session ends', async () => {
+    const { client, upstream } = await connected();
+    client.write('PKSIGN\n');
+    expect(await upstream.readLine()).toBe('PKSIGN');
+    client.socket.end();
+    // The scripted agent, like gpg-agent, closes when it reads EOF.
+    await upstream.closed;
+    await sessionsDrained(proxy.proxy);
+  });
+
   it('reads no client byte before the greeting, and relays the greeting first', async () => {
     const client = await RawClient.connect(proxy.socket);
     const upstream = await agent.nextConnection();
@@ -96,6 +106,30 @@ describe('relay against a scripted upstream', () => {
     expect(await client.readLine()).toBe('S PROGRESS primegen X 1 3');
     upstream.send('D sig\nOK\n');
     expect(await client.response()).toEqual(['D sig', 'OK']);
+    client.destroy();
+  });
+
+  it('streams a large answer (16 MB of D lines) through unchanged', async () => {
+    const { client, upstream } = await connected();
+    client.write('EXPORT_KEY\n');
+    await upstream.readLine();
+    const line = Buffer.concat([Buffer.from('D '), Buffer.alloc(996, 0xa5), Buffer.from('\n')]);
+    const count = 16 * 1024;
+    let received = 0;
+    let intact = true;
+    const done = (async () => {
+      for (;;) {
+        const got = (await client.readLineBytes())!;
+        if (got.toString('latin1', 0, 2) === 'OK') return;
+        received++;
+        intact &&= got.equals(line);
+      }
+    })();
+    for (let i = 0; i < count; i++) upstream.send(line);
+    upstream.send('OK\n');
+    await done;
+    expect(received).toBe(count);
+    expect(intact).toBe(true);
     client.destroy();
   });
 
@@ -177,6 +211,13 @@ describe('relay against a scripted upstream', () => {
     b.upstream.send('OK\n');
     expect(await b.client.response()).toEqual(['OK']);
     b.client.destroy();
+  });
+});
+
+describe('after the scripted faults', () => {
+  it('every event the sockets produced was one its state handles', async () => {
+    await sessionsDrained(proxy.proxy);
+    expect(rejectedEvents(proxy.logs).map((r) => [r.event, r.state])).toEqual([]);
   });
 });
 

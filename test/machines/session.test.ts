@@ -24,6 +24,7 @@ function harness(options: { writeBlocks?: boolean } = {}) {
       answerClientFault: record('answerClientFault'),
       beginCommand: record('beginCommand'),
       endCommand: record('endCommand'),
+      endAgentInput: record('endAgentInput'),
       abortSession: record('abortSession'),
       closeGracefully: record('closeGracefully'),
       destroySockets: record('destroySockets'),
@@ -185,6 +186,22 @@ describe('session machine', () => {
     expect(h.actor.getSnapshot().status).toBe('done');
   });
 
+  it('a client EOF while a command is in flight is passed on to the agent; the answer is still relayed, then closing', () => {
+    const h = greeted();
+    h.send(client('command', 'GETINFO'), { type: 'CLIENT_EOF' });
+    expect(h.state()).toBe('waitingForAgent');
+    expect(h.taken()).toContain('endAgentInput');
+    h.send(agent('data'), agent('ok'));
+    expect(h.state()).toBe('closing');
+    expect(h.taken()).toEqual(['relayToClient', 'relayToClient', 'endCommand {"outcome":"ok"}', 'closeGracefully']);
+  });
+
+  it('an INQUIRE for a client that has already ended goes straight to closing', () => {
+    const h = greeted();
+    h.send(client('command', 'PKDECRYPT'), { type: 'CLIENT_EOF' }, agent('inquire', 'CIPHERTEXT'));
+    expect(h.state()).toBe('closing');
+  });
+
   it('a closing session whose peers never close is cut after closeGrace', () => {
     const h = greeted();
     h.send({ type: 'CLIENT_EOF' });
@@ -243,11 +260,12 @@ describe('session machine', () => {
   it('context holds no protocol bytes, only kinds, verbs and reasons', () => {
     const h = greeted();
     h.send(client('command', 'PKDECRYPT'), agent('inquire', 'PASSPHRASE'), client('malformedData', 'D'));
-    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual(['command', 'failure', 'inquire', 'owedError', 'sessionId']);
+    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual(['clientEnded', 'command', 'failure', 'inquire', 'owedError', 'sessionId']);
     expect(h.actor.getSnapshot().context).toEqual({
       sessionId: 't',
       command: 'PKDECRYPT',
       inquire: 'PASSPHRASE',
+      clientEnded: false,
       owedError: 'malformedEscape',
       failure: null,
     });

@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { startProxy, type ProxyOptions, type RunningProxy } from '../../src/server.js';
+// The package's public entry point, as users import it.
+import { startProxy, type ProxyOptions, type RunningProxy } from '../../src/index.js';
 import { makeTempDir } from './gnupg.js';
 
 export interface LogRecord {
@@ -45,6 +46,11 @@ export async function startTestProxy(options: ProxyOptions & { upstream: string 
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Log records of events a state did not handle: in real traffic there should be none. */
+export function rejectedEvents(logs: LogRecord[]): LogRecord[] {
+  return logs.filter((r) => r.msg.startsWith('event not handled'));
 }
 
 /** Resolves once the proxy has no open session (sessions end asynchronously after their sockets close). */
