@@ -23,7 +23,9 @@ export type SessionFailure =
   | { reason: 'badGreeting' }
   | { reason: 'agentClosed'; code: string }
   | { reason: 'agentProtocolViolation' }
-  | { reason: 'unsolicitedAgentOutput' };
+  | { reason: 'unsolicitedAgentOutput' }
+  /** Set by the runtime, never by the machine: an effect threw (a bug), and the session was ended. */
+  | { reason: 'internalError' };
 
 export interface SessionContext {
   readonly sessionId: string;

@@ -2,5 +2,5 @@
 export { startProxy, type ProxyOptions, type RunningProxy } from './server.js';
 export { ProxyStartError, defaultListenPath } from './listenSocket.js';
 export { createLogger, type LogLevel } from './log.js';
-export type { SessionSummary, SessionTimeouts } from './session.js';
+export type { SessionInfo, SessionSummary, SessionTimeouts } from './session.js';
 export { sessionMachine, type SessionEvent, type SessionContext, type SessionFailure } from '../machines/session.js';

@@ -6,7 +6,7 @@ import net from 'node:net';
 import pino, { type Logger } from 'pino';
 import type { InspectionEvent, Observer } from 'xstate';
 import { defaultListenPath, listenPrivately, prepareListenPath, removeOwnSocket } from './listenSocket.js';
-import { SessionRuntime, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session.js';
+import { SessionRuntime, type SessionInfo, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session.js';
 import { resolveUpstream } from './upstream.js';
 
 export interface ProxyOptions {
@@ -36,6 +36,8 @@ export interface RunningProxy {
   readonly upstreamPath: string;
   /** Sessions open right now. */
   readonly sessionCount: number;
+  /** The open sessions: id, state, current verb, age, bytes each way (never payload). */
+  sessions(): SessionInfo[];
   /** Stops accepting, ends open sessions and removes our socket. */
   close(): Promise<void>;
 }
@@ -92,6 +94,9 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     upstreamPath,
     get sessionCount() {
       return sessions.size;
+    },
+    sessions() {
+      return [...sessions.values()].map((session) => session.info());
     },
     close() {
       closing ??= new Promise<void>((resolve) => {

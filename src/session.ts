@@ -45,6 +45,21 @@ export interface SessionSummary {
   bytesToClient: number;
 }
 
+export interface SessionInfo {
+  sessionId: string;
+  /** Top-level state of the session machine. */
+  state: string;
+  /** Verb of the last command sent to the agent. */
+  command: string;
+  ageMs: number;
+  bytesFromClient: number;
+  bytesToClient: number;
+  /** Client bytes received but not yet taken (pipelined lines, a partial line). */
+  bufferedClientBytes: number;
+  /** The proxy has stopped reading the client (greeting pending, buffer bound reached, or agent not reading). */
+  clientPaused: boolean;
+}
+
 type SessionActor = Actor<typeof sessionMachine>;
 
 const CANCEL_LINE = Buffer.from('CAN\n', 'latin1');
@@ -153,7 +168,7 @@ export class SessionRuntime {
         // A bug in an action must end this session only, never the process or other sessions.
         this.log.error({ err }, 'session machine failed');
         this.destroySockets();
-        this.finish({ reason: 'agentProtocolViolation' });
+        this.finish({ reason: 'internalError' });
       },
     });
 
@@ -180,10 +195,20 @@ export class SessionRuntime {
     return this;
   }
 
-  /** Current top-level state, for listings. */
-  get state(): string {
-    const value = this.actor.getSnapshot().value;
-    return typeof value === 'string' ? value : Object.keys(value)[0] ?? '';
+  /** What a listing of live sessions shows: no payload, only state, verb and counts. */
+  info(): SessionInfo {
+    const snapshot = this.actor.getSnapshot();
+    const value = snapshot.value;
+    return {
+      sessionId: this.sessionId,
+      state: typeof value === 'string' ? value : Object.keys(value)[0] ?? '',
+      command: snapshot.context.command,
+      ageMs: round(performance.now() - this.startedAt),
+      bytesFromClient: this.bytesFromClient,
+      bytesToClient: this.bytesToClient,
+      bufferedClientBytes: this.clientFramer.bufferedBytes,
+      clientPaused: this.client.isPaused(),
+    };
   }
 
   /** Ends the session at once (server shutdown). */
@@ -424,6 +449,8 @@ function describeFailure(failure: SessionFailure | null, upstreamPath: string): 
       return ['invalidResponse', 'gpg-agent sent a line that is not valid here'];
     case 'unsolicitedAgentOutput':
       return ['invalidResponse', 'gpg-agent sent output with no command pending'];
+    case 'internalError':
+      return ['endOfFile', 'internal error in the proxy'];
     default:
       return ['endOfFile', 'session ended'];
   }

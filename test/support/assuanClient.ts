@@ -62,14 +62,20 @@ export class RawClient {
     return line.toString('latin1').replace(/\n$/, '');
   }
 
-  /** Lines up to and including the next OK/ERR/INQUIRE line. */
-  async response(): Promise<string[]> {
-    const out: string[] = [];
+  /** Lines, as bytes, up to and including the next OK/ERR/INQUIRE line. */
+  async responseBytes(): Promise<Buffer[]> {
+    const out: Buffer[] = [];
     for (;;) {
-      const line = await this.readLine();
+      const line = await this.readLineBytes();
+      if (line === undefined) throw new Error('connection closed in the middle of a response');
       out.push(line);
-      if (/^(OK|ERR|INQUIRE)( |$)/.test(line)) return out;
+      if (/^(OK|ERR|INQUIRE)( |\n|$)/.test(line.toString('latin1', 0, 8))) return out;
     }
+  }
+
+  /** Lines up to and including the next OK/ERR/INQUIRE line, without their LF. */
+  async response(): Promise<string[]> {
+    return (await this.responseBytes()).map((line) => line.toString('latin1').replace(/\n$/, ''));
   }
 
   /** Writes one command and returns its response lines. */
