@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { AnyStateMachine, AnyStateNode } from 'xstate';
+import { guardText } from '../src/machineTools/transitions.js';
 
 export function toMermaid(machine: AnyStateMachine): string {
   const out: string[] = ['stateDiagram-v2'];
@@ -51,20 +52,9 @@ function collectEdges(node: AnyStateNode, edges: string[]): void {
 
 function addEdge(edges: string[], source: string, transition: { target?: readonly AnyStateNode[] | undefined; guard?: unknown }, label: string): void {
   for (const target of transition.target ?? []) {
-    const guard = guardName(transition.guard);
+    const guard = guardText(transition.guard);
     edges.push(`  ${source} --> ${mermaidId(target)} : ${label}${guard ? ` [${guard}]` : ''}`);
   }
-}
-
-function guardName(guard: unknown): string {
-  if (guard === undefined) return '';
-  if (typeof guard === 'string') return guard;
-  const composite = guard as { guards?: unknown[]; type?: string };
-  if (Array.isArray(composite.guards)) {
-    const joiner = composite.type === 'xstate.or' ? ' || ' : ' && ';
-    return composite.guards.map(guardName).join(joiner);
-  }
-  return composite.type ?? 'guard';
 }
 
 export interface DiscoveredMachine {
