@@ -20,6 +20,8 @@ Options:
   --greeting-timeout MS    time for the agent's greeting (default 5000)
   --log-level LEVEL        ${LOG_LEVELS.join('|')} (default info)
   --log-format FORMAT      pretty|json (default: pretty on a terminal, else json)
+  --trace-transitions      log every state machine transition as one line
+                           {session, from, event, to} (no payload)
   -h, --help               show this help
 `;
 
@@ -35,6 +37,7 @@ async function main(argv: string[]): Promise<number> {
         'greeting-timeout': { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
         'log-format': { type: 'string' },
+        'trace-transitions': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -69,6 +72,7 @@ async function main(argv: string[]): Promise<number> {
       ...(values.upstream ? { upstream: values.upstream } : {}),
       ...(connectTimeoutMs !== undefined ? { connectTimeoutMs } : {}),
       ...(greetingTimeoutMs !== undefined ? { greetingTimeoutMs } : {}),
+      traceTransitions: values['trace-transitions'] ?? false,
       logger,
     });
   } catch (err) {

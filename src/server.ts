@@ -8,6 +8,7 @@ import type { InspectionEvent, Observer } from 'xstate';
 import { defaultListenPath, listenPrivately, prepareListenPath, removeOwnSocket } from './listenSocket.js';
 import { SessionRuntime, type SessionInfo, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session.js';
 import { resolveUpstream } from './upstream.js';
+import { transitionRecorder } from './machineTools/trace.js';
 
 export interface ProxyOptions {
   /** Socket to listen on. Default: S.gpg-agent in a private directory under $XDG_RUNTIME_DIR or the temp dir. */
@@ -23,6 +24,8 @@ export interface ProxyOptions {
   logger?: Logger;
   /** Receives every session actor's inspection events (transition traces, inspectors). */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** Log every transition of every actor as one info line `{session, from, event, to}` (no payload). */
+  traceTransitions?: boolean;
   /** A clock for session timers (tests use XState's SimulatedClock). */
   clock?: SessionOptions['clock'];
   /** Environment used to find the agent with gpgconf (default: process.env). */
@@ -57,6 +60,12 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     closeGraceMs: options.closeGraceMs ?? DEFAULT_TIMEOUTS.closeGraceMs,
   };
 
+  const inspect = combineObservers([
+    options.inspect,
+    options.traceTransitions
+      ? transitionRecorder(({ actor, from, event, to }) => logger.info({ session: actor.replace(/^session-/, ''), from, event, to }, 'transition'))
+      : undefined,
+  ]);
   const sessions = new Map<string, SessionRuntime>();
   let nextSessionId = 1;
 
@@ -73,7 +82,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
         logger,
         maxBufferedClientBytes: MAX_BUFFERED_CLIENT_BYTES,
         ...(options.clock ? { clock: options.clock } : {}),
-        ...(options.inspect ? { inspect: options.inspect } : {}),
+        ...(inspect ? { inspect } : {}),
         onEnd: (summary: SessionSummary) => sessions.delete(summary.sessionId),
       });
       sessions.set(sessionId, session);
@@ -107,5 +116,17 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
       });
       return closing;
     },
+  };
+}
+
+type InspectObserver = Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+
+/** One observer for all given (none when there are none: inspection then costs nothing). */
+function combineObservers(observers: Array<InspectObserver | undefined>): ((event: InspectionEvent) => void) | undefined {
+  const present = observers.filter((o): o is InspectObserver => o !== undefined);
+  if (present.length === 0) return undefined;
+  const calls = present.map((o) => (typeof o === 'function' ? o : (event: InspectionEvent) => o.next?.(event)));
+  return (event) => {
+    for (const call of calls) call(event);
   };
 }

@@ -164,6 +164,40 @@ describe('relay in front of gpg-agent', () => {
     expect(proxied.toString()).toContain('# GETINFO');
   });
 
+  it('--trace-transitions logs each transition as {session, from, event, to}, and nothing else', async () => {
+    const traced = await startTestProxy({ upstream: agent.socket, traceTransitions: true });
+    try {
+      const client = await RawClient.connect(traced.socket);
+      await client.readLine();
+      client.write('# note\nGETINFO version\n');
+      await client.response();
+      client.write(`NOP ${'x'.repeat(1100)}\n`);
+      await client.response();
+      client.destroy();
+      await sessionsDrained(traced.proxy);
+      const trace = traced.logs.filter((r) => r.msg === 'transition');
+      expect(trace.map((r) => Object.keys(r).filter((k) => !['level', 'time', 'pid', 'hostname', 'msg'].includes(k)).sort())).toEqual(
+        trace.map(() => ['event', 'from', 'session', 'to']),
+      );
+      expect(trace.map((r) => `${r.from} -${r.event}-> ${r.to}`)).toEqual([
+        'connecting.dialing -AGENT_CONNECTED-> connecting.awaitingGreeting',
+        'connecting.awaitingGreeting -AGENT_LINE-> ready',
+        'ready -CLIENT_LINE-> ready',
+        'ready -CLIENT_LINE-> sendingToAgent',
+        'sendingToAgent -AGENT_WRITTEN-> waitingForAgent',
+        'waitingForAgent -AGENT_LINE-> sendingToClient',
+        'sendingToClient -AGENT_LINE-> ready',
+        'ready -CLIENT_LINE_TOO_LONG-> error',
+        'error -always-> ready',
+        'ready -CLIENT_EOF-> closing',
+        'closing -SOCKETS_CLOSED-> closed',
+      ]);
+      expect(new Set(trace.map((r) => r.session))).toEqual(new Set(['1']));
+    } finally {
+      await traced.close();
+    }
+  });
+
   it('every event real traffic produced was one its state handles', async () => {
     await sessionsDrained(proxy.proxy);
     expect(proxy.logs.filter((r) => r.msg === 'session ended').length).toBeGreaterThan(10);

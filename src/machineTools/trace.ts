@@ -1,0 +1,59 @@
+/**
+ * Transition records from XState's inspection API: one record per transition a live actor takes (including
+ * timeouts and eventless steps), with no payload: the actor, the state left, the event type and the state
+ * entered. Feeds `--trace-transitions` and the real-socket transition coverage. Nothing is observed, and
+ * nothing costs, unless an actor is created with this observer.
+ */
+import type { AnyStateNode, InspectionEvent, StateValue } from 'xstate';
+import { transitionKey } from './transitions.js';
+
+export interface TransitionRecord {
+  /** The actor's id, e.g. `session-12`. */
+  actor: string;
+  /** The machine's id, e.g. `session`. */
+  machine: string;
+  from: string;
+  /** Event type, `after <delay>` for a timeout, or `always` for an eventless step. */
+  event: string;
+  to: string;
+  /** Key of the transition definition (see transitions.ts). */
+  key: string;
+}
+
+export function stateText(value: StateValue): string {
+  if (typeof value === 'string') return value;
+  return Object.entries(value)
+    .map(([key, inner]) => (inner && (typeof inner === 'string' || Object.keys(inner).length) ? `${key}.${stateText(inner as StateValue)}` : key))
+    .join(',');
+}
+
+interface Transition {
+  source: AnyStateNode;
+  eventType: string;
+  target?: readonly AnyStateNode[] | undefined;
+}
+
+/** An inspection observer calling `onTransition` for every transition with a target taken by any actor. */
+export function transitionRecorder(onTransition: (record: TransitionRecord) => void): (event: InspectionEvent) => void {
+  const lastState = new WeakMap<object, string>();
+  return (inspection) => {
+    if (inspection.type === '@xstate.snapshot' && !lastState.has(inspection.actorRef)) {
+      const value = (inspection.snapshot as { value?: StateValue }).value;
+      if (value !== undefined) lastState.set(inspection.actorRef, stateText(value));
+      return;
+    }
+    if (inspection.type !== '@xstate.microstep') return;
+    const value = (inspection.snapshot as { value?: StateValue }).value;
+    if (value === undefined) return;
+    const to = stateText(value);
+    const from = lastState.get(inspection.actorRef) ?? '(initial)';
+    lastState.set(inspection.actorRef, to);
+    for (const transition of inspection._transitions as Transition[]) {
+      if (!transition.target?.length) continue;
+      const key = transitionKey(transition);
+      if (key === null) continue;
+      const event = key.slice(key.indexOf('|') + 1, key.lastIndexOf('#'));
+      onTransition({ actor: (inspection.actorRef as { id?: string }).id ?? '', machine: transition.source.machine.id, from, event, to, key });
+    }
+  };
+}
