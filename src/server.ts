@@ -8,7 +8,7 @@ import type { InspectionEvent, Observer } from 'xstate';
 import { defaultListenPath, listenPrivately, prepareListenPath, removeOwnSocket } from './listenSocket.js';
 import { SessionRuntime, type SessionInfo, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session.js';
 import { resolveUpstream } from './upstream.js';
-import { transitionRecorder } from './machineTools/trace.js';
+import { combineObservers, transitionRecorder } from './machineTools/trace.js';
 
 export interface ProxyOptions {
   /** Socket to listen on. Default: S.gpg-agent in a private directory under $XDG_RUNTIME_DIR or the temp dir. */
@@ -63,7 +63,9 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   const inspect = combineObservers([
     options.inspect,
     options.traceTransitions
-      ? transitionRecorder(({ actor, from, event, to }) => logger.info({ session: actor.replace(/^session-/, ''), from, event, to }, 'transition'))
+      ? transitionRecorder(({ actor, from, event, to, changesState }) => {
+          if (changesState) logger.info({ session: actor.replace(/^session-/, ''), from, event, to }, 'transition');
+        })
       : undefined,
   ]);
   const sessions = new Map<string, SessionRuntime>();
@@ -119,14 +121,3 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   };
 }
 
-type InspectObserver = Observer<InspectionEvent> | ((event: InspectionEvent) => void);
-
-/** One observer for all given (none when there are none: inspection then costs nothing). */
-function combineObservers(observers: Array<InspectObserver | undefined>): ((event: InspectionEvent) => void) | undefined {
-  const present = observers.filter((o): o is InspectObserver => o !== undefined);
-  if (present.length === 0) return undefined;
-  const calls = present.map((o) => (typeof o === 'function' ? o : (event: InspectionEvent) => o.next?.(event)));
-  return (event) => {
-    for (const call of calls) call(event);
-  };
-}

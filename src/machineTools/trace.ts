@@ -4,7 +4,7 @@
  * entered. Feeds `--trace-transitions` and the real-socket transition coverage. Nothing is observed, and
  * nothing costs, unless an actor is created with this observer.
  */
-import type { AnyStateNode, InspectionEvent, StateValue } from 'xstate';
+import type { AnyStateNode, InspectionEvent, Observer, StateValue } from 'xstate';
 import { transitionKey } from './transitions.js';
 
 export interface TransitionRecord {
@@ -18,6 +18,8 @@ export interface TransitionRecord {
   to: string;
   /** Key of the transition definition (see transitions.ts). */
   key: string;
+  /** False for a transition without a target: its actions ran, the state did not change. */
+  changesState: boolean;
 }
 
 export function stateText(value: StateValue): string {
@@ -33,7 +35,7 @@ interface Transition {
   target?: readonly AnyStateNode[] | undefined;
 }
 
-/** An inspection observer calling `onTransition` for every transition with a target taken by any actor. */
+/** An inspection observer calling `onTransition` for every transition any actor takes. */
 export function transitionRecorder(onTransition: (record: TransitionRecord) => void): (event: InspectionEvent) => void {
   const lastState = new WeakMap<object, string>();
   return (inspection) => {
@@ -49,11 +51,23 @@ export function transitionRecorder(onTransition: (record: TransitionRecord) => v
     const from = lastState.get(inspection.actorRef) ?? '(initial)';
     lastState.set(inspection.actorRef, to);
     for (const transition of inspection._transitions as Transition[]) {
-      if (!transition.target?.length) continue;
       const key = transitionKey(transition);
       if (key === null) continue;
       const event = key.slice(key.indexOf('|') + 1, key.lastIndexOf('#'));
-      onTransition({ actor: (inspection.actorRef as { id?: string }).id ?? '', machine: transition.source.machine.id, from, event, to, key });
+      const changesState = Boolean(transition.target?.length);
+      onTransition({ actor: (inspection.actorRef as { id?: string }).id ?? '', machine: transition.source.machine.id, from, event, to, key, changesState });
     }
+  };
+}
+
+export type InspectObserver = Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+
+/** One observer for all given ones; undefined when none is given (inspection then costs nothing). */
+export function combineObservers(observers: Array<InspectObserver | undefined>): ((event: InspectionEvent) => void) | undefined {
+  const present = observers.filter((o): o is InspectObserver => o !== undefined);
+  if (present.length === 0) return undefined;
+  const calls = present.map((o) => (typeof o === 'function' ? o : (event: InspectionEvent) => o.next?.(event)));
+  return (event) => {
+    for (const call of calls) call(event);
   };
 }

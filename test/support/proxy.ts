@@ -5,7 +5,9 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 // The package's public entry point, as users import it.
 import { startProxy, type ProxyOptions, type RunningProxy } from '../../src/index.js';
+import { combineObservers } from '../../src/machineTools/trace.js';
 import { makeTempDir } from './gnupg.js';
+import { startRecording } from './transitionRecords.js';
 
 export interface LogRecord {
   level: number;
@@ -35,7 +37,9 @@ export async function startTestProxy(options: ProxyOptions & { upstream: string 
   });
   const dir = options.listen ? undefined : makeTempDir('apx.');
   const listen = options.listen ?? path.join(dir!, 'S.gpg-agent');
-  const proxy = await startProxy({ logger: pino({ level: 'trace' }, destination), ...options, listen });
+  const recording = startRecording();
+  const inspect = combineObservers([options.inspect, recording.observer])!;
+  const proxy = await startProxy({ logger: pino({ level: 'trace' }, destination), ...options, listen, inspect });
   return {
     proxy,
     socket: proxy.socketPath,
@@ -43,6 +47,7 @@ export async function startTestProxy(options: ProxyOptions & { upstream: string 
     rawLog: () => raw.join(''),
     async close() {
       await proxy.close();
+      recording.save(listen);
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
     },
   };
