@@ -58,6 +58,8 @@ export interface SessionInfo {
   bufferedClientBytes: number;
   /** The proxy has stopped reading the client (greeting pending, buffer bound reached, or agent not reading). */
   clientPaused: boolean;
+  /** Bytes written to the agent that its socket has not taken yet (the agent is not reading). */
+  upstreamPendingBytes: number;
 }
 
 type SessionActor = Actor<typeof sessionMachine>;
@@ -208,6 +210,7 @@ export class SessionRuntime {
       bytesToClient: this.bytesToClient,
       bufferedClientBytes: this.clientFramer.bufferedBytes,
       clientPaused: this.client.isPaused(),
+      upstreamPendingBytes: this.upstream?.writableLength ?? 0,
     };
   }
 

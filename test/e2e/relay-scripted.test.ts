@@ -49,8 +49,11 @@ describe('relay against a scripted upstream', () => {
     const { client, upstream } = await connected();
     client.write('PKSIGN\n');
     expect(await upstream.readLine()).toBe('PKSIGN');
+    upstream.holdOpenAfterEof();
     client.socket.end();
-    // The scripted agent, like gpg-agent, closes when it reads EOF.
+    // The EOF reaches the agent, which (like gpg-agent after its command) then closes.
+    expect(await upstream.readLineBytes()).toBeUndefined();
+    upstream.end();
     await upstream.closed;
     await sessionsDrained(proxy.proxy);
   });

@@ -23,6 +23,11 @@ export class RawClient {
       this.wake();
     });
     socket.on('error', () => {});
+    // The peer's EOF ends the lines, even while our side stays open (half-open sockets).
+    socket.on('end', () => {
+      this.ended = true;
+      this.wake();
+    });
     this.closed = new Promise((resolve) =>
       socket.on('close', () => {
         this.ended = true;

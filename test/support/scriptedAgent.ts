@@ -16,6 +16,10 @@ export interface ScriptedConnection {
   send(data: string | Buffer): void;
   end(): void;
   destroy(): void;
+  /** Stop reading from the socket: what the proxy writes piles up in the socket buffers. */
+  stopReading(): void;
+  /** Stay open after the proxy's EOF (by default the scripted agent closes then, as gpg-agent does). */
+  holdOpenAfterEof(): void;
   closed: Promise<void>;
 }
 
@@ -36,11 +40,16 @@ export async function createScriptedAgent(): Promise<ScriptedAgent> {
   let waiters: Array<(c: ScriptedConnection) => void> = [];
   const sockets = new Set<net.Socket>();
 
-  const server = net.createServer((sock) => {
+  // Half-open allowed: a test decides when the scripted agent closes after the proxy's EOF.
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     sockets.add(sock);
     sock.on('close', () => sockets.delete(sock));
     // Reuse the raw client's line reader over the accepted socket.
     const reader = RawClient.wrap(sock, (line) => journal.push(`recv ${line.toString('latin1').replace(/\n$/, '')}`));
+    let closeOnEof = true;
+    sock.on('end', () => {
+      if (closeOnEof) sock.end();
+    });
     const conn: ScriptedConnection = {
       readLineBytes: () => reader.readLineBytes(),
       async readLine() {
@@ -55,6 +64,10 @@ export async function createScriptedAgent(): Promise<ScriptedAgent> {
       },
       end: () => sock.end(),
       destroy: () => sock.destroy(),
+      stopReading: () => sock.pause(),
+      holdOpenAfterEof: () => {
+        closeOnEof = false;
+      },
       closed: reader.closed,
     };
     const waiter = waiters.shift();

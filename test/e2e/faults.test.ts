@@ -1,0 +1,428 @@
+/**
+ * Fault injection over real sockets: each case drives one session, through a scripted upstream and a real
+ * client socket, into a transition that ordinary traffic does not take, and asserts the live actor took it.
+ * A client that never reads leaves the proxy's bytes unread in its socket; closing it then resets the
+ * connection, which is how a client vanishing (CLIENT_GONE) shows up on a Unix socket.
+ */
+import net from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { transitionRecorder } from '../../src/machineTools/trace.js';
+import { RawClient } from '../support/assuanClient.js';
+import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
+import { createScriptedAgent, type ScriptedAgent, type ScriptedConnection } from '../support/scriptedAgent.js';
+
+let agent: ScriptedAgent;
+let proxy: TestProxy;
+let taken: string[] = [];
+
+beforeAll(async () => {
+  agent = await createScriptedAgent();
+  proxy = await startTestProxy({
+    upstream: agent.socket,
+    closeGraceMs: 50,
+    inspect: transitionRecorder(({ key }) => taken.push(key)),
+  });
+});
+afterAll(async () => {
+  await proxy?.close();
+  await agent?.close();
+});
+afterEach(async () => {
+  await sessionsDrained(proxy.proxy);
+  taken = [];
+});
+
+/** Resolves once `condition` holds, re-checking after each turn of the event loop. */
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((r) => setImmediate(r));
+}
+const state = () => proxy.proxy.sessions()[0]?.state;
+
+/** A client socket that never reads: what the proxy sends it stays unread, so its close is a reset. */
+async function silentClient(): Promise<net.Socket> {
+  const socket = net.connect({ path: proxy.socket });
+  socket.pause();
+  socket.on('error', () => {});
+  await new Promise((r) => socket.once('connect', r));
+  return socket;
+}
+
+async function greeted(): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
+  const client = await RawClient.connect(proxy.socket);
+  const upstream = await agent.nextConnection();
+  upstream.send('OK hi\n');
+  await client.readLine();
+  return { client, upstream };
+}
+
+/** A session in an INQUIRE, the agent waiting for the client's answer. */
+async function inInquire(): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
+  const session = await greeted();
+  session.client.write('PKDECRYPT\n');
+  await session.upstream.readLine();
+  session.upstream.send('INQUIRE CIPHERTEXT\n');
+  await session.client.readLine();
+  return session;
+}
+
+/** A session whose INQUIRE answer the proxy has refused (a lone %), so it owes the client its own ERR. */
+async function inDiscarding(): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
+  const session = await inInquire();
+  session.client.write('D 50%\n');
+  await until(() => state() === 'bufferingInquire' && taken.includes('session.bufferingInquire.answering|CLIENT_LINE#1'));
+  return session;
+}
+
+const OWED = "ERR 67109140 IPC syntax error <assuan-proxy> - D line has a '%' not followed by two hex digits";
+
+describe('client faults', () => {
+  it('vanishing before the greeting (seen when a comment the agent sends first cannot be written)', async () => {
+    const client = await silentClient();
+    const upstream = await agent.nextConnection();
+    client.destroy();
+    upstream.send('# a comment before the greeting\n');
+    await upstream.closed;
+    expect(taken).toContain('session.connecting.awaitingGreeting|AGENT_LINE#0');
+    expect(taken).toContain('session.connecting|CLIENT_GONE#0');
+  });
+
+  it.each([
+    ['ready', async () => {}],
+    ['bufferingCommand', async (c: net.Socket) => void c.write('NO')],
+    ['waitingForAgent', async (c: net.Socket, u: ScriptedConnection) => {
+      c.write('PKSIGN\n');
+      await u.readLine();
+    }],
+    ['sendingToClient', async (c: net.Socket, u: ScriptedConnection) => {
+      c.write('PKSIGN\n');
+      await u.readLine();
+      u.send('S PROGRESS x\n');
+    }],
+    ['bufferingInquire', async (c: net.Socket, u: ScriptedConnection) => {
+      c.write('PKDECRYPT\n');
+      await u.readLine();
+      u.send('INQUIRE CIPHERTEXT\n');
+    }],
+  ] as const)('vanishing (reset) in %s closes its upstream', async (where, arrange) => {
+    const client = await silentClient();
+    const upstream = await agent.nextConnection();
+    upstream.send('OK hi\n');
+    await until(() => state() === 'ready');
+    await arrange(client, upstream);
+    await until(() => state() === where);
+    client.destroy();
+    await upstream.closed;
+    expect(taken).toContain(`session.${where}|CLIENT_GONE#0`);
+  });
+
+  it('a comment line completing a partial line in bufferingCommand', async () => {
+    const { client, upstream } = await greeted();
+    client.write('# par');
+    await until(() => state() === 'bufferingCommand');
+    client.write('tial comment\nNOP\n');
+    expect(await upstream.readLine()).toBe('# partial comment');
+    expect(await upstream.readLine()).toBe('NOP');
+    upstream.send('OK\n');
+    expect(await client.response()).toEqual(['OK']);
+    expect(taken).toContain('session.bufferingCommand|CLIENT_LINE#1');
+    client.destroy();
+  });
+
+  it('a line that grows too long while buffered is answered with ERR 67109127', async () => {
+    const { client } = await greeted();
+    client.write(`NOP ${'x'.repeat(600)}`);
+    await until(() => state() === 'bufferingCommand');
+    client.write(`${'y'.repeat(600)}\n`);
+    expect(await client.response()).toEqual(['ERR 67109127 Line passed to IPC too long <assuan-proxy> - lines are limited to 1000 bytes']);
+    expect(taken).toContain('session.bufferingCommand|CLIENT_LINE_TOO_LONG#0');
+    client.destroy();
+  });
+
+  it('EOF in the middle of a command line: the partial line is dropped, the session closes', async () => {
+    const { client, upstream } = await greeted();
+    client.write('GETINF');
+    await until(() => state() === 'bufferingCommand');
+    client.socket.end();
+    expect(await upstream.readLineBytes()).toBeUndefined();
+    expect(taken).toContain('session.bufferingCommand|CLIENT_EOF#0');
+  });
+
+  it('EOF while the answer streams: the answer is still relayed, then the session closes', async () => {
+    const { client, upstream } = await greeted();
+    upstream.holdOpenAfterEof();
+    client.write('PKSIGN\n');
+    await upstream.readLine();
+    upstream.send('S PROGRESS x\n');
+    expect(await client.readLine()).toBe('S PROGRESS x');
+    client.socket.end();
+    expect(await upstream.readLineBytes()).toBeUndefined();
+    upstream.send('OK\n');
+    expect(await client.rest()).toEqual(['OK']);
+    expect(taken).toContain('session.sendingToClient|CLIENT_EOF#0');
+  });
+
+  it('an INQUIRE after the client has gone (EOF) closes the session', async () => {
+    const { client, upstream } = await greeted();
+    upstream.holdOpenAfterEof();
+    client.write('PKDECRYPT\n');
+    await upstream.readLine();
+    client.socket.end();
+    expect(await upstream.readLineBytes()).toBeUndefined();
+    upstream.send('INQUIRE CIPHERTEXT\n');
+    expect(await client.rest()).toEqual(['INQUIRE CIPHERTEXT']);
+    expect(taken).toContain('session.bufferingInquire|always#0');
+  });
+
+  it('a client that never closes after BYE is cut after the close grace', async () => {
+    const client = net.connect({ path: proxy.socket, allowHalfOpen: true });
+    client.on('error', () => {});
+    const upstream = await agent.nextConnection();
+    upstream.holdOpenAfterEof();
+    upstream.send('OK hi\n');
+    client.write('BYE\n');
+    await upstream.readLine();
+    upstream.send('OK closing connection\n');
+    // Neither peer closes: only the close grace can end the session.
+    await until(() => proxy.proxy.sessionCount === 0);
+    expect(taken).toContain('session.closing|after closeGrace#0');
+    client.destroy();
+  });
+});
+
+describe('agent faults while the client is busy', () => {
+  it.each([
+    ['an unsolicited line', (u: ScriptedConnection) => u.send('S UNASKED\n'), 'session.bufferingCommand|AGENT_LINE#0'],
+    ['a close', (u: ScriptedConnection) => u.destroy(), 'session.bufferingCommand|AGENT_CLOSED#0'],
+  ] as const)('%s while a command line is half typed ends the session', async (_, act, key) => {
+    const { client, upstream } = await greeted();
+    client.write('NO');
+    await until(() => state() === 'bufferingCommand');
+    act(upstream);
+    expect((await client.rest())[0]).toMatch(/^ERR /);
+    expect(taken).toContain(key);
+  });
+
+  it.each([
+    ['ERR', 'ERR 67108881 No secret key\n', ['S PROGRESS x', 'ERR 67108881 No secret key'], 'session.sendingToClient|AGENT_LINE#5'],
+    ['OK closing connection', 'OK closing connection\n', ['S PROGRESS x', 'OK closing connection'], 'session.sendingToClient|AGENT_LINE#6'],
+    ['a non-Assuan line', 'garbage\n', ['S PROGRESS x', 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here'], 'session.sendingToClient|AGENT_LINE#7'],
+  ] as const)('after a status line, %s ends the answer', async (_, final, expected, key) => {
+    const { client, upstream } = await greeted();
+    client.write('PKSIGN\n');
+    await upstream.readLine();
+    upstream.send('S PROGRESS x\n');
+    upstream.send(final);
+    const got = [await client.readLine(), await client.readLine()];
+    expect(got).toEqual(expected);
+    expect(taken).toContain(key);
+    client.destroy();
+  });
+});
+
+describe('agent lines during an INQUIRE answer', () => {
+  it('status lines are relayed; an OK before the answer ends the command and the rest of the answer is dropped', async () => {
+    const { client, upstream } = await inInquire();
+    upstream.send('S PROGRESS x\nOK done early\n');
+    expect(await client.readLine()).toBe('S PROGRESS x');
+    expect(await client.readLine()).toBe('OK done early');
+    client.write('D late data\nEND\nNOP\n');
+    expect(await upstream.readLine()).toBe('NOP');
+    expect(taken).toEqual(expect.arrayContaining([
+      'session.bufferingInquire.answering|AGENT_LINE#0',
+      'session.bufferingInquire.answering|AGENT_LINE#1',
+    ]));
+    client.destroy();
+  });
+
+  it.each([
+    ['OK closing connection', 'OK closing connection\n', 'OK closing connection', 'session.bufferingInquire.answering|AGENT_LINE#3'],
+    ['a nested INQUIRE', 'INQUIRE NESTED\n', 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here', 'session.bufferingInquire.answering|AGENT_LINE#4'],
+  ] as const)('%s ends the session', async (_, line, expected, key) => {
+    const { client, upstream } = await inInquire();
+    upstream.send(line);
+    expect(await client.rest()).toEqual([expected]);
+    expect(taken).toContain(key);
+  });
+
+  it('an agent line after the command ended mid-answer is unsolicited', async () => {
+    const { client, upstream } = await inInquire();
+    upstream.send('ERR 67109137 Too much data for IPC layer\n');
+    expect(await client.readLine()).toMatch(/^ERR 67109137/);
+    upstream.send('S UNASKED\n');
+    expect(await client.rest()).toEqual(['ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent output with no command pending']);
+    expect(taken).toContain('session.bufferingInquire.draining|AGENT_LINE#0');
+  });
+
+  it('an over-long line while draining the rest of an answer is dropped too', async () => {
+    const { client, upstream } = await inInquire();
+    upstream.send('ERR 67109137 Too much data for IPC layer\n');
+    expect(await client.readLine()).toMatch(/^ERR 67109137/);
+    client.write(`D ${'z'.repeat(1200)}\nEND\nNOP\n`);
+    expect(await upstream.readLine()).toBe('NOP');
+    expect(taken).toContain('session.bufferingInquire.draining|CLIENT_LINE_TOO_LONG#0');
+    client.destroy();
+  });
+});
+
+describe('after the proxy refused part of an INQUIRE answer', () => {
+  it('a further over-long line is dropped as well', async () => {
+    const { client, upstream } = await inDiscarding();
+    client.write(`D ${'q'.repeat(1200)}\nEND\n`);
+    expect(await upstream.readLine()).toBe('CAN');
+    upstream.send('ERR 67109141 IPC call has been cancelled\n');
+    expect(await client.response()).toEqual([OWED]);
+    expect(taken).toContain('session.bufferingInquire.discarding|CLIENT_LINE_TOO_LONG#0');
+    client.destroy();
+  });
+
+  it('status lines are relayed; the agent ending the command on its own still yields the owed ERR at the END', async () => {
+    const { client, upstream } = await inDiscarding();
+    upstream.send('S PROGRESS x\nERR 67109137 Too much data for IPC layer\n');
+    expect(await client.readLine()).toBe('S PROGRESS x');
+    client.write('END\n');
+    expect(await client.response()).toEqual([OWED]);
+    expect(taken).toEqual(expect.arrayContaining([
+      'session.bufferingInquire.discarding|AGENT_LINE#0',
+      'session.bufferingInquire.discarding|AGENT_LINE#1',
+      'session.bufferingInquire.draining|CLIENT_LINE#0',
+    ]));
+    client.destroy();
+  });
+
+  it.each([
+    ['OK closing connection', 'OK closing connection\n', 'OK closing connection', 'session.bufferingInquire.discarding|AGENT_LINE#2'],
+    ['a non-Assuan line', 'garbage\n', 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here', 'session.bufferingInquire.discarding|AGENT_LINE#3'],
+  ] as const)('%s ends the session', async (_, line, expected, key) => {
+    const { client, upstream } = await inDiscarding();
+    upstream.send(line);
+    expect(await client.rest()).toEqual([expected]);
+    expect(taken).toContain(key);
+  });
+
+  it.each([
+    ['waitingForAgent', ''],
+    ['sendingToClient', 'S PROGRESS x\n'],
+  ] as const)('in %s, a further INQUIRE is cancelled for the client and the agent\'s final answer swapped for the owed ERR', async (where, before) => {
+    const { client, upstream } = await inDiscarding();
+    client.write('END\n');
+    expect(await upstream.readLine()).toBe('CAN');
+    upstream.send(`${before}INQUIRE AGAIN\n`);
+    expect(await upstream.readLine()).toBe('CAN');
+    upstream.send('ERR 67109141 IPC call has been cancelled\n');
+    const expected = before ? ['S PROGRESS x', OWED] : [OWED];
+    expect(await client.response()).toEqual(expected);
+    expect(taken).toContain(`session.${where}|AGENT_LINE#1`);
+    if (where === 'sendingToClient') expect(taken).toContain('session.sendingToClient|AGENT_LINE#3');
+    client.destroy();
+  });
+});
+
+describe('bad greetings', () => {
+  it('an ERR in place of the greeting: the client gets the proxy\'s ERR and a close', async () => {
+    const client = await RawClient.connect(proxy.socket);
+    const upstream = await agent.nextConnection();
+    upstream.send('ERR 67108865 General error\n');
+    expect(await client.rest()).toEqual(['ERR 67109123 IPC connect call failed <assuan-proxy> - gpg-agent did not greet with OK']);
+    expect(taken).toContain('session.connecting.awaitingGreeting|AGENT_LINE#2');
+  });
+});
+
+describe('events while the agent has not taken a request yet (sendingToAgent under backpressure)', () => {
+  const highWaterMark = new net.Socket().writableHighWaterMark;
+  const newest = () => proxy.proxy.sessions().sort((a, b) => Number(b.sessionId) - Number(a.sessionId))[0]!;
+
+  /**
+   * Drives a session into sendingToAgent with the write not taken: the agent stops reading during an INQUIRE,
+   * the client sends small D lines until the bytes the agent has not taken sit just under the upstream's
+   * high-water mark, then `finish` (a line that ends the INQUIRE) pushes them over it.
+   */
+  async function blocked(options: { owing?: boolean; silentClient?: boolean } = {}) {
+    let client: RawClient | undefined;
+    let socket: net.Socket | undefined;
+    let write: (line: string) => void;
+    let upstream: ScriptedConnection;
+    if (options.silentClient) {
+      // A client that reads nothing: its close will be a reset.
+      socket = await silentClient();
+      upstream = await agent.nextConnection();
+      upstream.send('OK hi\n');
+      socket.write('PKDECRYPT\n');
+      await upstream.readLine();
+      upstream.send('INQUIRE CIPHERTEXT\n');
+      write = (line) => socket!.write(line);
+      await until(() => newest().state === 'bufferingInquire');
+    } else {
+      ({ client, upstream } = await inInquire());
+      write = (line) => client!.write(line);
+    }
+    upstream.stopReading();
+    let sent = newest().bytesFromClient;
+    const sendLine = async (line: string) => {
+      write(line);
+      sent += line.length;
+      await until(() => newest().bytesFromClient === sent && newest().bufferedClientBytes === 0);
+    };
+    // With no reader the agent's socket buffer fills; after that, each forwarded line stays pending with us.
+    const target = options.owing ? highWaterMark - 2 : highWaterMark - 600;
+    while (newest().upstreamPendingBytes < target - 200) await sendLine(`D ${'d'.repeat(97)}\n`);
+    if (options.owing) {
+      // Exactly 2 bytes under the mark; the proxy's CAN (4 bytes) then crosses it.
+      await sendLine(`D ${'e'.repeat(target - newest().upstreamPendingBytes - 3)}\n`);
+      expect(newest().upstreamPendingBytes).toBe(target);
+      await sendLine('D 50%\n');
+      await sendLine('END\n');
+    } else {
+      await sendLine(`NOP ${'n'.repeat(995)}\n`);
+    }
+    await until(() => newest().state === 'sendingToAgent');
+    return { client: client!, socket, upstream };
+  }
+
+  it.each([
+    ['a status line', 'S PROGRESS x\n', 0, 'sendingToClient'],
+    ['an INQUIRE', 'INQUIRE MORE\n', 2, 'bufferingInquire'],
+    ['OK', 'OK\n', 4, 'ready'],
+    ['ERR', 'ERR 67109138 Unexpected IPC command\n', 5, 'ready'],
+  ] as const)('%s from the agent counts as its answer', async (_, line, index, after) => {
+    const { client, upstream } = await blocked();
+    upstream.send(line);
+    await until(() => proxy.proxy.sessions()[0]?.state === after);
+    expect(taken).toContain(`session.sendingToAgent|AGENT_LINE#${index}`);
+    client.destroy();
+  });
+
+  it.each([
+    ['OK closing connection', (u: ScriptedConnection) => u.send('OK closing connection\n'), 'session.sendingToAgent|AGENT_LINE#6'],
+    ['a non-Assuan line', (u: ScriptedConnection) => u.send('garbage\n'), 'session.sendingToAgent|AGENT_LINE#7'],
+    ['a close', (u: ScriptedConnection) => u.destroy(), 'session.sendingToAgent|AGENT_CLOSED#0'],
+  ] as const)('%s from the agent ends the session', async (_, act, key) => {
+    const { client, upstream } = await blocked();
+    act(upstream);
+    await client.rest();
+    expect(taken).toContain(key);
+  });
+
+  it('the client finishing (EOF) while the request is pending: the EOF is passed on', async () => {
+    const { client, upstream } = await blocked();
+    client.socket.end();
+    await until(() => taken.includes('session.sendingToAgent|CLIENT_EOF#0'));
+    upstream.destroy();
+  });
+
+  it('the client vanishing (reset) while the request is pending closes the session', async () => {
+    const { socket, upstream } = await blocked({ silentClient: true });
+    socket!.destroy();
+    await until(() => taken.includes('session.sendingToAgent|CLIENT_GONE#0'));
+    upstream.destroy();
+  });
+
+  it('owing the client an ERR: a further INQUIRE is cancelled, the final answer swapped', async () => {
+    const { client, upstream } = await blocked({ owing: true });
+    upstream.send('INQUIRE MORE\n');
+    await until(() => taken.includes('session.sendingToAgent|AGENT_LINE#1'));
+    upstream.send('ERR 67109141 IPC call has been cancelled\n');
+    expect(await client.response()).toEqual([OWED]);
+    expect(taken).toContain('session.sendingToAgent|AGENT_LINE#3');
+    client.destroy();
+  });
+});
