@@ -18,7 +18,7 @@ export type ClientFault = 'lineTooLong' | 'malformedEscape';
 /** Why a session ended abnormally. `code` is a socket error code such as ECONNREFUSED, or EOF. */
 export type SessionFailure =
   | { reason: 'connectFailed'; code: string }
-  | { reason: 'connectTimeout' }
+  | { reason: 'connectTimeout'; attempts: number }
   | { reason: 'greetingTimeout' }
   | { reason: 'badGreeting' }
   | { reason: 'agentClosed'; code: string }
@@ -29,6 +29,8 @@ export type SessionFailure =
 
 export interface SessionContext {
   readonly sessionId: string;
+  /** Connection attempts to the agent so far (retried while its listen queue is full). */
+  connectAttempts: number;
   /** Verb of the last command sent to the agent. */
   command: CommandVerb;
   /** Keyword of the open INQUIRE, '' when none. */
@@ -118,6 +120,8 @@ const session = setup({
     agentClosing: ({ event }) => agentKind(event) === 'okClosing',
     agentComment: ({ event }) => agentKind(event) === 'comment',
     owesError: ({ context }) => context.owedError !== null,
+    /** The agent's listen queue is full (EAGAIN on a Unix socket): it is there, just busy. */
+    connectRetryable: ({ event }) => event.type === 'AGENT_CONNECT_FAILED' && event.code === 'EAGAIN',
     clientEnded: ({ context }) => context.clientEnded,
     /** Outside an INQUIRE every line but `#` and empty is a command for the agent (it answers stray D/END/CAN too). */
     clientCommand: ({ event }) => {
@@ -138,7 +142,10 @@ const session = setup({
     },
   },
   delays: {
+    /** Bounds reaching the agent, retries included. */
     connectTimeout: 5_000,
+    /** Wait before the next connection attempt: 10 ms, doubling, at most 250 ms. */
+    retryBackoff: ({ context }) => Math.min(10 * 2 ** Math.max(context.connectAttempts - 1, 0), 250),
     greetingTimeout: 5_000,
     /** How long a closing session waits for its peers to close before destroying the sockets. */
     closeGrace: 2_000,
@@ -226,27 +233,51 @@ const agentLinesDuringInquire = session.createStateConfig({
 
 export const sessionMachine = session.createMachine({
   id: 'session',
-  context: ({ input }) => ({ sessionId: input.sessionId, command: '', inquire: '', clientEnded: false, owedError: null, failure: null }),
+  context: ({ input }) => ({
+    sessionId: input.sessionId,
+    connectAttempts: 0,
+    command: '',
+    inquire: '',
+    clientEnded: false,
+    owedError: null,
+    failure: null,
+  }),
   initial: 'connecting',
   on: {
     '*': { actions: { type: 'rejectEvent', params: ({ event }) => ({ type: event.type }) } },
   },
   states: {
     connecting: {
-      initial: 'dialing',
+      initial: 'reaching',
       on: {
         AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
         CLIENT_GONE: 'closing',
       },
       states: {
-        dialing: {
-          entry: 'dialAgent',
-          after: { connectTimeout: { target: '#session.fatal', actions: failWith({ reason: 'connectTimeout' }) } },
-          on: {
-            AGENT_CONNECTED: 'awaitingGreeting',
-            AGENT_CONNECT_FAILED: {
+        reaching: {
+          initial: 'dialing',
+          after: {
+            connectTimeout: {
               target: '#session.fatal',
-              actions: assign({ failure: ({ event }) => ({ reason: 'connectFailed', code: event.code }) }),
+              actions: session.assign({ failure: ({ context }) => ({ reason: 'connectTimeout', attempts: context.connectAttempts }) }),
+            },
+          },
+          states: {
+            dialing: {
+              entry: [session.assign({ connectAttempts: ({ context }) => context.connectAttempts + 1 }), 'dialAgent'],
+              on: {
+                AGENT_CONNECTED: '#session.connecting.awaitingGreeting',
+                AGENT_CONNECT_FAILED: [
+                  { guard: 'connectRetryable', target: 'backingOff' },
+                  {
+                    target: '#session.fatal',
+                    actions: assign({ failure: ({ event }) => ({ reason: 'connectFailed', code: event.code }) }),
+                  },
+                ],
+              },
+            },
+            backingOff: {
+              after: { retryBackoff: 'dialing' },
             },
           },
         },

@@ -319,18 +319,25 @@ export class SessionRuntime {
   private dialAgent(): void {
     const upstream = net.connect({ path: this.options.upstreamPath });
     this.upstream = upstream;
+    // A retry replaces the socket: events of an earlier, failed attempt must not reach the machine.
+    const current = () => this.upstream === upstream;
     upstream.on('connect', () => {
+      if (!current()) return;
       this.upstreamConnected = true;
       this.send({ type: 'AGENT_CONNECTED' });
     });
     upstream.on('data', (chunk: Buffer) => this.onAgentData(chunk));
-    upstream.on('end', () => this.onAgentGone('EOF'));
+    upstream.on('end', () => {
+      if (current()) this.onAgentGone('EOF');
+    });
     upstream.on('error', (err: NodeJS.ErrnoException) => {
+      if (!current()) return;
       const code = err.code ?? 'ERROR';
       if (this.upstreamConnected) this.onAgentGone(code);
       else this.send({ type: 'AGENT_CONNECT_FAILED', code });
     });
     upstream.on('close', () => {
+      if (!current()) return;
       this.upstreamClosed = true;
       if (this.upstreamConnected) this.onAgentGone('EOF');
       this.checkSocketsClosed();
@@ -441,7 +448,7 @@ function describeFailure(failure: SessionFailure | null, upstreamPath: string): 
     case 'connectFailed':
       return ['connectFailed', `cannot connect to gpg-agent at ${upstreamPath}: ${failure.code}`];
     case 'connectTimeout':
-      return ['timeout', 'connecting to gpg-agent timed out'];
+      return ['timeout', `gpg-agent did not accept the connection in time (${failure.attempts} attempts; its listen queue stayed full)`];
     case 'greetingTimeout':
       return ['timeout', 'gpg-agent did not greet in time'];
     case 'badGreeting':

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { transitionRecorder } from '../../src/machineTools/trace.js';
 import { RawClient } from '../support/assuanClient.js';
+import { startBusyListener } from '../support/busyListener.js';
 import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 import { createScriptedAgent, type ScriptedAgent, type ScriptedConnection } from '../support/scriptedAgent.js';
 
@@ -424,5 +425,44 @@ describe('events while the agent has not taken a request yet (sendingToAgent und
     expect(await client.response()).toEqual([OWED]);
     expect(taken).toContain('session.sendingToAgent|AGENT_LINE#3');
     client.destroy();
+  });
+});
+
+describe('an agent whose listen queue is full (EAGAIN)', () => {
+  it('is retried with backoff until it accepts; the session then works', async () => {
+    const busy = await startBusyListener();
+    const keys: string[] = [];
+    const retrying = await startTestProxy({ upstream: busy.socket, inspect: transitionRecorder(({ key }) => keys.push(key)) });
+    try {
+      await busy.fillQueue();
+      const client = await RawClient.connect(retrying.socket);
+      await until(() => keys.includes('session.connecting.reaching.backingOff|after retryBackoff#0'));
+      expect(keys).toContain('session.connecting.reaching.dialing|AGENT_CONNECT_FAILED#0');
+      busy.startAccepting();
+      expect(await client.readLine()).toBe('OK busy listener');
+      expect(retrying.proxy.sessions()[0]!.state).toBe('ready');
+      client.destroy();
+      await sessionsDrained(retrying.proxy);
+    } finally {
+      await retrying.close();
+      busy.close();
+    }
+  });
+
+  it('gives up at the connect timeout with one ERR naming the cause', async () => {
+    const busy = await startBusyListener();
+    const keys: string[] = [];
+    const impatient = await startTestProxy({ upstream: busy.socket, connectTimeoutMs: 150, inspect: transitionRecorder(({ key }) => keys.push(key)) });
+    try {
+      await busy.fillQueue();
+      const client = await RawClient.connect(impatient.socket);
+      const [line, ...rest] = await client.rest();
+      expect(rest).toEqual([]);
+      expect(line).toMatch(/^ERR 67108926 Timeout <assuan-proxy> - gpg-agent did not accept the connection in time \(\d+ attempts; its listen queue stayed full\)$/);
+      expect(keys).toContain('session.connecting.reaching|after connectTimeout#0');
+    } finally {
+      await impatient.close();
+      busy.close();
+    }
   });
 });

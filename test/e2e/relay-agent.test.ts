@@ -180,7 +180,7 @@ describe('relay in front of gpg-agent', () => {
         trace.map(() => ['event', 'from', 'session', 'to']),
       );
       expect(trace.map((r) => `${r.from} -${r.event}-> ${r.to}`)).toEqual([
-        'connecting.dialing -AGENT_CONNECTED-> connecting.awaitingGreeting',
+        'connecting.reaching.dialing -AGENT_CONNECTED-> connecting.awaitingGreeting',
         'connecting.awaitingGreeting -AGENT_LINE-> ready',
         'ready -CLIENT_LINE-> ready',
         'ready -CLIENT_LINE-> sendingToAgent',

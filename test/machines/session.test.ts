@@ -30,7 +30,7 @@ function harness(options: { writeBlocks?: boolean } = {}) {
       destroySockets: record('destroySockets'),
       rejectEvent: record('rejectEvent'),
     },
-    delays: { connectTimeout: 100, greetingTimeout: 200, closeGrace: 300 },
+    delays: { connectTimeout: 100, greetingTimeout: 200, closeGrace: 300, retryBackoff: 10 },
   });
   const actor = createActor(machine, { input: { sessionId: 't' }, clock }).start();
   const send = (...events: SessionEvent[]) => {
@@ -64,7 +64,7 @@ function greeted() {
 describe('session machine', () => {
   it('dials, relays the greeting and becomes ready', () => {
     const h = harness();
-    expect(h.state()).toEqual({ connecting: 'dialing' });
+    expect(h.state()).toEqual({ connecting: { reaching: 'dialing' } });
     expect(h.taken()).toEqual(['dialAgent']);
     h.send({ type: 'AGENT_CONNECTED' }, agent('comment'), agent('ok'));
     expect(h.state()).toBe('ready');
@@ -214,7 +214,7 @@ describe('session machine', () => {
   });
 
   it.each([
-    ['connect timeout', [], 100, { reason: 'connectTimeout' }],
+    ['connect timeout', [], 100, { reason: 'connectTimeout', attempts: 1 }],
     ['greeting timeout', [{ type: 'AGENT_CONNECTED' }], 200, { reason: 'greetingTimeout' }],
   ] as const)('%s ends in fatal with its reason', (_, events, ms, failure) => {
     const h = harness();
@@ -225,6 +225,34 @@ describe('session machine', () => {
     expect(h.state()).toBe('fatal');
     expect(h.actor.getSnapshot().context.failure).toEqual(failure);
     expect(h.taken().at(-1)).toBe(`abortSession ${JSON.stringify({ failure })}`);
+  });
+
+  it('a full listen queue (EAGAIN) is retried with backoff, within the connect timeout', () => {
+    const h = harness();
+    h.send({ type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' });
+    expect(h.state()).toEqual({ connecting: { reaching: 'backingOff' } });
+    h.clock.increment(10);
+    expect(h.state()).toEqual({ connecting: { reaching: 'dialing' } });
+    expect(h.taken()).toEqual(['dialAgent', 'dialAgent']);
+    h.send({ type: 'AGENT_CONNECTED' }, agent('ok'));
+    expect(h.state()).toBe('ready');
+    expect(h.actor.getSnapshot().context.connectAttempts).toBe(2);
+  });
+
+  it('retries stop at the connect timeout, which counts from the first attempt', () => {
+    const h = harness();
+    for (let elapsed = 0; elapsed < 100; elapsed += 10) {
+      h.send({ type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' });
+      h.clock.increment(10);
+    }
+    expect(h.state()).toBe('fatal');
+    expect(h.actor.getSnapshot().context.failure).toEqual({ reason: 'connectTimeout', attempts: 10 });
+  });
+
+  it('a refused or missing socket is not retried', () => {
+    const h = harness();
+    h.send({ type: 'AGENT_CONNECT_FAILED', code: 'ECONNREFUSED' });
+    expect(h.state()).toBe('fatal');
   });
 
   it('no response timeout: a command may wait as long as a human at a pinentry', () => {
@@ -260,9 +288,10 @@ describe('session machine', () => {
   it('context holds no protocol bytes, only kinds, verbs and reasons', () => {
     const h = greeted();
     h.send(client('command', 'PKDECRYPT'), agent('inquire', 'PASSPHRASE'), client('malformedData', 'D'));
-    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual(['clientEnded', 'command', 'failure', 'inquire', 'owedError', 'sessionId']);
+    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual(['clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'owedError', 'sessionId']);
     expect(h.actor.getSnapshot().context).toEqual({
       sessionId: 't',
+      connectAttempts: 1,
       command: 'PKDECRYPT',
       inquire: 'PASSPHRASE',
       clientEnded: false,

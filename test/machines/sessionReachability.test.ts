@@ -16,6 +16,7 @@ const clientKinds: ClientLineKind[] = ['command', 'comment', 'empty', 'data', 'm
 const socketEvents: SessionEvent[] = [
   { type: 'AGENT_CONNECTED' },
   { type: 'AGENT_CONNECT_FAILED', code: 'ECONNREFUSED' },
+  { type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' },
   { type: 'AGENT_WRITTEN' },
   { type: 'AGENT_CLOSED', code: 'EOF' },
   ...agentKinds.map((kind): SessionEvent => ({ type: 'AGENT_LINE', kind, keyword: '', bytes: 4 })),

@@ -10,7 +10,8 @@ import { sessionMachine, type SessionContext, type SessionEvent } from '../../ma
 import type { AgentLineKind, ClientLineKind } from '../../src/protocol/classify.js';
 
 const RESTING_STATES = [
-  'connecting.dialing',
+  'connecting.reaching.dialing',
+  'connecting.reaching.backingOff',
   'connecting.awaitingGreeting',
   'ready',
   'bufferingCommand',
@@ -30,6 +31,8 @@ const TRANSIENT_STATES = ['error'];
 
 type EventKey =
   | Exclude<SessionEvent['type'], 'AGENT_LINE' | 'CLIENT_LINE'>
+  /** A full listen queue: the one connect failure that is retried. */
+  | 'AGENT_CONNECT_FAILED:EAGAIN'
   | `AGENT_LINE:${AgentLineKind}`
   | `CLIENT_LINE:${ClientLineKind}`;
 type Outcome = State | 'stay' | 'reject' | 'final';
@@ -41,6 +44,7 @@ const clientLine = (kind: ClientLineKind): SessionEvent => ({ type: 'CLIENT_LINE
 const SAMPLES: Record<EventKey, SessionEvent> = {
   AGENT_CONNECTED: { type: 'AGENT_CONNECTED' },
   AGENT_CONNECT_FAILED: { type: 'AGENT_CONNECT_FAILED', code: 'ECONNREFUSED' },
+  'AGENT_CONNECT_FAILED:EAGAIN': { type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' },
   AGENT_WRITTEN: { type: 'AGENT_WRITTEN' },
   AGENT_CLOSED: { type: 'AGENT_CLOSED', code: 'EOF' },
   'AGENT_LINE:ok': agentLine('ok'),
@@ -119,9 +123,14 @@ const agentDuringInquiry: Partial<Row> = {
 };
 
 const SPEC: Record<State, Row> = {
-  'connecting.dialing': row('reject', {
+  'connecting.reaching.dialing': row('reject', {
     AGENT_CONNECTED: 'connecting.awaitingGreeting',
     AGENT_CONNECT_FAILED: 'fatal',
+    'AGENT_CONNECT_FAILED:EAGAIN': 'connecting.reaching.backingOff',
+    AGENT_CLOSED: 'fatal',
+    CLIENT_GONE: 'closing',
+  }),
+  'connecting.reaching.backingOff': row('reject', {
     AGENT_CLOSED: 'fatal',
     CLIENT_GONE: 'closing',
   }),
@@ -190,11 +199,19 @@ const SPEC: Record<State, Row> = {
   fatal: row('final', {}),
 };
 
-const BASE_CONTEXT: SessionContext = { sessionId: 't', command: 'NOP', inquire: '', clientEnded: false, owedError: null, failure: null };
+const BASE_CONTEXT: SessionContext = {
+  sessionId: 't',
+  connectAttempts: 1,
+  command: 'NOP',
+  inquire: '',
+  clientEnded: false,
+  owedError: null,
+  failure: null,
+};
 
 function toValue(state: string): StateValue {
-  const [parent, child] = state.split('.');
-  return child ? { [parent!]: child } : parent!;
+  const [head, ...rest] = state.split('.');
+  return rest.length ? { [head!]: toValue(rest.join('.')) } : head!;
 }
 
 function toPath(value: StateValue): string {
