@@ -37,6 +37,8 @@ export interface SessionContext {
   inquire: string;
   /** The client has finished sending (EOF) and all it sent has been taken: nothing more will come from it. */
   clientEnded: boolean;
+  /** The server asked this session to close once the command in flight is done. */
+  stopRequested: boolean;
   /** An ERR the client is owed in place of the agent's answer, after the proxy refused one of its lines. */
   owedError: ClientFault | null;
   failure: SessionFailure | null;
@@ -58,7 +60,11 @@ export type SessionEvent =
   /** The client connection failed (reset, or a write to it failed). */
   | { type: 'CLIENT_GONE'; code: string }
   /** Both sockets are closed. */
-  | { type: 'SOCKETS_CLOSED' };
+  | { type: 'SOCKETS_CLOSED' }
+  /** The server is shutting down: finish the command in flight (if any), then close. */
+  | { type: 'STOP' }
+  /** The server's drain time is up: close now, gracefully. */
+  | { type: 'STOP_NOW' };
 
 export type SessionEventType = SessionEvent['type'];
 
@@ -123,6 +129,8 @@ const session = setup({
     /** The agent's listen queue is full (EAGAIN on a Unix socket): it is there, just busy. */
     connectRetryable: ({ event }) => event.type === 'AGENT_CONNECT_FAILED' && event.code === 'EAGAIN',
     clientEnded: ({ context }) => context.clientEnded,
+    /** Nothing more will be taken from the client: it ended, or the server is shutting down. */
+    noMoreCommands: ({ context }) => context.clientEnded || context.stopRequested,
     /** Outside an INQUIRE every line but `#` and empty is a command for the agent (it answers stray D/END/CAN too). */
     clientCommand: ({ event }) => {
       const kind = clientKind(event);
@@ -213,6 +221,7 @@ const relayingAnswer = session.createStateConfig({
     CLIENT_GONE: 'closing',
     // Delivered only once every line the client sent has gone to the agent; the answer is still relayed.
     CLIENT_EOF: { actions: [session.assign({ clientEnded: true }), 'endAgentInput'] },
+    STOP: { actions: session.assign({ stopRequested: true }) },
   },
 });
 
@@ -239,11 +248,16 @@ export const sessionMachine = session.createMachine({
     command: '',
     inquire: '',
     clientEnded: false,
+    stopRequested: false,
     owedError: null,
     failure: null,
   }),
   initial: 'connecting',
   on: {
+    // Server shutdown past its drain time: close now, whatever is in flight.
+    STOP_NOW: '.closing',
+    // Server shutdown: a command in flight may finish (states that hold one override this).
+    STOP: '.closing',
     '*': { actions: { type: 'rejectEvent', params: ({ event }) => ({ type: event.type }) } },
   },
   states: {
@@ -298,8 +312,8 @@ export const sessionMachine = session.createMachine({
     ready: {
       ...awaitingCommand,
       tags: ['clientInput', 'idle'],
-      // The client left while its last command was in flight: that answer was its last.
-      always: { guard: 'clientEnded', target: 'closing' },
+      // The client left, or the server is shutting down, while a command was in flight: that answer was the last.
+      always: { guard: 'noMoreCommands', target: 'closing' },
       on: { ...awaitingCommand.on, CLIENT_PARTIAL: 'bufferingCommand' },
     },
 
@@ -333,6 +347,8 @@ export const sessionMachine = session.createMachine({
         CLIENT_EOF: 'closing',
         CLIENT_GONE: 'closing',
         AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
+        // The INQUIRE is part of the command in flight: the client may still answer it.
+        STOP: { actions: session.assign({ stopRequested: true }) },
       },
       states: {
         /** The client's D lines go to the agent until END or CAN. */
@@ -394,6 +410,8 @@ export const sessionMachine = session.createMachine({
       on: {
         SOCKETS_CLOSED: 'closed',
         // Expected while both sides wind down.
+        STOP: {},
+        STOP_NOW: {},
         AGENT_CLOSED: {},
         CLIENT_GONE: {},
         CLIENT_EOF: {},

@@ -18,6 +18,8 @@ Options:
                            started with 'gpgconf --launch gpg-agent' if needed)
   --connect-timeout MS     time to connect to the agent (default 5000)
   --greeting-timeout MS    time for the agent's greeting (default 5000)
+  --drain-timeout MS       on SIGINT/SIGTERM, time for commands in flight to
+                           finish before the rest are closed (default 10000)
   --log-level LEVEL        ${LOG_LEVELS.join('|')} (default info)
   --log-format FORMAT      pretty|json (default: pretty on a terminal, else json)
   --trace-transitions      log every state machine transition as one line
@@ -35,6 +37,7 @@ async function main(argv: string[]): Promise<number> {
         upstream: { type: 'string' },
         'connect-timeout': { type: 'string' },
         'greeting-timeout': { type: 'string' },
+        'drain-timeout': { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
         'log-format': { type: 'string' },
         'trace-transitions': { type: 'boolean' },
@@ -57,9 +60,11 @@ async function main(argv: string[]): Promise<number> {
   if (format !== undefined && format !== 'pretty' && format !== 'json') return usageError('--log-format must be pretty or json');
   let connectTimeoutMs: number | undefined;
   let greetingTimeoutMs: number | undefined;
+  let drainTimeoutMs: number | undefined;
   try {
     connectTimeoutMs = milliseconds(values['connect-timeout'], '--connect-timeout');
     greetingTimeoutMs = milliseconds(values['greeting-timeout'], '--greeting-timeout');
+    drainTimeoutMs = milliseconds(values['drain-timeout'], '--drain-timeout');
   } catch (err) {
     return usageError((err as Error).message);
   }
@@ -72,6 +77,7 @@ async function main(argv: string[]): Promise<number> {
       ...(values.upstream ? { upstream: values.upstream } : {}),
       ...(connectTimeoutMs !== undefined ? { connectTimeoutMs } : {}),
       ...(greetingTimeoutMs !== undefined ? { greetingTimeoutMs } : {}),
+      ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
       traceTransitions: values['trace-transitions'] ?? false,
       logger,
     });
@@ -91,12 +97,10 @@ async function main(argv: string[]): Promise<number> {
   );
 
   return new Promise<number>((resolve) => {
-    let stopping = false;
-    // A terminal's Ctrl-C also reaches npm, which relays it: a repeated signal must not kill us mid-cleanup.
+    // A terminal's Ctrl-C also reaches npm, which relays it: a repeated signal must not kill us mid-drain
+    // (the server machine takes a repeated SHUTDOWN as a no-op).
     const stop = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ signal }, 'shutting down');
+      logger.info({ signal }, 'signal received');
       void proxy.close().then(() => resolve(0));
     };
     process.on('SIGINT', stop);

@@ -5,7 +5,9 @@
 import net from 'node:net';
 import pino, { type Logger } from 'pino';
 import type { InspectionEvent, Observer } from 'xstate';
-import { defaultListenPath, listenPrivately, prepareListenPath, removeOwnSocket } from './listenSocket.js';
+import { createActor, waitFor } from 'xstate';
+import { serverMachine, type ServerEvent } from '../machines/server.js';
+import { defaultListenPath, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket } from './listenSocket.js';
 import { SessionRuntime, type SessionInfo, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session.js';
 import { resolveUpstream } from './upstream.js';
 import { combineObservers, transitionRecorder } from './machineTools/trace.js';
@@ -21,6 +23,8 @@ export interface ProxyOptions {
   greetingTimeoutMs?: number;
   /** Milliseconds a closing session waits for its peers to close before cutting them (default 2000). */
   closeGraceMs?: number;
+  /** Milliseconds commands in flight may take to finish after close() or a signal (default 10000). */
+  drainTimeoutMs?: number;
   logger?: Logger;
   /** Receives every session actor's inspection events (transition traces, inspectors). */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
@@ -41,11 +45,15 @@ export interface RunningProxy {
   readonly sessionCount: number;
   /** The open sessions: id, state, current verb, age, bytes each way (never payload). */
   sessions(): SessionInfo[];
-  /** Stops accepting, ends open sessions and removes our socket. */
+  /**
+   * Stops accepting, lets commands in flight finish (up to the drain timeout, then closes the rest), removes our
+   * socket. Resolves when done; calling it again is harmless.
+   */
   close(): Promise<void>;
 }
 
 const DEFAULT_TIMEOUTS: SessionTimeouts = { connectMs: 5_000, greetingMs: 5_000, closeGraceMs: 2_000 };
+const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 /** Pipelined client input held while a command is in flight, before the client is paused. */
 const MAX_BUFFERED_CLIENT_BYTES = 64 * 1024;
 
@@ -53,27 +61,32 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   const logger = options.logger ?? pino({ level: 'silent' });
   const env = options.env ?? process.env;
   const upstreamPath = await resolveUpstream(options.upstream, env);
-  const socketPath = await prepareListenPath(options.listen ?? defaultListenPath(env), upstreamPath);
+  const requestedPath = options.listen ?? defaultListenPath(env);
   const timeouts: SessionTimeouts = {
     connectMs: options.connectTimeoutMs ?? DEFAULT_TIMEOUTS.connectMs,
     greetingMs: options.greetingTimeoutMs ?? DEFAULT_TIMEOUTS.greetingMs,
     closeGraceMs: options.closeGraceMs ?? DEFAULT_TIMEOUTS.closeGraceMs,
   };
-
   const inspect = combineObservers([
     options.inspect,
     options.traceTransitions
       ? transitionRecorder(({ actor, from, event, to, changesState }) => {
-          if (changesState) logger.info({ session: actor.replace(/^session-/, ''), from, event, to }, 'transition');
+          if (!changesState) return;
+          // Session actors are `session-<id>`; the listener's own machine is `server`.
+          const who = actor.startsWith('session-') ? { session: actor.slice('session-'.length) } : { actor };
+          logger.info({ ...who, from, event, to }, 'transition');
         })
       : undefined,
   ]);
+
   const sessions = new Map<string, SessionRuntime>();
   let nextSessionId = 1;
+  let socketPath = requestedPath;
+  let inode = -1;
 
   // allowHalfOpen: a client may send its last command and shut down its write side; it still gets the answer.
   // pauseOnConnect: nothing is read from a client before the agent's greeting has been relayed to it.
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+  const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
     const sessionId = String(nextSessionId++);
     try {
       const session = new SessionRuntime({
@@ -85,21 +98,71 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
         maxBufferedClientBytes: MAX_BUFFERED_CLIENT_BYTES,
         ...(options.clock ? { clock: options.clock } : {}),
         ...(inspect ? { inspect } : {}),
-        onEnd: (summary: SessionSummary) => sessions.delete(summary.sessionId),
+        onEnd: (summary: SessionSummary) => {
+          sessions.delete(summary.sessionId);
+          sendToServer({ type: 'SESSION_ENDED' });
+        },
       });
       sessions.set(sessionId, session);
+      sendToServer({ type: 'SESSION_OPENED' });
       session.start();
     } catch (err) {
       logger.error({ err, session: sessionId }, 'could not start session');
       client.destroy();
     }
   });
-  server.on('error', (err) => logger.error({ err }, 'listener error'));
+  listener.on('error', (err) => logger.error({ err }, 'listener error'));
 
-  const inode = await listenPrivately(server, socketPath);
+  const machine = serverMachine.provide({
+    actions: {
+      listen: () => {
+        void (async () => {
+          try {
+            socketPath = await prepareListenPath(requestedPath, upstreamPath);
+            inode = await listenPrivately(listener, socketPath);
+            sendToServer({ type: 'LISTENING' });
+          } catch (err) {
+            sendToServer({ type: 'LISTEN_FAILED', reason: err instanceof ProxyStartError ? err.message : String(err) });
+          }
+        })();
+      },
+      stopAccepting: () => {
+        logger.info({ openSessions: sessions.size }, 'shutting down: no new connections; commands in flight may finish');
+        listener.close();
+      },
+      stopSessions: () => {
+        for (const session of sessions.values()) session.stop();
+      },
+      stopSessionsNow: () => {
+        logger.info({ openSessions: sessions.size }, 'drain time is up: closing the remaining sessions');
+        for (const session of sessions.values()) session.stopNow();
+      },
+      removeSocket: () => {
+        if (inode >= 0) removeOwnSocket(socketPath, inode);
+        logger.info({ socketPath }, 'stopped');
+      },
+      rejectEvent: ({ self }, { type }) => {
+        logger.warn({ event: type, state: JSON.stringify(self.getSnapshot().value) }, 'server event not handled in this state; ignored');
+      },
+    },
+    delays: { drainTimeout: options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS },
+  });
+  const server = createActor(machine, {
+    id: 'server',
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(inspect ? { inspect } : {}),
+  });
+  function sendToServer(event: ServerEvent): void {
+    if (server.getSnapshot().status === 'active') server.send(event);
+  }
+  server.subscribe({ error: (err) => logger.error({ err }, 'server machine failed') });
+  server.start();
+
+  const started = await waitFor(server, (s) => !s.matches('starting'));
+  if (started.matches('failed')) throw new ProxyStartError(started.context.startFailure ?? 'could not start');
   logger.info({ socketPath, upstreamPath }, 'listening');
+  const stopped = waitFor(server, (s) => s.status === 'done', { timeout: Infinity }).then(() => undefined);
 
-  let closing: Promise<void> | undefined;
   return {
     socketPath,
     upstreamPath,
@@ -110,14 +173,8 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
       return [...sessions.values()].map((session) => session.info());
     },
     close() {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const session of [...sessions.values()]) session.destroy();
-        removeOwnSocket(socketPath, inode);
-        logger.info({ socketPath }, 'stopped');
-      });
-      return closing;
+      sendToServer({ type: 'SHUTDOWN' });
+      return stopped;
     },
   };
 }
-

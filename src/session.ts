@@ -214,10 +214,14 @@ export class SessionRuntime {
     };
   }
 
-  /** Ends the session at once (server shutdown). */
-  destroy(): void {
-    this.destroySockets();
-    this.finish(null);
+  /** Server shutdown: close once the command in flight (if any) is done. */
+  stop(): void {
+    this.send({ type: 'STOP' });
+  }
+
+  /** Server shutdown past its drain time: close now, gracefully. */
+  stopNow(): void {
+    this.send({ type: 'STOP_NOW' });
   }
 
   // ---- events in -------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ beforeAll(async () => {
   proxy = await startTestProxy({
     upstream: agent.socket,
     closeGraceMs: 50,
+    drainTimeoutMs: 100,
     inspect: transitionRecorder(({ key }) => taken.push(key)),
   });
 });
@@ -424,6 +425,13 @@ describe('events while the agent has not taken a request yet (sendingToAgent und
     upstream.send('ERR 67109141 IPC call has been cancelled\n');
     expect(await client.response()).toEqual([OWED]);
     expect(taken).toContain('session.sendingToAgent|AGENT_LINE#3');
+    client.destroy();
+  });
+
+  it('a shutdown waits for the pending request, then past the drain timeout closes the session (runs last)', async () => {
+    const { client } = await blocked();
+    await proxy.proxy.close();
+    expect(taken).toEqual(expect.arrayContaining(['session.sendingToAgent|STOP#0', 'session|STOP_NOW#0']));
     client.destroy();
   });
 });

@@ -175,7 +175,11 @@ describe('relay in front of gpg-agent', () => {
       await client.response();
       client.destroy();
       await sessionsDrained(traced.proxy);
-      const trace = traced.logs.filter((r) => r.msg === 'transition');
+      const all = traced.logs.filter((r) => r.msg === 'transition');
+      expect(all.filter((r) => r.actor === 'server').map((r) => `${r.from} -${r.event}-> ${r.to}`)).toEqual([
+        'starting -LISTENING-> listening',
+      ]);
+      const trace = all.filter((r) => r.actor === undefined);
       expect(trace.map((r) => Object.keys(r).filter((k) => !['level', 'time', 'pid', 'hostname', 'msg'].includes(k)).sort())).toEqual(
         trace.map(() => ['event', 'from', 'session', 'to']),
       );

@@ -288,13 +288,14 @@ describe('session machine', () => {
   it('context holds no protocol bytes, only kinds, verbs and reasons', () => {
     const h = greeted();
     h.send(client('command', 'PKDECRYPT'), agent('inquire', 'PASSPHRASE'), client('malformedData', 'D'));
-    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual(['clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'owedError', 'sessionId']);
+    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual(['clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'owedError', 'sessionId', 'stopRequested']);
     expect(h.actor.getSnapshot().context).toEqual({
       sessionId: 't',
       connectAttempts: 1,
       command: 'PKDECRYPT',
       inquire: 'PASSPHRASE',
       clientEnded: false,
+      stopRequested: false,
       owedError: 'malformedEscape',
       failure: null,
     });

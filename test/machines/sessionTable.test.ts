@@ -68,6 +68,8 @@ const SAMPLES: Record<EventKey, SessionEvent> = {
   CLIENT_EOF: { type: 'CLIENT_EOF' },
   CLIENT_GONE: { type: 'CLIENT_GONE', code: 'ECONNRESET' },
   SOCKETS_CLOSED: { type: 'SOCKETS_CLOSED' },
+  STOP: { type: 'STOP' },
+  STOP_NOW: { type: 'STOP_NOW' },
 };
 
 const EVENT_KEYS = Object.keys(SAMPLES) as EventKey[];
@@ -75,6 +77,10 @@ const row = (fill: Outcome, cells: Partial<Row>): Row => ({ ...(Object.fromEntri
 
 const ALL_AGENT_LINES = (outcome: Outcome): Partial<Row> =>
   Object.fromEntries((['ok', 'okClosing', 'err', 'inquire', 'status', 'comment', 'data', 'end', 'invalid'] as const).map((k) => [`AGENT_LINE:${k}`, outcome]));
+
+/** Server shutdown: idle sessions close at once; a command in flight finishes first (STOP is remembered). */
+const closeOnStop: Partial<Row> = { STOP: 'closing', STOP_NOW: 'closing' };
+const finishThenClose: Partial<Row> = { STOP: 'stay', STOP_NOW: 'closing' };
 
 /** ready and bufferingCommand: waiting for the client's next command. */
 const awaitingCommand: Partial<Row> = {
@@ -90,6 +96,7 @@ const awaitingCommand: Partial<Row> = {
   CLIENT_GONE: 'closing',
   ...ALL_AGENT_LINES('fatal'),
   AGENT_CLOSED: 'fatal',
+  ...closeOnStop,
 };
 
 /** sendingToAgent, waitingForAgent, sendingToClient: a command's answer is being relayed. */
@@ -106,10 +113,11 @@ const relayingAnswer: Partial<Row> = {
   AGENT_CLOSED: 'fatal',
   CLIENT_GONE: 'closing',
   CLIENT_EOF: 'stay', // passed on to the agent; the answer still comes
+  ...finishThenClose,
 };
 
 /** The three inquire sub-states share their reactions to the client leaving and the agent closing. */
-const inquireCommon: Partial<Row> = { CLIENT_EOF: 'closing', CLIENT_GONE: 'closing', AGENT_CLOSED: 'fatal' };
+const inquireCommon: Partial<Row> = { CLIENT_EOF: 'closing', CLIENT_GONE: 'closing', AGENT_CLOSED: 'fatal', ...finishThenClose };
 const agentDuringInquiry: Partial<Row> = {
   'AGENT_LINE:status': 'stay',
   'AGENT_LINE:comment': 'stay',
@@ -129,10 +137,12 @@ const SPEC: Record<State, Row> = {
     'AGENT_CONNECT_FAILED:EAGAIN': 'connecting.reaching.backingOff',
     AGENT_CLOSED: 'fatal',
     CLIENT_GONE: 'closing',
+    ...closeOnStop,
   }),
   'connecting.reaching.backingOff': row('reject', {
     AGENT_CLOSED: 'fatal',
     CLIENT_GONE: 'closing',
+    ...closeOnStop,
   }),
   'connecting.awaitingGreeting': row('reject', {
     ...ALL_AGENT_LINES('fatal'),
@@ -140,6 +150,7 @@ const SPEC: Record<State, Row> = {
     'AGENT_LINE:ok': 'ready',
     AGENT_CLOSED: 'fatal',
     CLIENT_GONE: 'closing',
+    ...closeOnStop,
   }),
   ready: row('reject', { ...awaitingCommand, CLIENT_PARTIAL: 'bufferingCommand' }),
   bufferingCommand: row('reject', awaitingCommand),
@@ -194,6 +205,8 @@ const SPEC: Record<State, Row> = {
     AGENT_CLOSED: 'stay',
     CLIENT_GONE: 'stay',
     CLIENT_EOF: 'stay',
+    STOP: 'stay',
+    STOP_NOW: 'stay',
   }),
   closed: row('final', {}),
   fatal: row('final', {}),
@@ -205,6 +218,7 @@ const BASE_CONTEXT: SessionContext = {
   command: 'NOP',
   inquire: '',
   clientEnded: false,
+  stopRequested: false,
   owedError: null,
   failure: null,
 };
@@ -285,6 +299,14 @@ describe('session machine: outcomes that depend on context', () => {
   it('owing the client an ERR, draining answers it at the end of the client\'s answer', () => {
     expect(check('bufferingInquire.draining', 'CLIENT_LINE:end', 'ready', owing).actions).toContain('answerClientFault');
     expect(check('bufferingInquire.draining', 'CLIENT_LINE:end', 'ready').actions).not.toContain('answerClientFault');
+  });
+
+  it('once the server asked to stop, a completed answer leads to closing; an INQUIRE may still be answered', () => {
+    const stopping: SessionContext = { ...BASE_CONTEXT, stopRequested: true };
+    check('waitingForAgent', 'AGENT_LINE:ok', 'closing', stopping);
+    check('sendingToClient', 'AGENT_LINE:err', 'closing', stopping);
+    check('waitingForAgent', 'AGENT_LINE:inquire', 'bufferingInquire.answering', stopping);
+    check('bufferingInquire.answering', 'CLIENT_LINE:end', 'sendingToAgent', stopping);
   });
 
   it('once the client has ended, a completed answer or an INQUIRE leads to closing, not ready', () => {

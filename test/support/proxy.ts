@@ -39,7 +39,15 @@ export async function startTestProxy(options: ProxyOptions & { upstream: string 
   const listen = options.listen ?? path.join(dir!, 'S.gpg-agent');
   const recording = startRecording();
   const inspect = combineObservers([options.inspect, recording.observer])!;
-  const proxy = await startProxy({ logger: pino({ level: 'trace' }, destination), ...options, listen, inspect });
+  let proxy: RunningProxy;
+  try {
+    proxy = await startProxy({ logger: pino({ level: 'trace' }, destination), ...options, listen, inspect });
+  } catch (err) {
+    // A refused start is a transition of the server machine too.
+    recording.save(listen);
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     proxy,
     socket: proxy.socketPath,

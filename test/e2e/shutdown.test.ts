@@ -1,0 +1,141 @@
+/**
+ * Shutdown (SIGINT/SIGTERM and close() alike) over real sockets: stop accepting, let commands in flight finish
+ * within the drain timeout, close the rest, remove our socket.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { transitionRecorder } from '../../src/machineTools/trace.js';
+import { RawClient } from '../support/assuanClient.js';
+import { makeTempDir } from '../support/gnupg.js';
+import { startTestProxy, type TestProxy } from '../support/proxy.js';
+import { createScriptedAgent, type ScriptedAgent, type ScriptedConnection } from '../support/scriptedAgent.js';
+
+let agent: ScriptedAgent;
+beforeAll(async () => {
+  agent = await createScriptedAgent();
+});
+afterAll(async () => {
+  await agent?.close();
+});
+
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((r) => setImmediate(r));
+}
+
+async function proxyWithTrace(options: { drainTimeoutMs?: number; closeGraceMs?: number } = {}) {
+  const taken: string[] = [];
+  const proxy = await startTestProxy({ upstream: agent.socket, ...options, inspect: transitionRecorder(({ key }) => taken.push(key)) });
+  return { proxy, taken };
+}
+
+async function greeted(proxy: TestProxy): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
+  const client = await RawClient.connect(proxy.socket);
+  const upstream = await agent.nextConnection();
+  upstream.send('OK hi\n');
+  await client.readLine();
+  return { client, upstream };
+}
+
+function refused(socket: string): Promise<string> {
+  return new Promise((resolve) => {
+    const probe = net.connect({ path: socket });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve('connected');
+    });
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+  });
+}
+
+describe('shutdown', () => {
+  it('with idle sessions: they close at once, the socket is removed, and no new client gets in', async () => {
+    const { proxy, taken } = await proxyWithTrace();
+    const { client } = await greeted(proxy);
+    await proxy.proxy.close();
+    expect(await client.rest()).toEqual([]);
+    expect(fs.existsSync(proxy.socket)).toBe(false);
+    expect(await refused(proxy.socket)).toBe('ENOENT');
+    expect(taken).toEqual(expect.arrayContaining(['server.listening|SHUTDOWN#0', 'session|STOP#0', 'server.draining|SESSION_ENDED#0', 'server.draining|always#0']));
+    await proxy.close();
+  });
+
+  it.each([
+    ['waitingForAgent', async () => {}],
+    ['sendingToClient', async (client: RawClient, upstream: ScriptedConnection) => {
+      upstream.send('S PROGRESS x\n');
+      expect(await client.readLine()).toBe('S PROGRESS x');
+    }],
+    ['bufferingInquire', async (client: RawClient, upstream: ScriptedConnection) => {
+      upstream.send('INQUIRE CIPHERTEXT\n');
+      expect(await client.readLine()).toBe('INQUIRE CIPHERTEXT');
+    }],
+  ] as const)('with a command in flight (%s): it finishes, its client gets the whole answer, then the session closes', async (where, arrange) => {
+    const { proxy, taken } = await proxyWithTrace();
+    const { client, upstream } = await greeted(proxy);
+    client.write('PKDECRYPT\n');
+    await upstream.readLine();
+    await arrange(client, upstream);
+    const closed = proxy.proxy.close();
+    // A second signal (npm relays Ctrl-C) changes nothing.
+    void proxy.proxy.close();
+    await until(() => taken.includes(`session.${where}|STOP#0`));
+    expect(await refused(proxy.socket)).not.toBe('connected');
+    if (where === 'bufferingInquire') {
+      client.write('D 1234\nEND\n');
+      expect(await upstream.readLine()).toBe('D 1234');
+      expect(await upstream.readLine()).toBe('END');
+    }
+    upstream.send('D result\nOK\n');
+    expect(await client.rest()).toEqual(['D result', 'OK']);
+    await closed;
+    expect(taken).toContain('server.draining|SHUTDOWN#0');
+    expect(fs.existsSync(proxy.socket)).toBe(false);
+    await proxy.close();
+  });
+
+  it('past the drain timeout the remaining sessions are closed cleanly, and close() resolves', async () => {
+    const { proxy, taken } = await proxyWithTrace({ drainTimeoutMs: 50 });
+    const { client, upstream } = await greeted(proxy);
+    client.write('PKSIGN\n');
+    await upstream.readLine();
+    // The agent never answers (a pinentry nobody attends to).
+    await proxy.proxy.close();
+    expect(await client.rest()).toEqual([]);
+    expect(taken).toEqual(expect.arrayContaining(['server.draining|after drainTimeout#0', 'session|STOP_NOW#0']));
+    await proxy.close();
+  });
+
+  it('a session already closing stays closing through the shutdown', async () => {
+    const { proxy, taken } = await proxyWithTrace({ drainTimeoutMs: 50, closeGraceMs: 60_000 });
+    // A client and an agent that both keep their side open after BYE: the session waits in closing.
+    const client = net.connect({ path: proxy.socket, allowHalfOpen: true });
+    client.on('error', () => {});
+    const upstream = await agent.nextConnection();
+    upstream.holdOpenAfterEof();
+    upstream.send('OK hi\n');
+    client.write('BYE\n');
+    await upstream.readLine();
+    upstream.send('OK closing connection\n');
+    await until(() => proxy.proxy.sessions()[0]?.state === 'closing');
+    await proxy.proxy.close();
+    expect(taken).toEqual(expect.arrayContaining(['session.closing|STOP#0', 'session.closing|STOP_NOW#0']));
+    client.destroy();
+    upstream.destroy();
+    await proxy.close();
+  });
+
+  it('a refused start (a live socket at the path) is the server machine failing to start', async () => {
+    const dir = makeTempDir('busy.');
+    const socket = path.join(dir, 'S.gpg-agent');
+    const other = net.createServer((s) => s.destroy());
+    await new Promise<void>((r) => other.listen(socket, r));
+    try {
+      await expect(startTestProxy({ upstream: agent.socket, listen: socket })).rejects.toThrow(`something is already listening on ${socket}`);
+    } finally {
+      other.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
