@@ -11,6 +11,7 @@ import { RawClient } from '../support/assuanClient.js';
 import { startBusyListener } from '../support/busyListener.js';
 import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 import { createScriptedAgent, type ScriptedAgent, type ScriptedConnection } from '../support/scriptedAgent.js';
+import { greetedSession, lingeringAfterBye, until } from '../support/sessions.js';
 
 let agent: ScriptedAgent;
 let proxy: TestProxy;
@@ -34,10 +35,6 @@ afterEach(async () => {
   taken = [];
 });
 
-/** Resolves once `condition` holds, re-checking after each turn of the event loop. */
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise((r) => setImmediate(r));
-}
 const state = () => proxy.proxy.sessions()[0]?.state;
 
 /** A client socket that never reads: what the proxy sends it stays unread, so its close is a reset. */
@@ -49,13 +46,7 @@ async function silentClient(): Promise<net.Socket> {
   return socket;
 }
 
-async function greeted(): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
-  const client = await RawClient.connect(proxy.socket);
-  const upstream = await agent.nextConnection();
-  upstream.send('OK hi\n');
-  await client.readLine();
-  return { client, upstream };
-}
+const greeted = () => greetedSession(proxy.socket, agent);
 
 /** A session in an INQUIRE, the agent waiting for the client's answer. */
 async function inInquire(): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
@@ -176,14 +167,7 @@ describe('client faults', () => {
   });
 
   it('a client that never closes after BYE is cut after the close grace', async () => {
-    const client = net.connect({ path: proxy.socket, allowHalfOpen: true });
-    client.on('error', () => {});
-    const upstream = await agent.nextConnection();
-    upstream.holdOpenAfterEof();
-    upstream.send('OK hi\n');
-    client.write('BYE\n');
-    await upstream.readLine();
-    upstream.send('OK closing connection\n');
+    const { client } = await lingeringAfterBye(proxy.socket, agent);
     // Neither peer closes: only the close grace can end the session.
     await until(() => proxy.proxy.sessionCount === 0);
     expect(taken).toContain('session.closing|after closeGrace#0');

@@ -1,7 +1,7 @@
 /** Relay behaviour over real sockets in front of a real gpg-agent in a throw-away GNUPGHOME. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
-import { createAgentHome, mustRun, runTool, type AgentHome } from '../support/gnupg.js';
+import { createAgentHome, mustRun, type AgentHome } from '../support/gnupg.js';
 import { rejectedEvents, sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 
 let agent: AgentHome;

@@ -7,7 +7,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
 import { makeTempDir } from '../support/gnupg.js';
 import { rejectedEvents, sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
-import { createScriptedAgent, type ScriptedAgent, type ScriptedConnection } from '../support/scriptedAgent.js';
+import { createScriptedAgent, type ScriptedAgent } from '../support/scriptedAgent.js';
+import { greetedSession } from '../support/sessions.js';
 
 let agent: ScriptedAgent;
 let proxy: TestProxy;
@@ -25,13 +26,7 @@ afterEach(() => {
 });
 
 /** A client connected through the proxy to a fresh scripted connection, greeted. */
-async function connected(): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
-  const client = await RawClient.connect(proxy.socket);
-  const upstream = await agent.nextConnection();
-  upstream.send('OK scripted greeting\n');
-  expect(await client.readLine()).toBe('OK scripted greeting');
-  return { client, upstream };
-}
+const connected = () => greetedSession(proxy.socket, agent, 'OK scripted greeting');
 
 /** Percent-escapes what Assuan requires in a D line (%, CR, LF), leaving every other byte raw. */
 function dLine(payload: Buffer): Buffer {

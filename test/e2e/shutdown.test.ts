@@ -11,6 +11,7 @@ import { RawClient } from '../support/assuanClient.js';
 import { makeTempDir } from '../support/gnupg.js';
 import { startTestProxy, type TestProxy } from '../support/proxy.js';
 import { createScriptedAgent, type ScriptedAgent, type ScriptedConnection } from '../support/scriptedAgent.js';
+import { greetedSession, lingeringAfterBye, until } from '../support/sessions.js';
 
 let agent: ScriptedAgent;
 beforeAll(async () => {
@@ -20,9 +21,6 @@ afterAll(async () => {
   await agent?.close();
 });
 
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise((r) => setImmediate(r));
-}
 
 async function proxyWithTrace(options: { drainTimeoutMs?: number; closeGraceMs?: number } = {}) {
   const taken: string[] = [];
@@ -30,13 +28,7 @@ async function proxyWithTrace(options: { drainTimeoutMs?: number; closeGraceMs?:
   return { proxy, taken };
 }
 
-async function greeted(proxy: TestProxy): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
-  const client = await RawClient.connect(proxy.socket);
-  const upstream = await agent.nextConnection();
-  upstream.send('OK hi\n');
-  await client.readLine();
-  return { client, upstream };
-}
+const greeted = (proxy: TestProxy) => greetedSession(proxy.socket, agent);
 
 function refused(socket: string): Promise<string> {
   return new Promise((resolve) => {
@@ -109,15 +101,7 @@ describe('shutdown', () => {
 
   it('a session already closing stays closing through the shutdown', async () => {
     const { proxy, taken } = await proxyWithTrace({ drainTimeoutMs: 50, closeGraceMs: 60_000 });
-    // A client and an agent that both keep their side open after BYE: the session waits in closing.
-    const client = net.connect({ path: proxy.socket, allowHalfOpen: true });
-    client.on('error', () => {});
-    const upstream = await agent.nextConnection();
-    upstream.holdOpenAfterEof();
-    upstream.send('OK hi\n');
-    client.write('BYE\n');
-    await upstream.readLine();
-    upstream.send('OK closing connection\n');
+    const { client, upstream } = await lingeringAfterBye(proxy.socket, agent);
     await until(() => proxy.proxy.sessions()[0]?.state === 'closing');
     await proxy.proxy.close();
     expect(taken).toEqual(expect.arrayContaining(['session.closing|STOP#0', 'session.closing|STOP_NOW#0']));

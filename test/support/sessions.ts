@@ -1,0 +1,39 @@
+/** Ways into a session that several test files need: greeted, lingering after BYE, and a wait without timers. */
+import net from 'node:net';
+import { RawClient } from './assuanClient.js';
+import type { ScriptedAgent, ScriptedConnection } from './scriptedAgent.js';
+
+/** Resolves once `condition` holds, re-checking after each turn of the event loop (no timers). */
+export async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((r) => setImmediate(r));
+}
+
+/** A client connected through the proxy and greeted by a fresh scripted connection. */
+export async function greetedSession(
+  proxySocket: string,
+  agent: ScriptedAgent,
+  greeting = 'OK hi',
+): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
+  const client = await RawClient.connect(proxySocket);
+  const upstream = await agent.nextConnection();
+  upstream.send(`${greeting}\n`);
+  const line = await client.readLine();
+  if (line !== greeting) throw new Error(`expected the greeting, got ${line}`);
+  return { client, upstream };
+}
+
+/**
+ * A session after BYE whose client and agent both keep their side open: it can only wait in `closing`
+ * (until its close grace, or a shutdown).
+ */
+export async function lingeringAfterBye(proxySocket: string, agent: ScriptedAgent): Promise<{ client: net.Socket; upstream: ScriptedConnection }> {
+  const client = net.connect({ path: proxySocket, allowHalfOpen: true });
+  client.on('error', () => {});
+  const upstream = await agent.nextConnection();
+  upstream.holdOpenAfterEof();
+  upstream.send('OK hi\n');
+  client.write('BYE\n');
+  await upstream.readLine();
+  upstream.send('OK closing connection\n');
+  return { client, upstream };
+}
