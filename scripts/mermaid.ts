@@ -8,52 +8,57 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { AnyStateMachine, AnyStateNode } from 'xstate';
-import { guardText } from '../src/machineTools/transitions.js';
+import { definedTransitions, type TransitionInfo } from '../src/machineTools/transitions.js';
 
 export function toMermaid(machine: AnyStateMachine): string {
   const out: string[] = ['stateDiagram-v2'];
-  const edges: string[] = [];
-  renderChildren(machine.root, out, edges, '  ');
-  return [...out, ...edges].join('\n') + '\n';
+  renderStates(machine.root, out, '  ');
+  for (const t of definedTransitions(machine)) {
+    if (t.targets.length === 0) continue;
+    const label = `${t.event}${t.guard ? ` [${t.guard}]` : ''}`;
+    for (const source of drawnSources(machine, t)) {
+      for (const target of t.targets) out.push(`  ${source} --> ${mermaidId(machine, target)} : ${label}`);
+    }
+  }
+  return `${out.join('\n')}\n`;
 }
 
-function mermaidId(node: AnyStateNode): string {
-  return node.path.join('__');
+/** Mermaid ids cannot hold dots: `session.bufferingInquire.answering` is drawn as `bufferingInquire__answering`. */
+function mermaidId(machine: AnyStateMachine, nodeId: string): string {
+  return nodeId.slice(machine.id.length + 1).split('.').join('__');
 }
 
-function renderChildren(parent: AnyStateNode, out: string[], edges: string[], indent: string): void {
-  const children = Object.values(parent.states) as AnyStateNode[];
+/**
+ * Where an edge starts. A transition on the machine itself (e.g. STOP_NOW) applies in every top-level state that
+ * does not handle the event itself, so it is drawn from each of them; final states and states left at once
+ * (an unguarded `always`) take no events.
+ */
+function drawnSources(machine: AnyStateMachine, t: TransitionInfo): string[] {
+  if (t.source !== machine.id) return [mermaidId(machine, t.source)];
+  return (Object.values(machine.root.states) as AnyStateNode[])
+    .filter((state) => state.type !== 'final' && !(state.always ?? []).some((a) => a.guard === undefined))
+    .filter((state) => !handles(state, t.event))
+    .map((state) => mermaidId(machine, state.id));
+}
+
+function handles(node: AnyStateNode, eventType: string): boolean {
+  return node.transitions.has(eventType) || (Object.values(node.states) as AnyStateNode[]).some((child) => handles(child, eventType));
+}
+
+function renderStates(parent: AnyStateNode, out: string[], indent: string): void {
+  const machine = parent.machine;
   const initial = parent.config.initial;
-  if (typeof initial === 'string' && parent.states[initial]) out.push(`${indent}[*] --> ${mermaidId(parent.states[initial] as AnyStateNode)}`);
-  for (const child of children) {
-    const id = mermaidId(child);
+  if (typeof initial === 'string' && parent.states[initial]) out.push(`${indent}[*] --> ${mermaidId(machine, (parent.states[initial] as AnyStateNode).id)}`);
+  for (const child of Object.values(parent.states) as AnyStateNode[]) {
+    const id = mermaidId(machine, child.id);
     if (Object.keys(child.states).length > 0) {
       out.push(`${indent}state "${child.key}" as ${id} {`);
-      renderChildren(child, out, edges, `${indent}  `);
+      renderStates(child, out, `${indent}  `);
       out.push(`${indent}}`);
     } else if (id !== child.key) {
       out.push(`${indent}state "${child.key}" as ${id}`);
     }
     if (child.type === 'final') out.push(`${indent}${id} --> [*]`);
-    collectEdges(child, edges);
-  }
-}
-
-function collectEdges(node: AnyStateNode, edges: string[]): void {
-  const delays = new Map(node.after.map((a) => [a.eventType, a.delay]));
-  const source = mermaidId(node);
-  for (const [eventType, transitions] of node.transitions) {
-    if (eventType === '*') continue;
-    const label = delays.has(eventType) ? `after ${String(delays.get(eventType))}` : eventType;
-    for (const t of transitions) addEdge(edges, source, t, label);
-  }
-  for (const t of node.always ?? []) addEdge(edges, source, t, 'always');
-}
-
-function addEdge(edges: string[], source: string, transition: { target?: readonly AnyStateNode[] | undefined; guard?: unknown }, label: string): void {
-  for (const target of transition.target ?? []) {
-    const guard = guardText(transition.guard);
-    edges.push(`  ${source} --> ${mermaidId(target)} : ${label}${guard ? ` [${guard}]` : ''}`);
   }
 }
 

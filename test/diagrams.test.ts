@@ -34,4 +34,12 @@ describe('generated diagrams', () => {
     for (const delay of ['connectTimeout', 'greetingTimeout', 'closeGrace']) expect(text).toContain(`after ${delay}`);
     expect(text).toContain('closed --> [*]');
   });
+
+  it('draws a machine-wide transition from every state it applies in, and not from those that override it', () => {
+    const text = toMermaid(machines.find((m) => m.name === 'session')!.machine);
+    for (const state of ['connecting', 'ready', 'waitingForAgent', 'bufferingInquire']) expect(text).toContain(`  ${state} --> closing : STOP_NOW\n`);
+    expect(text).toContain('  ready --> closing : STOP\n');
+    // A command in flight overrides STOP (it finishes first); closing handles both itself; error never holds.
+    for (const line of ['waitingForAgent --> closing : STOP\n', 'closing --> closing : STOP', 'error --> closing : STOP']) expect(text).not.toContain(line);
+  });
 });

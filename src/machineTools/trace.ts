@@ -5,7 +5,7 @@
  * nothing costs, unless an actor is created with this observer.
  */
 import type { AnyStateNode, InspectionEvent, Observer, StateValue } from 'xstate';
-import { transitionKey } from './transitions.js';
+import { describeTransition } from './transitions.js';
 
 export interface TransitionRecord {
   /** The actor's id, e.g. `session-12`. */
@@ -51,9 +51,9 @@ export function transitionRecorder(onTransition: (record: TransitionRecord) => v
     const from = lastState.get(inspection.actorRef) ?? '(initial)';
     lastState.set(inspection.actorRef, to);
     for (const transition of inspection._transitions as Transition[]) {
-      const key = transitionKey(transition);
-      if (key === null) continue;
-      const event = key.slice(key.indexOf('|') + 1, key.lastIndexOf('#'));
+      const described = describeTransition(transition);
+      if (described === null) continue;
+      const { key, event } = described;
       const changesState = Boolean(transition.target?.length);
       onTransition({ actor: (inspection.actorRef as { id?: string }).id ?? '', machine: transition.source.machine.id, from, event, to, key, changesState });
     }

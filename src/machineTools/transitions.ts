@@ -20,13 +20,13 @@ export interface TransitionLike {
   eventType: string;
 }
 
+/** Every transition of the machine, in definition order (a state's own, then its children's). */
 export function definedTransitions(machine: AnyStateMachine): TransitionInfo[] {
   const out: TransitionInfo[] = [];
   const visit = (node: AnyStateNode) => {
-    const delays = new Map(node.after.map((a) => [a.eventType, `after ${String(a.delay)}`]));
     for (const [eventType, candidates] of node.transitions) {
       if (eventType === '*') continue;
-      candidates.forEach((t, index) => out.push(info(node, delays.get(eventType) ?? eventType, index, t)));
+      candidates.forEach((t, index) => out.push(info(node, eventLabel(node, eventType), index, t)));
     }
     (node.always ?? []).forEach((t, index) => out.push(info(node, 'always', index, t)));
     for (const child of Object.values(node.states) as AnyStateNode[]) visit(child);
@@ -35,17 +35,25 @@ export function definedTransitions(machine: AnyStateMachine): TransitionInfo[] {
   return out;
 }
 
-/** The key of a transition definition as taken by a live actor (null for the `*` catch-all). */
-export function transitionKey(transition: TransitionLike): string | null {
+/** Key and event label of a transition definition as taken by a live actor (null for the `*` catch-all). */
+export function describeTransition(transition: TransitionLike): { key: string; event: string } | null {
   const node = transition.source;
   if (transition.eventType === '*') return null;
-  const always = node.always ?? [];
-  const alwaysIndex = always.indexOf(transition as never);
-  if (alwaysIndex !== -1) return `${node.id}|always#${alwaysIndex}`;
-  const candidates = node.transitions.get(transition.eventType) ?? [];
-  const delay = node.after.find((a) => a.eventType === transition.eventType);
-  const event = delay ? `after ${String(delay.delay)}` : transition.eventType;
-  return `${node.id}|${event}#${candidates.indexOf(transition as never)}`;
+  const alwaysIndex = (node.always ?? []).indexOf(transition as never);
+  if (alwaysIndex !== -1) return { key: `${node.id}|always#${alwaysIndex}`, event: 'always' };
+  const event = eventLabel(node, transition.eventType);
+  const index = (node.transitions.get(transition.eventType) ?? []).indexOf(transition as never);
+  return { key: `${node.id}|${event}#${index}`, event };
+}
+
+export function transitionKey(transition: TransitionLike): string | null {
+  return describeTransition(transition)?.key ?? null;
+}
+
+/** The event as people read it: its type, or `after <delay>` for a timeout's internal event. */
+function eventLabel(node: AnyStateNode, eventType: string): string {
+  const delay = node.after.find((a) => a.eventType === eventType);
+  return delay ? `after ${String(delay.delay)}` : eventType;
 }
 
 function info(node: AnyStateNode, event: string, index: number, t: { target?: readonly AnyStateNode[] | undefined; guard?: unknown }): TransitionInfo {
