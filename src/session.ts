@@ -60,6 +60,10 @@ export interface SessionInfo {
   clientPaused: boolean;
   /** Bytes written to the agent that its socket has not taken yet (the agent is not reading). */
   upstreamPendingBytes: number;
+  /** Bytes written to the client that its socket has not taken yet (the client is not reading). */
+  clientPendingBytes: number;
+  /** The proxy has stopped reading the agent (the client is not taking what was relayed). */
+  agentPaused: boolean;
 }
 
 type SessionActor = Actor<typeof sessionMachine>;
@@ -211,6 +215,8 @@ export class SessionRuntime {
       bufferedClientBytes: this.clientFramer.bufferedBytes,
       clientPaused: this.client.isPaused(),
       upstreamPendingBytes: this.upstream?.writableLength ?? 0,
+      clientPendingBytes: this.client.writableLength,
+      agentPaused: this.upstream?.isPaused() ?? false,
     };
   }
 
@@ -276,7 +282,7 @@ export class SessionRuntime {
   /** Reads the client only after the greeting, while the upstream takes our writes, and up to the buffer bound. */
   private updateClientFlow(): void {
     if (this.finished || this.clientEnded) return;
-    const greeted = this.upstreamConnected && !this.actor.getSnapshot().matches('connecting');
+    const greeted = !this.actor.getSnapshot().matches('connecting');
     const wanted = greeted && !this.upstreamBlocked && this.clientFramer.bufferedBytes < this.options.maxBufferedClientBytes;
     if (wanted) this.client.resume();
     else this.client.pause();

@@ -5,7 +5,7 @@
  * `npm run coverage:transitions` do; it prints the coverage table.
  */
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { discoverMachines } from '../scripts/mermaid.js';
 import { definedTransitions } from '../src/machineTools/transitions.js';
 import { readRecords } from './support/transitionRecords.js';
@@ -41,8 +41,7 @@ describe.skipIf(!enabled)('transition coverage from real sockets', () => {
     });
   }
 
-  it('prints the table', () => {
+  afterAll(() => {
     process.stdout.write(`${lines.join('\n')}\n`);
-    expect(lines.length).toBeGreaterThan(machines.length * 3);
   });
 });

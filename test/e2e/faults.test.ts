@@ -11,7 +11,7 @@ import { RawClient } from '../support/assuanClient.js';
 import { startBusyListener } from '../support/busyListener.js';
 import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 import { createScriptedAgent, type ScriptedAgent, type ScriptedConnection } from '../support/scriptedAgent.js';
-import { greetedSession, lingeringAfterBye, until } from '../support/sessions.js';
+import { greetedSession, lingeringAfterBye, silentClient as silentSocket, until } from '../support/sessions.js';
 
 let agent: ScriptedAgent;
 let proxy: TestProxy;
@@ -37,15 +37,7 @@ afterEach(async () => {
 
 const state = () => proxy.proxy.sessions()[0]?.state;
 
-/** A client socket that never reads: what the proxy sends it stays unread, so its close is a reset. */
-async function silentClient(): Promise<net.Socket> {
-  const socket = net.connect({ path: proxy.socket });
-  socket.pause();
-  socket.on('error', () => {});
-  await new Promise((r) => socket.once('connect', r));
-  return socket;
-}
-
+const silentClient = () => silentSocket(proxy.socket);
 const greeted = () => greetedSession(proxy.socket, agent);
 
 /** A session in an INQUIRE, the agent waiting for the client's answer. */
@@ -67,6 +59,7 @@ async function inDiscarding(): Promise<{ client: RawClient; upstream: ScriptedCo
 }
 
 const OWED = "ERR 67109140 IPC syntax error <assuan-proxy> - D line has a '%' not followed by two hex digits";
+const INVALID = 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here';
 
 describe('client faults', () => {
   it('vanishing before the greeting (seen when a comment the agent sends first cannot be written)', async () => {
@@ -191,7 +184,7 @@ describe('agent faults while the client is busy', () => {
   it.each([
     ['ERR', 'ERR 67108881 No secret key\n', ['S PROGRESS x', 'ERR 67108881 No secret key'], 'session.sendingToClient|AGENT_LINE#5'],
     ['OK closing connection', 'OK closing connection\n', ['S PROGRESS x', 'OK closing connection'], 'session.sendingToClient|AGENT_LINE#6'],
-    ['a non-Assuan line', 'garbage\n', ['S PROGRESS x', 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here'], 'session.sendingToClient|AGENT_LINE#7'],
+    ['a non-Assuan line', 'garbage\n', ['S PROGRESS x', INVALID], 'session.sendingToClient|AGENT_LINE#7'],
   ] as const)('after a status line, %s ends the answer', async (_, final, expected, key) => {
     const { client, upstream } = await greeted();
     client.write('PKSIGN\n');
@@ -220,15 +213,6 @@ describe('agent lines during an INQUIRE answer', () => {
     client.destroy();
   });
 
-  it.each([
-    ['OK closing connection', 'OK closing connection\n', 'OK closing connection', 'session.bufferingInquire.answering|AGENT_LINE#3'],
-    ['a nested INQUIRE', 'INQUIRE NESTED\n', 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here', 'session.bufferingInquire.answering|AGENT_LINE#4'],
-  ] as const)('%s ends the session', async (_, line, expected, key) => {
-    const { client, upstream } = await inInquire();
-    upstream.send(line);
-    expect(await client.rest()).toEqual([expected]);
-    expect(taken).toContain(key);
-  });
 
   it('an agent line after the command ended mid-answer is unsolicited', async () => {
     const { client, upstream } = await inInquire();
@@ -275,15 +259,6 @@ describe('after the proxy refused part of an INQUIRE answer', () => {
     client.destroy();
   });
 
-  it.each([
-    ['OK closing connection', 'OK closing connection\n', 'OK closing connection', 'session.bufferingInquire.discarding|AGENT_LINE#2'],
-    ['a non-Assuan line', 'garbage\n', 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here', 'session.bufferingInquire.discarding|AGENT_LINE#3'],
-  ] as const)('%s ends the session', async (_, line, expected, key) => {
-    const { client, upstream } = await inDiscarding();
-    upstream.send(line);
-    expect(await client.rest()).toEqual([expected]);
-    expect(taken).toContain(key);
-  });
 
   it.each([
     ['waitingForAgent', ''],
@@ -300,6 +275,20 @@ describe('after the proxy refused part of an INQUIRE answer', () => {
     expect(taken).toContain(`session.${where}|AGENT_LINE#1`);
     if (where === 'sendingToClient') expect(taken).toContain('session.sendingToClient|AGENT_LINE#3');
     client.destroy();
+  });
+});
+
+describe('agent lines that end a session during an INQUIRE answer', () => {
+  it.each([
+    ['answering', inInquire, 'OK closing connection\n', 'OK closing connection', 'AGENT_LINE#3'],
+    ['answering', inInquire, 'INQUIRE NESTED\n', INVALID, 'AGENT_LINE#4'],
+    ['discarding', inDiscarding, 'OK closing connection\n', 'OK closing connection', 'AGENT_LINE#2'],
+    ['discarding', inDiscarding, 'garbage\n', INVALID, 'AGENT_LINE#3'],
+  ] as const)('%s: %j ends the session', async (where, arrange, line, expected, key) => {
+    const { client, upstream } = await arrange();
+    upstream.send(line);
+    expect(await client.rest()).toEqual([expected]);
+    expect(taken).toContain(`session.bufferingInquire.${where}|${key}`);
   });
 });
 

@@ -8,7 +8,7 @@ import { RawClient } from '../support/assuanClient.js';
 import { makeTempDir } from '../support/gnupg.js';
 import { rejectedEvents, sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 import { createScriptedAgent, type ScriptedAgent } from '../support/scriptedAgent.js';
-import { greetedSession } from '../support/sessions.js';
+import { greetedSession, silentClient, until } from '../support/sessions.js';
 
 let agent: ScriptedAgent;
 let proxy: TestProxy;
@@ -53,7 +53,7 @@ describe('relay against a scripted upstream', () => {
     await sessionsDrained(proxy.proxy);
   });
 
-  it('reads no client byte before the greeting, and relays the greeting first', async () => {
+  it('forwards no client byte before the greeting, and relays the greeting first', async () => {
     const client = await RawClient.connect(proxy.socket);
     const upstream = await agent.nextConnection();
     client.write('NOP\n');
@@ -113,6 +113,33 @@ describe('relay against a scripted upstream', () => {
     const answer = await client.responseBytes();
     expect(answer).toHaveLength(count + 1);
     expect(answer.slice(0, count).every((got) => got.equals(line))).toBe(true);
+    client.destroy();
+  });
+
+  it('a client that stops reading pauses the agent: a large answer piles up at the agent, not in the proxy', async () => {
+    const client = await silentClient(proxy.socket);
+    const upstream = await agent.nextConnection();
+    upstream.send('OK scripted greeting\n');
+    client.write('EXPORT_KEY\n');
+    await upstream.readLine();
+    const line = Buffer.concat([Buffer.from('D '), Buffer.alloc(996, 0x5a), Buffer.from('\n')]);
+    const total = 16 * 1024;
+    for (let i = 0; i < total; i++) upstream.send(line);
+    upstream.send('OK\n');
+    // Either the proxy stops reading the agent, or the answer piles up in its queue to the client (no
+    // backpressure, and the test fails).
+    const session = () => proxy.proxy.sessions().find((s) => s.command === 'EXPORT_KEY')!;
+    await until(() => session().agentPaused || session().clientPendingBytes > 8 * 1024 * 1024);
+    expect(session().agentPaused).toBe(true);
+    expect(session().clientPendingBytes).toBeLessThan(1024 * 1024);
+    expect(upstream.pendingBytes()).toBeGreaterThan(8 * 1024 * 1024);
+    // Once the client reads, the whole answer arrives intact.
+    const reader = RawClient.wrap(client);
+    client.resume();
+    expect(await reader.readLine()).toBe('OK scripted greeting');
+    const answer = await reader.responseBytes();
+    expect(answer).toHaveLength(total + 1);
+    expect(answer.slice(0, total).every((got) => got.equals(line))).toBe(true);
     client.destroy();
   });
 

@@ -16,6 +16,8 @@ export interface ScriptedConnection {
   send(data: string | Buffer): void;
   end(): void;
   destroy(): void;
+  /** Bytes this side has written that the proxy has not read yet (beyond the socket buffers). */
+  pendingBytes(): number;
   /** Stop reading from the socket: what the proxy writes piles up in the socket buffers. */
   stopReading(): void;
   /** Stay open after the proxy's EOF (by default the scripted agent closes then, as gpg-agent does). */
@@ -64,6 +66,7 @@ export async function createScriptedAgent(): Promise<ScriptedAgent> {
       },
       end: () => sock.end(),
       destroy: () => sock.destroy(),
+      pendingBytes: () => sock.writableLength,
       stopReading: () => sock.pause(),
       holdOpenAfterEof: () => {
         closeOnEof = false;

@@ -37,3 +37,12 @@ export async function lingeringAfterBye(proxySocket: string, agent: ScriptedAgen
   upstream.send('OK closing connection\n');
   return { client, upstream };
 }
+
+/** A client socket that never reads: what the proxy sends it stays unread, so its close is a reset. */
+export async function silentClient(proxySocket: string): Promise<net.Socket> {
+  const socket = net.connect({ path: proxySocket });
+  socket.pause();
+  socket.on('error', () => {});
+  await new Promise((r) => socket.once('connect', r));
+  return socket;
+}
