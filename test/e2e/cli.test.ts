@@ -1,10 +1,10 @@
 /** The `assuan-proxy` executable as a user runs it: defaults, messages, socket safety, signals. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
+import { liveSocketPath } from '../support/sessions.js';
 import { createAgentHome, createClientHome, generateKey, makeTempDir, mustRun, runTool, type AgentHome } from '../support/gnupg.js';
 
 const CLI = path.resolve('src/cli.ts');
@@ -102,17 +102,14 @@ describe('assuan-proxy CLI', () => {
   });
 
   it('refuses to replace a live socket, and says so', async () => {
-    const dir = tempDir('live.');
-    const socket = path.join(dir, 'S.gpg-agent');
-    const server = net.createServer((s) => s.destroy());
-    await new Promise<void>((r) => server.listen(socket, r));
+    const { socket, release } = await liveSocketPath();
     try {
       const run = runCli(['--listen', socket, '--upstream', agent.socket], {});
       expect(await run.exited).toBe(1);
       expect(run.stderr()).toContain(`something is already listening on ${socket}`);
       expect(fs.statSync(socket).isSocket()).toBe(true);
     } finally {
-      server.close();
+      release();
     }
   });
 

@@ -4,14 +4,12 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { transitionRecorder } from '../../src/machineTools/trace.js';
 import { RawClient } from '../support/assuanClient.js';
-import { makeTempDir } from '../support/gnupg.js';
 import { startTestProxy, type TestProxy } from '../support/proxy.js';
 import { createScriptedAgent, type ScriptedAgent, type ScriptedConnection } from '../support/scriptedAgent.js';
-import { greetedSession, lingeringAfterBye, until } from '../support/sessions.js';
+import { greetedSession, lingeringAfterBye, liveSocketPath, until } from '../support/sessions.js';
 
 let agent: ScriptedAgent;
 beforeAll(async () => {
@@ -111,15 +109,11 @@ describe('shutdown', () => {
   });
 
   it('a refused start (a live socket at the path) is the server machine failing to start', async () => {
-    const dir = makeTempDir('busy.');
-    const socket = path.join(dir, 'S.gpg-agent');
-    const other = net.createServer((s) => s.destroy());
-    await new Promise<void>((r) => other.listen(socket, r));
+    const { socket, release } = await liveSocketPath();
     try {
       await expect(startTestProxy({ upstream: agent.socket, listen: socket })).rejects.toThrow(`something is already listening on ${socket}`);
     } finally {
-      other.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+      release();
     }
   });
 });

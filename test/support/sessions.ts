@@ -1,6 +1,9 @@
 /** Ways into a session that several test files need: greeted, lingering after BYE, and a wait without timers. */
 import net from 'node:net';
+import fs from 'node:fs';
+import path from 'node:path';
 import { RawClient } from './assuanClient.js';
+import { makeTempDir } from './gnupg.js';
 import type { ScriptedAgent, ScriptedConnection } from './scriptedAgent.js';
 
 /** Resolves once `condition` holds, re-checking after each turn of the event loop (no timers). */
@@ -45,4 +48,19 @@ export async function silentClient(proxySocket: string): Promise<net.Socket> {
   socket.on('error', () => {});
   await new Promise((r) => socket.once('connect', r));
   return socket;
+}
+
+/** A socket path where something is already listening (another proxy, say); `release()` frees and removes it. */
+export async function liveSocketPath(): Promise<{ socket: string; release(): void }> {
+  const dir = makeTempDir('live.');
+  const socket = path.join(dir, 'S.gpg-agent');
+  const server = net.createServer((s) => s.destroy());
+  await new Promise<void>((r) => server.listen(socket, r));
+  return {
+    socket,
+    release() {
+      server.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
