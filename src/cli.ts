@@ -1,8 +1,15 @@
 #!/usr/bin/env node
 /** `assuan-proxy`: relay a gpg-agent socket through per-session state machines. */
 import { parseArgs } from 'node:util';
+import { serverMachine } from '../machines/server.js';
+import { sessionMachine } from '../machines/session.js';
+import { DEFAULT_INSPECTOR_PORT, startInspectorRelay, type InspectorRelay } from './inspect/relay.js';
+import { streamToInspector, type InspectorStream } from './inspect/stately.js';
+import { LiveActors } from './liveView/liveActors.js';
+import { DEFAULT_UI_PORT, startLiveView, type LiveView } from './liveView/server.js';
 import { ProxyStartError } from './listenSocket.js';
 import { createLogger, isLogLevel, LOG_LEVELS } from './log.js';
+import { combineObservers } from './machineTools/trace.js';
 import { startProxy } from './server.js';
 
 const USAGE = `Usage: assuan-proxy [options]
@@ -24,6 +31,12 @@ Options:
   --log-format FORMAT      pretty|json (default: pretty on a terminal, else json)
   --trace-transitions      log every state machine transition as one line
                            {session, from, event, to} (no payload)
+  --inspect [URL]          stream every machine to the XState/Stately inspector
+                           over WebSocket (events and context sanitized). With
+                           no URL, a relay is started on 127.0.0.1:${DEFAULT_INSPECTOR_PORT}: open
+                           http://localhost:${DEFAULT_INSPECTOR_PORT}/ in a browser (see README)
+  --ui [PORT]              serve the live view on http://127.0.0.1:PORT/
+                           (default ${DEFAULT_UI_PORT}; loopback only, works offline)
   -h, --help               show this help
 `;
 
@@ -31,7 +44,7 @@ async function main(argv: string[]): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
-      args: argv,
+      args: withOptionalValues(argv, ['--inspect', '--ui']),
       options: {
         listen: { type: 'string' },
         upstream: { type: 'string' },
@@ -41,6 +54,8 @@ async function main(argv: string[]): Promise<number> {
         'log-level': { type: 'string', default: 'info' },
         'log-format': { type: 'string' },
         'trace-transitions': { type: 'boolean' },
+        inspect: { type: 'string' },
+        ui: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -61,17 +76,39 @@ async function main(argv: string[]): Promise<number> {
   let connectTimeoutMs: number | undefined;
   let greetingTimeoutMs: number | undefined;
   let drainTimeoutMs: number | undefined;
+  let uiPort: number | undefined;
+  let inspectUrl: string | null | undefined;
   try {
     connectTimeoutMs = milliseconds(values['connect-timeout'], '--connect-timeout');
     greetingTimeoutMs = milliseconds(values['greeting-timeout'], '--greeting-timeout');
     drainTimeoutMs = milliseconds(values['drain-timeout'], '--drain-timeout');
+    uiPort = optionalPort(values.ui, '--ui', DEFAULT_UI_PORT);
+    inspectUrl = optionalWebSocketUrl(values.inspect);
   } catch (err) {
     return usageError((err as Error).message);
   }
 
   const logger = createLogger({ level, ...(format ? { pretty: format === 'pretty' } : {}) });
+  // Observers are created only for the modes asked for: with neither, the actors are not inspected at all.
+  const liveActors = uiPort !== undefined ? new LiveActors() : undefined;
+  let relay: InspectorRelay | undefined;
+  let inspector: InspectorStream | undefined;
+  let liveView: LiveView | undefined;
+  const closeViewers = async () => {
+    inspector?.stop();
+    await Promise.all([relay?.close(), liveView?.close()]);
+  };
   let proxy;
   try {
+    if (inspectUrl !== undefined) {
+      if (inspectUrl === null) {
+        relay = await startInspectorRelay(DEFAULT_INSPECTOR_PORT).catch((err: unknown) => {
+          throw new ProxyStartError(`cannot start the inspector relay on 127.0.0.1:${DEFAULT_INSPECTOR_PORT}: ${startFailureMessage(err)}`);
+        });
+      }
+      inspector = streamToInspector(inspectUrl ?? relay!.streamUrl);
+    }
+    const inspect = combineObservers([inspector?.inspect, liveActors?.inspect]);
     proxy = await startProxy({
       ...(values.listen ? { listen: values.listen } : {}),
       ...(values.upstream ? { upstream: values.upstream } : {}),
@@ -79,12 +116,22 @@ async function main(argv: string[]): Promise<number> {
       ...(greetingTimeoutMs !== undefined ? { greetingTimeoutMs } : {}),
       ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
       traceTransitions: values['trace-transitions'] ?? false,
+      ...(inspect ? { inspect } : {}),
       logger,
     });
   } catch (err) {
-    const message = err instanceof ProxyStartError ? err.message : (err as Error).stack ?? String(err);
-    process.stderr.write(`assuan-proxy: ${message}\n`);
+    await closeViewers();
+    process.stderr.write(`assuan-proxy: ${startFailureMessage(err)}\n`);
     return 1;
+  }
+  if (liveActors && uiPort !== undefined) {
+    try {
+      liveView = await startLiveView({ actors: liveActors, proxy, machines: [serverMachine, sessionMachine], port: uiPort });
+    } catch (err) {
+      await Promise.all([proxy.close(), closeViewers()]);
+      process.stderr.write(`assuan-proxy: cannot serve the live view on 127.0.0.1:${uiPort}: ${startFailureMessage(err)}\n`);
+      return 1;
+    }
   }
 
   process.stderr.write(
@@ -93,6 +140,9 @@ async function main(argv: string[]): Promise<number> {
       `Point a client at it:\n` +
       `  gpg-connect-agent -S ${proxy.socketPath}\n` +
       `  gpg: use a GNUPGHOME whose agent socket is this path, with no-autostart in gpg.conf (see README)\n` +
+      (liveView ? `Live view: ${liveView.url}\n` : '') +
+      (relay ? `Inspector: open ${relay.pageUrl} in a browser with internet access (the inspector UI is hosted by Stately)\n` : '') +
+      (inspectUrl ? `Inspector: streaming to ${inspectUrl}\n` : '') +
       `Stop with Ctrl-C or SIGTERM.\n`,
   );
 
@@ -101,7 +151,7 @@ async function main(argv: string[]): Promise<number> {
     // (the server machine takes a repeated SHUTDOWN as a no-op).
     const stop = (signal: NodeJS.Signals) => {
       logger.info({ signal }, 'signal received');
-      void proxy.close().then(() => resolve(0));
+      void proxy.close().then(closeViewers).then(() => resolve(0));
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
@@ -113,6 +163,58 @@ function milliseconds(text: string | undefined, flag: string): number | undefine
   const value = Number(text);
   if (!Number.isInteger(value) || value <= 0) throw new Error(`${flag} takes a positive whole number of milliseconds, not '${text}'`);
   return value;
+}
+
+/**
+ * parseArgs has no optional option values: `--ui` alone and `--ui 9000` must both work. The word after such an
+ * option is its value unless it is another option; with none, the value is empty (the default).
+ */
+function withOptionalValues(argv: string[], names: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i] as string;
+    if (!names.includes(word)) {
+      out.push(word);
+      continue;
+    }
+    const next = argv[i + 1];
+    if (next !== undefined && !next.startsWith('-')) {
+      out.push(`${word}=${next}`);
+      i++;
+    } else {
+      out.push(`${word}=`);
+    }
+  }
+  return out;
+}
+
+function optionalPort(text: string | undefined, flag: string, fallback: number): number | undefined {
+  if (text === undefined) return undefined;
+  if (text === '') return fallback;
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${flag} takes a TCP port number, not '${text}'`);
+  return port;
+}
+
+/** undefined: not asked for; null: asked for with no URL (start our relay); else the URL to stream to. */
+function optionalWebSocketUrl(text: string | undefined): string | null | undefined {
+  if (text === undefined) return undefined;
+  if (text === '') return null;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error(`--inspect takes a ws:// or wss:// URL, not '${text}'`);
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new Error(`--inspect takes a ws:// or wss:// URL, not '${text}'`);
+  return text;
+}
+
+function startFailureMessage(err: unknown): string {
+  if (err instanceof ProxyStartError) return err.message;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE') return 'the port is in use (choose another one)';
+  return (err as Error).stack ?? String(err);
 }
 
 function usageError(message: string): number {

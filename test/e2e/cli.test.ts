@@ -1,13 +1,13 @@
 /** The `assuan-proxy` executable as a user runs it: defaults, messages, socket safety, signals. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
+import { listening, runCli } from '../support/cli.js';
 import { liveSocketPath } from '../support/sessions.js';
 import { createAgentHome, createClientHome, generateKey, makeTempDir, mustRun, runTool, type AgentHome } from '../support/gnupg.js';
 
-const CLI = path.resolve('src/cli.ts');
 let agent: AgentHome;
 const dirs: string[] = [];
 
@@ -25,45 +25,18 @@ function tempDir(prefix: string): string {
   return dir;
 }
 
-interface Running {
-  child: ChildProcess;
-  stderr: () => string;
-  stdout: () => string;
-  exited: Promise<number | null>;
-}
-
-/** Runs the CLI from source (tsx) with the given args and environment. */
-function runCli(args: string[], env: NodeJS.ProcessEnv): Running {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, stderr: () => stderr, stdout: () => stdout, exited };
-}
-
-/** Resolves with the listen path once the CLI has printed it (or rejects with its output if it exits first). */
-async function listening(run: Running): Promise<string> {
-  for (;;) {
-    const match = /listening on (\S+)/.exec(run.stderr());
-    if (match) return match[1]!;
-    const exited = await Promise.race([run.exited.then(() => true), new Promise<boolean>((r) => run.child.stderr!.once('data', () => r(false)))]);
-    if (exited) throw new Error(`assuan-proxy exited: ${run.stderr()}`);
-  }
-}
-
 describe('assuan-proxy CLI', () => {
   it('--help explains the options and exits 0', async () => {
     const run = runCli(['--help'], {});
     expect(await run.exited).toBe(0);
-    for (const flag of ['--listen', '--upstream', '--log-level', '--connect-timeout', '--greeting-timeout']) expect(run.stdout()).toContain(flag);
+    for (const flag of ['--listen', '--upstream', '--log-level', '--connect-timeout', '--greeting-timeout', '--inspect', '--ui']) expect(run.stdout()).toContain(flag);
   });
 
   it.each([
     [['--bogus'], "Unknown option '--bogus'"],
     [['--log-level', 'loud'], '--log-level must be one of'],
     [['--connect-timeout', '0'], '--connect-timeout takes a positive whole number'],
+    [['--ui', 'http'], "--ui takes a TCP port number, not 'http'"],
   ])('rejects %j with a clear message and exit 2', async (args, message) => {
     const run = runCli(args, {});
     expect(await run.exited).toBe(2);

@@ -1,0 +1,111 @@
+/** `--inspect`: a real gpg session streamed to a WebSocket receiver through our loopback relay, sanitized. */
+import fs from 'node:fs';
+import http from 'node:http';
+import { once } from 'node:events';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import { startInspectorRelay, type InspectorRelay } from '../../src/inspect/relay.js';
+import { listening, runCli, stopCli } from '../support/cli.js';
+import { createAgentHome, createClientHome, generateKey, runTool, type AgentHome, type KeyInfo } from '../support/gnupg.js';
+import { until } from '../support/sessions.js';
+
+const PASSPHRASE = 'inspector-must-not-see-this 7f3a';
+let agent: AgentHome;
+let key: KeyInfo;
+let client: { home: string; socket: string; cleanup(): void };
+let relay: InspectorRelay;
+
+beforeAll(async () => {
+  agent = await createAgentHome();
+  key = await generateKey(agent.home, 'Inspect <inspect@example.org>', 'ed25519', PASSPHRASE);
+  client = await createClientHome(agent.home);
+  relay = await startInspectorRelay(0);
+});
+afterAll(async () => {
+  await relay?.close();
+  client?.cleanup();
+  await agent?.cleanup();
+});
+
+interface Message {
+  type: string;
+  sessionId?: string;
+  name?: string;
+  event?: { type: string; [field: string]: unknown };
+  snapshot?: { status?: string; value?: unknown; context?: Record<string, unknown> };
+}
+
+function get(path: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: relay.port, path, headers }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    }).on('error', reject);
+  });
+}
+
+describe('--inspect', () => {
+  it('streams actor, event and snapshot messages of a real gpg signing session, with no passphrase in any of them', async () => {
+    // A viewer on the relay, as the inspector page is.
+    const viewer = new WebSocket(relay.streamUrl);
+    await once(viewer, 'open');
+    const raw: string[] = [];
+    viewer.on('message', (data) => raw.push(data.toString()));
+
+    const run = runCli(['--listen', client.socket, '--upstream', agent.socket, '--inspect', relay.streamUrl, '--log-level', 'trace', '--trace-transitions'], {});
+    try {
+      await listening(run);
+      expect(run.stderr()).toContain(`Inspector: streaming to ${relay.streamUrl}`);
+      // The passphrase is not cached (never used through this agent since generation is forgotten below).
+      await runTool('gpg-connect-agent', agent.home, ['RELOADAGENT', '/bye']);
+      const data = fs.mkdtempSync('/tmp/insp.');
+      fs.writeFileSync(`${data}/msg`, 'inspected message\n');
+      const sign = await runTool('gpg', client.home, ['--batch', '--pinentry-mode', 'loopback', '--passphrase', PASSPHRASE, '-u', key.fingerprint, '--detach-sign', '-o', `${data}/msg.sig`, `${data}/msg`]);
+      expect(sign.stderr).toBe('');
+      expect(sign.code).toBe(0);
+      fs.rmSync(data, { recursive: true, force: true });
+
+      const messages = () => raw.map((text) => JSON.parse(text) as Message);
+      // Messages are sent after the actor's step (deferred by the library): wait for the session's last snapshot.
+      await until(() => messages().some((m) => m.type === '@xstate.snapshot' && m.snapshot?.status === 'done' && m.snapshot?.context?.sessionId !== undefined));
+      const all = messages();
+      const actorMessages = all.filter((m) => m.type === '@xstate.actor');
+      expect(actorMessages.map((m) => m.name)).toEqual(expect.arrayContaining(['server', expect.stringMatching(/^session-\d+$/)]));
+      const events = all.filter((m) => m.type === '@xstate.event').map((m) => m.event!);
+      expect(events).toContainEqual(expect.objectContaining({ type: 'CLIENT_LINE', kind: 'command', verb: 'PKSIGN' }));
+      expect(events).toContainEqual(expect.objectContaining({ type: 'AGENT_LINE', kind: 'inquire', keyword: 'PASSPHRASE' }));
+      // The passphrase went through as a D line: the machine saw its kind and size only.
+      expect(events).toContainEqual(expect.objectContaining({ type: 'CLIENT_LINE', kind: 'data', bytes: expect.any(Number) }));
+      const snapshots = all.filter((m) => m.type === '@xstate.snapshot');
+      expect(snapshots.map((m) => m.snapshot?.value)).toContainEqual({ bufferingInquire: 'answering' });
+
+      const everything = [raw.join('\n'), run.stderr(), run.stdout()].join('\n');
+      for (const secret of [PASSPHRASE, Buffer.from(PASSPHRASE).toString('hex'), Buffer.from(PASSPHRASE).toString('hex').toUpperCase(), encodeURIComponent(PASSPHRASE)]) {
+        expect(everything).not.toContain(secret);
+      }
+    } finally {
+      viewer.close();
+      expect(await stopCli(run)).toBe(0);
+    }
+  });
+
+  it('the relay serves its page and socket to loopback names only, and refuses other sites in the browser', async () => {
+    expect(await get('/', { Host: `localhost:${relay.port}` })).toBe(200);
+    expect(await get('/', { Host: `127.0.0.1:${relay.port}` })).toBe(200);
+    // DNS rebinding: a foreign name pointing at 127.0.0.1.
+    expect(await get('/', { Host: `attacker.example:${relay.port}` })).toBe(403);
+    // A page from another site opening a WebSocket to the relay.
+    const foreign = new WebSocket(relay.streamUrl, { origin: 'https://attacker.example' });
+    const [err] = (await once(foreign, 'error')) as [Error];
+    expect(err.message).toContain('403');
+    const local = new WebSocket(relay.streamUrl, { origin: `http://localhost:${relay.port}` });
+    await once(local, 'open');
+    local.close();
+  });
+
+  it.each([['ftp://example.org'], ['not a url']])('refuses --inspect %s with a clear message', async (url) => {
+    const run = runCli(['--inspect', url], {});
+    expect(await run.exited).toBe(2);
+    expect(run.stderr()).toContain('--inspect takes a ws:// or wss:// URL');
+  });
+});
