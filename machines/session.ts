@@ -13,13 +13,21 @@ import { and, assign, setup } from 'xstate';
 import type { AgentLineKind, ClientLineKind, CommandVerb } from '../src/protocol/classify.js';
 
 /** A client mistake the proxy answers itself, with an ERR line, instead of passing it to the agent. */
-export type ClientFault = 'lineTooLong' | 'malformedEscape';
+/**
+ * What the proxy answers itself, in place of the agent: an ERR for a line it refused (too long, a `%` escape that
+ * wedges gpg-agent, a command the policy forbids), or OK to `GETINFO restricted` in restricted mode.
+ */
+export type ProxyAnswer = 'lineTooLong' | 'malformedEscape' | 'forbidden' | 'restrictedOk';
 
 /** Why a session ended abnormally. `code` is a socket error code such as ECONNREFUSED, or EOF. */
 export type SessionFailure =
   | { reason: 'connectFailed'; code: string }
   | { reason: 'connectTimeout'; attempts: number }
   | { reason: 'greetingTimeout' }
+  /** The client sent no complete command within the idle timeout after the greeting. */
+  | { reason: 'idleTimeout' }
+  /** The agent did not start answering a request within the response timeout (off unless configured). */
+  | { reason: 'responseTimeout' }
   | { reason: 'badGreeting' }
   | { reason: 'agentClosed'; code: string }
   | { reason: 'agentProtocolViolation' }
@@ -40,8 +48,10 @@ export interface SessionContext {
   /** The server asked this session to close once the command in flight is done. */
   stopRequested: boolean;
   /** An ERR the client is owed in place of the agent's answer, after the proxy refused one of its lines. */
-  owedError: ClientFault | null;
+  owedAnswer: ProxyAnswer | null;
   failure: SessionFailure | null;
+  /** The response timeout applies (it is off unless configured). */
+  readonly responseTimeoutOn: boolean;
 }
 
 export type SessionEvent =
@@ -70,6 +80,7 @@ export type SessionEventType = SessionEvent['type'];
 
 export interface SessionInput {
   sessionId: string;
+  responseTimeoutOn?: boolean;
 }
 
 const agentKind = (event: SessionEvent): AgentLineKind | undefined =>
@@ -100,7 +111,8 @@ const session = setup({
     /** End the open INQUIRE at the agent with CAN, in place of a client answer the proxy refused. */
     cancelAgentInquiry: () => {},
     /** Write the proxy's ERR line for a client line it refused. */
-    answerClientFault: (_, _params: { fault: ClientFault | null }) => {},
+    /** Write the proxy's own answer (an ERR line, or OK) for a client line that did not go to the agent. */
+    answerClient: (_, _params: { answer: ProxyAnswer | null }) => {},
     beginCommand: (_, _params: { verb: CommandVerb }) => {},
     endCommand: (_, _params: { outcome: CommandOutcome }) => {},
     /** Tell the client why the session failed (one ERR line), then tear both connections down. */
@@ -125,17 +137,26 @@ const session = setup({
     agentFinal: ({ event }) => agentKind(event) === 'ok' || agentKind(event) === 'err',
     agentClosing: ({ event }) => agentKind(event) === 'okClosing',
     agentComment: ({ event }) => agentKind(event) === 'comment',
-    owesError: ({ context }) => context.owedError !== null,
+    owesAnswer: ({ context }) => context.owedAnswer !== null,
     /** The agent's listen queue is full (EAGAIN on a Unix socket): it is there, just busy. */
     connectRetryable: ({ event }) => event.type === 'AGENT_CONNECT_FAILED' && event.code === 'EAGAIN',
     clientEnded: ({ context }) => context.clientEnded,
     /** Nothing more will be taken from the client: it ended, or the server is shutting down. */
     noMoreCommands: ({ context }) => context.clientEnded || context.stopRequested,
-    /** Outside an INQUIRE every line but `#` and empty is a command for the agent (it answers stray D/END/CAN too). */
+    /**
+     * Outside an INQUIRE every line but `#` and empty is a command for the agent (it answers stray D/END/CAN too),
+     * unless the session's policy keeps it from the agent.
+     */
     clientCommand: ({ event }) => {
       const kind = clientKind(event);
-      return kind !== undefined && kind !== 'comment' && kind !== 'empty';
+      return kind !== undefined && kind !== 'comment' && kind !== 'empty' && kind !== 'forbidden' && kind !== 'restrictedQuery';
     },
+    /** A command the session's policy forbids (restricted mode, --deny, or not in --allow). */
+    clientForbidden: ({ event }) => clientKind(event) === 'forbidden',
+    /** `GETINFO restricted` in restricted mode: the proxy answers OK itself, as the agent's extra socket does. */
+    clientRestrictedQuery: ({ event }) => clientKind(event) === 'restrictedQuery',
+    noCommandYet: ({ context }) => context.command === '',
+    responseTimeoutOn: ({ context }) => context.responseTimeoutOn,
     clientNoReply: ({ event }) => clientKind(event) === 'comment' || clientKind(event) === 'empty',
     /** Lines that belong inside an INQUIRE answer. */
     clientInquiryData: ({ event }) => {
@@ -146,7 +167,7 @@ const session = setup({
     /** END, CAN…, or any other line: the agent's inquire reader ends the INQUIRE on each of them. */
     clientEndsInquiry: ({ event }) => {
       const kind = clientKind(event);
-      return kind === 'end' || kind === 'cancel' || kind === 'command';
+      return kind === 'end' || kind === 'cancel' || kind === 'command' || kind === 'forbidden' || kind === 'restrictedQuery';
     },
   },
   delays: {
@@ -155,6 +176,10 @@ const session = setup({
     /** Wait before the next connection attempt: 10 ms, doubling, at most 250 ms. */
     retryBackoff: ({ context }) => Math.min(10 * 2 ** Math.max(context.connectAttempts - 1, 0), 250),
     greetingTimeout: 5_000,
+    /** From the greeting to the client's first complete command. */
+    idleTimeout: 60_000,
+    /** From a request reaching the agent to the agent's first line of answer (when responseTimeoutOn). */
+    responseTimeout: 60_000,
     /** How long a closing session waits for its peers to close before destroying the sockets. */
     closeGrace: 2_000,
   },
@@ -167,14 +192,24 @@ const agentClosed = session.assign({
   failure: ({ event }): SessionFailure => ({ reason: 'agentClosed', code: event.type === 'AGENT_CLOSED' ? event.code : 'EOF' }),
 });
 /** Write the ERR the client is owed for a line the proxy refused, and forget the debt. */
-const answerOwedError = session.enqueueActions(({ context, enqueue }) => {
-  enqueue({ type: 'answerClientFault', params: { fault: context.owedError } });
-  enqueue.assign({ owedError: null });
+const answerOwed = session.enqueueActions(({ context, enqueue }) => {
+  enqueue({ type: 'answerClient', params: { answer: context.owedAnswer } });
+  enqueue.assign({ owedAnswer: null });
 });
+/** A command the proxy answers itself: it is logged as a command, and never reaches the agent. */
+const answeredByProxy = (answer: ProxyAnswer) =>
+  session.enqueueActions(({ event, enqueue }) => {
+    const verb = event.type === 'CLIENT_LINE' ? event.verb : '';
+    enqueue.assign({ command: verb, owedAnswer: answer });
+    enqueue({ type: 'beginCommand', params: { verb } });
+    enqueue('discardClientLine');
+  });
 
 /** ready and bufferingCommand: a client line starts a command, or is a `#`/empty line the agent never answers. */
 const awaitingCommand = session.createStateConfig({
   tags: ['clientInput'],
+  // A client that connects and never sends a command would hold an agent connection for nothing.
+  after: { idleTimeout: { guard: 'noCommandYet', target: 'closing', actions: failWith({ reason: 'idleTimeout' }) } },
   on: {
     CLIENT_LINE: [
       {
@@ -187,8 +222,10 @@ const awaitingCommand = session.createStateConfig({
         ],
       },
       { guard: 'clientNoReply', target: 'ready', actions: 'forwardToAgent' },
+      { guard: 'clientForbidden', target: 'error', actions: answeredByProxy('forbidden') },
+      { guard: 'clientRestrictedQuery', target: 'error', actions: answeredByProxy('restrictedOk') },
     ],
-    CLIENT_LINE_TOO_LONG: { target: 'error', actions: ['discardClientLine', assign({ owedError: 'lineTooLong' })] },
+    CLIENT_LINE_TOO_LONG: { target: 'error', actions: ['discardClientLine', assign({ owedAnswer: 'lineTooLong' })] },
     CLIENT_EOF: 'closing',
     CLIENT_GONE: 'closing',
     AGENT_LINE: { target: 'fatal', actions: ['discardAgentLine', failWith({ reason: 'unsolicitedAgentOutput' })] },
@@ -205,12 +242,12 @@ const relayingAnswer = session.createStateConfig({
     AGENT_LINE: [
       { guard: 'agentIntermediate', target: 'sendingToClient', actions: 'relayToClient' },
       // After the proxy has cancelled an INQUIRE for the client, a further INQUIRE is refused for it too.
-      { guard: and(['agentInquire', 'owesError']), actions: ['discardAgentLine', 'cancelAgentInquiry'] },
+      { guard: and(['agentInquire', 'owesAnswer']), actions: ['discardAgentLine', 'cancelAgentInquiry'] },
       { guard: 'agentInquire', target: 'bufferingInquire', actions: 'relayToClient' },
       {
-        guard: and(['agentFinal', 'owesError']),
+        guard: and(['agentFinal', 'owesAnswer']),
         target: 'ready',
-        actions: ['discardAgentLine', answerOwedError, { type: 'endCommand', params: { outcome: 'refused' } }],
+        actions: ['discardAgentLine', answerOwed, { type: 'endCommand', params: { outcome: 'refused' } }],
       },
       { guard: 'agentOk', target: 'ready', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
       { guard: 'agentErr', target: 'ready', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'err' } }] },
@@ -249,8 +286,9 @@ export const sessionMachine = session.createMachine({
     inquire: '',
     clientEnded: false,
     stopRequested: false,
-    owedError: null,
+    owedAnswer: null,
     failure: null,
+    responseTimeoutOn: input.responseTimeoutOn ?? false,
   }),
   initial: 'connecting',
   on: {
@@ -327,7 +365,10 @@ export const sessionMachine = session.createMachine({
       },
     },
 
-    waitingForAgent: relayingAnswer,
+    waitingForAgent: {
+      ...relayingAnswer,
+      after: { responseTimeout: { guard: 'responseTimeoutOn', target: 'fatal', actions: failWith({ reason: 'responseTimeout' }) } },
+    },
 
     sendingToClient: {
       on: {
@@ -357,10 +398,10 @@ export const sessionMachine = session.createMachine({
             ...agentLinesDuringInquire.on,
             CLIENT_LINE: [
               { guard: 'clientInquiryData', actions: 'forwardToAgent' },
-              { guard: 'clientMalformedData', target: 'discarding', actions: ['discardClientLine', assign({ owedError: 'malformedEscape' })] },
+              { guard: 'clientMalformedData', target: 'discarding', actions: ['discardClientLine', assign({ owedAnswer: 'malformedEscape' })] },
               { guard: 'clientEndsInquiry', target: '#session.sendingToAgent', actions: 'forwardToAgent' },
             ],
-            CLIENT_LINE_TOO_LONG: { target: 'discarding', actions: ['discardClientLine', assign({ owedError: 'lineTooLong' })] },
+            CLIENT_LINE_TOO_LONG: { target: 'discarding', actions: ['discardClientLine', assign({ owedAnswer: 'lineTooLong' })] },
           },
         },
         /**
@@ -387,7 +428,7 @@ export const sessionMachine = session.createMachine({
         draining: {
           on: {
             CLIENT_LINE: [
-              { guard: and(['clientEndsInquiry', 'owesError']), target: '#session.ready', actions: ['discardClientLine', answerOwedError] },
+              { guard: and(['clientEndsInquiry', 'owesAnswer']), target: '#session.ready', actions: ['discardClientLine', answerOwed] },
               { guard: 'clientEndsInquiry', target: '#session.ready', actions: 'discardClientLine' },
               { actions: 'discardClientLine' },
             ],
@@ -398,9 +439,15 @@ export const sessionMachine = session.createMachine({
       },
     },
 
-    /** The proxy answers a client line itself (it never reached the agent), then is ready again. */
+    /**
+     * The proxy answers a client line itself (it never reached the agent), then is ready again: an ERR for a
+     * refused line, or OK to `GETINFO restricted` in restricted mode.
+     */
     error: {
-      entry: [answerOwedError, { type: 'endCommand', params: { outcome: 'refused' } }],
+      entry: [
+        { type: 'endCommand', params: ({ context }) => ({ outcome: context.owedAnswer === 'restrictedOk' ? 'ok' : 'refused' }) },
+        answerOwed,
+      ],
       always: 'ready',
     },
 

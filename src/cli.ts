@@ -10,7 +10,8 @@ import { DEFAULT_UI_PORT, startLiveView, type LiveView } from './liveView/server
 import { ProxyStartError } from './listenSocket.js';
 import { createLogger, isLogLevel, LOG_LEVELS } from './log.js';
 import { combineObservers } from './machineTools/trace.js';
-import { startProxy } from './server.js';
+import { parseVerbs } from './policy.js';
+import { DEFAULT_MAX_SESSIONS, startProxy } from './server.js';
 
 const USAGE = `Usage: assuan-proxy [options]
 
@@ -27,6 +28,19 @@ Options:
   --greeting-timeout MS    time for the agent's greeting (default 5000)
   --drain-timeout MS       on SIGINT/SIGTERM, time for commands in flight to
                            finish before the rest are closed (default 10000)
+  --idle-timeout MS        close a session that sends no command this long
+                           after the greeting (default 60000)
+  --response-timeout MS    end a session whose agent does not start answering
+                           a request in time, with ERR Timeout (default: off;
+                           a signing may wait on a pinentry)
+  --max-sessions N         sessions open at once (default ${DEFAULT_MAX_SESSIONS}); the next
+                           connection gets ERR 67109047 Limit reached
+  --restricted             enforce gpg-agent's extra-socket rules in the proxy:
+                           forbidden commands get ERR 67109115 Forbidden and
+                           never reach the agent (for forwarded sockets)
+  --allow VERBS            only these commands reach the agent (comma-separated,
+                           repeatable; BYE, NOP and RESET always do)
+  --deny VERBS             these commands never reach the agent
   --log-level LEVEL        ${LOG_LEVELS.join('|')} (default info)
   --log-format FORMAT      pretty|json (default: pretty on a terminal, else json)
   --trace-transitions      log every state machine transition as one line
@@ -51,6 +65,12 @@ async function main(argv: string[]): Promise<number> {
         'connect-timeout': { type: 'string' },
         'greeting-timeout': { type: 'string' },
         'drain-timeout': { type: 'string' },
+        'idle-timeout': { type: 'string' },
+        'response-timeout': { type: 'string' },
+        'max-sessions': { type: 'string' },
+        restricted: { type: 'boolean' },
+        allow: { type: 'string', multiple: true },
+        deny: { type: 'string', multiple: true },
         'log-level': { type: 'string', default: 'info' },
         'log-format': { type: 'string' },
         'trace-transitions': { type: 'boolean' },
@@ -77,11 +97,19 @@ async function main(argv: string[]): Promise<number> {
   let greetingTimeoutMs: number | undefined;
   let drainTimeoutMs: number | undefined;
   let uiPort: number | undefined;
+  let idleTimeoutMs: number | undefined;
+  let responseTimeoutMs: number | undefined;
+  let maxSessions: number | undefined;
   let inspectUrl: string | null | undefined;
   try {
     connectTimeoutMs = milliseconds(values['connect-timeout'], '--connect-timeout');
     greetingTimeoutMs = milliseconds(values['greeting-timeout'], '--greeting-timeout');
     drainTimeoutMs = milliseconds(values['drain-timeout'], '--drain-timeout');
+    idleTimeoutMs = milliseconds(values['idle-timeout'], '--idle-timeout');
+    responseTimeoutMs = milliseconds(values['response-timeout'], '--response-timeout');
+    maxSessions = positiveInteger(values['max-sessions'], '--max-sessions');
+    if (values.allow) parseVerbs(values.allow, '--allow');
+    if (values.deny) parseVerbs(values.deny, '--deny');
     uiPort = optionalPort(values.ui, '--ui', DEFAULT_UI_PORT);
     inspectUrl = optionalWebSocketUrl(values.inspect);
   } catch (err) {
@@ -115,6 +143,12 @@ async function main(argv: string[]): Promise<number> {
       ...(connectTimeoutMs !== undefined ? { connectTimeoutMs } : {}),
       ...(greetingTimeoutMs !== undefined ? { greetingTimeoutMs } : {}),
       ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
+      ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
+      ...(responseTimeoutMs !== undefined ? { responseTimeoutMs } : {}),
+      ...(maxSessions !== undefined ? { maxSessions } : {}),
+      restricted: values.restricted ?? false,
+      ...(values.allow ? { allow: values.allow } : {}),
+      ...(values.deny ? { deny: values.deny } : {}),
       traceTransitions: values['trace-transitions'] ?? false,
       ...(inspect ? { inspect } : {}),
       logger,
@@ -143,6 +177,7 @@ async function main(argv: string[]): Promise<number> {
       (liveView ? `Live view: ${liveView.url}\n` : '') +
       (relay ? `Inspector: open ${relay.pageUrl} in a browser with internet access (the inspector UI is hosted by Stately)\n` : '') +
       (inspectUrl ? `Inspector: streaming to ${inspectUrl}\n` : '') +
+      (values.restricted ? `Restricted: gpg-agent's extra-socket rules are enforced\n` : '') +
       `Stop with Ctrl-C or SIGTERM.\n`,
   );
 
@@ -161,7 +196,15 @@ async function main(argv: string[]): Promise<number> {
 function milliseconds(text: string | undefined, flag: string): number | undefined {
   if (text === undefined) return undefined;
   const value = Number(text);
-  if (!Number.isInteger(value) || value <= 0) throw new Error(`${flag} takes a positive whole number of milliseconds, not '${text}'`);
+  // Timers cannot exceed 2^31-1 ms (about 24.8 days); Node would fire a longer one at once.
+  if (!Number.isInteger(value) || value <= 0 || value > 2 ** 31 - 1) throw new Error(`${flag} takes a positive whole number of milliseconds, not '${text}'`);
+  return value;
+}
+
+function positiveInteger(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value <= 0) throw new Error(`${flag} takes a positive whole number, not '${text}'`);
   return value;
 }
 

@@ -86,6 +86,9 @@ function isLive(socketPath: string): Promise<boolean> {
   });
 }
 
+/** Clients arriving at once queue here before they are accepted (Node's default is 511; Linux caps at somaxconn). */
+const LISTEN_BACKLOG = 4096;
+
 /**
  * Binds `server` to `socketPath` so that the socket is never reachable by others, even for an instant:
  * created under umask 177, then chmod 600. Returns the inode, so that we later remove only our own socket.
@@ -97,7 +100,7 @@ export async function listenPrivately(server: net.Server, socketPath: string): P
       const onError = (err: Error) => reject(err);
       server.once('error', onError);
       // For a pipe path, bind() happens synchronously inside listen(), so the umask is in force for it.
-      server.listen(socketPath, () => {
+      server.listen({ path: socketPath, backlog: LISTEN_BACKLOG }, () => {
         server.off('error', onError);
         resolve();
       });

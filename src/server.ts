@@ -10,6 +10,8 @@ import { serverMachine, type ServerEvent } from '../machines/server.js';
 import { defaultListenPath, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket } from './listenSocket.js';
 import { SessionRuntime, type SessionInfo, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session.js';
 import { resolveUpstream } from './upstream.js';
+import { createCommandPolicy, PolicyError, type CommandPolicy } from './policy.js';
+import { errLine } from './protocol/errors.js';
 import { combineObservers, transitionRecorder } from './machineTools/trace.js';
 
 export interface ProxyOptions {
@@ -21,6 +23,21 @@ export interface ProxyOptions {
   connectTimeoutMs?: number;
   /** Milliseconds for the agent's greeting once connected (default 5000). */
   greetingTimeoutMs?: number;
+  /** Milliseconds from the greeting to a client's first complete command before the session is closed (default 60000). */
+  idleTimeoutMs?: number;
+  /**
+   * Milliseconds the agent may take to start answering a request before the client gets `ERR … Timeout` and the
+   * session ends. Off by default: a signing may wait on a pinentry for as long as the user takes.
+   */
+  responseTimeoutMs?: number;
+  /** Sessions open at once (default 256); a connection past it gets `ERR 67109047 Limit reached` and is closed. */
+  maxSessions?: number;
+  /** Enforce gpg-agent's extra-socket restrictions in the proxy (see README). */
+  restricted?: boolean;
+  /** Only these command verbs reach the agent (BYE, NOP and RESET always do). */
+  allow?: readonly string[];
+  /** These command verbs never reach the agent. */
+  deny?: readonly string[];
   /** Milliseconds a closing session waits for its peers to close before cutting them (default 2000). */
   closeGraceMs?: number;
   /** Milliseconds commands in flight may take to finish after close() or a signal (default 10000). */
@@ -52,7 +69,8 @@ export interface RunningProxy {
   close(): Promise<void>;
 }
 
-const DEFAULT_TIMEOUTS: SessionTimeouts = { connectMs: 5_000, greetingMs: 5_000, closeGraceMs: 2_000 };
+const DEFAULT_TIMEOUTS: SessionTimeouts = { connectMs: 5_000, greetingMs: 5_000, idleMs: 60_000, closeGraceMs: 2_000 };
+export const DEFAULT_MAX_SESSIONS = 256;
 const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 /** Pipelined client input held while a command is in flight, before the client is paused. */
 const MAX_BUFFERED_CLIENT_BYTES = 64 * 1024;
@@ -60,11 +78,21 @@ const MAX_BUFFERED_CLIENT_BYTES = 64 * 1024;
 export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
   const logger = options.logger ?? pino({ level: 'silent' });
   const env = options.env ?? process.env;
+  // Before anything else: a bad --allow/--deny must stop the start, not a session later.
+  let policy: CommandPolicy | undefined;
+  try {
+    policy = createCommandPolicy({ restricted: options.restricted ?? false, ...(options.allow ? { allow: options.allow } : {}), ...(options.deny ? { deny: options.deny } : {}) });
+  } catch (err) {
+    throw err instanceof PolicyError ? new ProxyStartError(err.message) : err;
+  }
+  const maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
   const upstreamPath = await resolveUpstream(options.upstream, env);
   const requestedPath = options.listen ?? defaultListenPath(env);
   const timeouts: SessionTimeouts = {
     connectMs: options.connectTimeoutMs ?? DEFAULT_TIMEOUTS.connectMs,
     greetingMs: options.greetingTimeoutMs ?? DEFAULT_TIMEOUTS.greetingMs,
+    idleMs: options.idleTimeoutMs ?? DEFAULT_TIMEOUTS.idleMs,
+    responseMs: options.responseTimeoutMs,
     closeGraceMs: options.closeGraceMs ?? DEFAULT_TIMEOUTS.closeGraceMs,
   };
   const inspect = combineObservers([
@@ -87,6 +115,10 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   // allowHalfOpen: a client may send its last command and shut down its write side; it still gets the answer.
   // pauseOnConnect: nothing is read from a client before the agent's greeting has been relayed to it.
   const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+    if (sessions.size >= maxSessions) {
+      refuseConnection(client);
+      return;
+    }
     const sessionId = String(nextSessionId++);
     try {
       const session = new SessionRuntime({
@@ -96,6 +128,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
         timeouts,
         logger,
         maxBufferedClientBytes: MAX_BUFFERED_CLIENT_BYTES,
+        policy,
         ...(options.clock ? { clock: options.clock } : {}),
         ...(inspect ? { inspect } : {}),
         onEnd: (summary: SessionSummary) => {
@@ -112,6 +145,17 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     }
   });
   listener.on('error', (err) => logger.error({ err }, 'listener error'));
+
+  let refusedConnections = 0;
+  /** Past the session limit: one ERR line in place of the greeting, then close (libassuan clients report it). */
+  function refuseConnection(client: net.Socket): void {
+    refusedConnections++;
+    logger.warn({ openSessions: sessions.size, maxSessions, refusedConnections }, 'session limit reached: connection refused');
+    client.on('error', () => client.destroy());
+    client.end(errLine('limitReached', `the proxy serves at most ${maxSessions} sessions at once`), () => client.destroy());
+    // A client that does not read must not keep the socket.
+    setTimeout(() => client.destroy(), timeouts.closeGraceMs).unref();
+  }
 
   const machine = serverMachine.provide({
     actions: {

@@ -15,10 +15,15 @@ import { sessionMachine, type SessionEvent, type SessionFailure } from '../machi
 import { classifyAgentLine, classifyClientLine } from './protocol/classify.js';
 import { errLine, type ProxyErrorName } from './protocol/errors.js';
 import { LineFramer } from './protocol/framer.js';
+import type { CommandPolicy } from './policy.js';
 
 export interface SessionTimeouts {
   connectMs: number;
   greetingMs: number;
+  /** From the greeting to the first complete command. */
+  idleMs: number;
+  /** From a request reaching the agent to its first line of answer; undefined: no limit (the default). */
+  responseMs?: number | undefined;
   closeGraceMs: number;
 }
 
@@ -30,6 +35,8 @@ export interface SessionOptions {
   logger: Logger;
   /** Client bytes held while not being taken (pipelined lines, a partial line) before the client is paused. */
   maxBufferedClientBytes: number;
+  /** Which commands may reach the agent; undefined relays all. */
+  policy?: CommandPolicy | undefined;
   clock?: { setTimeout(fn: (...args: unknown[]) => void, ms: number): unknown; clearTimeout(id: unknown): void };
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   onEnd?: (summary: SessionSummary) => void;
@@ -40,6 +47,8 @@ export interface SessionSummary {
   outcome: 'closed' | 'failed';
   failure: SessionFailure | null;
   durationMs: number;
+  /** Connection attempts to the agent (more than one when its listen queue was full). */
+  connectAttempts: number;
   commands: number;
   bytesFromClient: number;
   bytesToClient: number;
@@ -69,6 +78,8 @@ export interface SessionInfo {
 type SessionActor = Actor<typeof sessionMachine>;
 
 const CANCEL_LINE = Buffer.from('CAN\n', 'latin1');
+const OK_LINE = Buffer.from('OK\n', 'latin1');
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class SessionRuntime {
   readonly sessionId: string;
@@ -123,8 +134,10 @@ export class SessionRuntime {
           this.currentAgentLine = undefined;
         },
         cancelAgentInquiry: () => this.writeUpstream(CANCEL_LINE),
-        answerClientFault: (_, { fault }) => {
-          if (fault) this.writeClient(errLine(fault, clientFaultDetail[fault]));
+        answerClient: ({ context }, { answer }) => {
+          if (answer === 'restrictedOk') this.writeClient(OK_LINE);
+          else if (answer === 'forbidden') this.writeClient(errLine('forbidden', `${context.command} is not allowed through this socket`));
+          else if (answer) this.writeClient(errLine(answer, clientFaultDetail[answer]));
         },
         beginCommand: (_, { verb }) => {
           this.commands++;
@@ -156,13 +169,16 @@ export class SessionRuntime {
       delays: {
         connectTimeout: options.timeouts.connectMs,
         greetingTimeout: options.timeouts.greetingMs,
+        idleTimeout: options.timeouts.idleMs,
+        // Never fires when off (the guard reads responseTimeoutOn); a timer may not exceed 2^31-1 ms.
+        responseTimeout: options.timeouts.responseMs ?? MAX_TIMER_MS,
         closeGrace: options.timeouts.closeGraceMs,
       },
     });
 
     this.actor = createActor(machine, {
       id: `session-${options.sessionId}`,
-      input: { sessionId: options.sessionId },
+      input: { sessionId: options.sessionId, responseTimeoutOn: options.timeouts.responseMs !== undefined },
       ...(options.clock ? { clock: options.clock } : {}),
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });
@@ -264,8 +280,13 @@ export class SessionRuntime {
           continue;
         }
         const info = classifyClientLine(item.bytes);
+        let kind = info.kind;
+        if (kind === 'command' && this.options.policy) {
+          const verdict = this.options.policy(item.bytes, info.verb);
+          if (verdict !== 'forward') kind = verdict === 'forbid' ? 'forbidden' : 'restrictedQuery';
+        }
         this.currentClientLine = item.bytes;
-        this.send({ type: 'CLIENT_LINE', kind: info.kind, verb: info.verb, bytes: info.bytes });
+        this.send({ type: 'CLIENT_LINE', kind, verb: info.verb, bytes: info.bytes });
         this.currentClientLine = undefined;
       }
       // While a command is in flight, an EOF behind no further line is passed on at once (see endAgentInput).
@@ -437,6 +458,7 @@ export class SessionRuntime {
       outcome: failure ? 'failed' : 'closed',
       failure,
       durationMs: round(performance.now() - this.startedAt),
+      connectAttempts: this.actor.getSnapshot().context.connectAttempts,
       commands: this.commands,
       bytesFromClient: this.bytesFromClient,
       bytesToClient: this.bytesToClient,
@@ -461,6 +483,10 @@ function describeFailure(failure: SessionFailure | null, upstreamPath: string): 
       return ['timeout', `gpg-agent did not accept the connection in time (${failure.attempts} attempts; its listen queue stayed full)`];
     case 'greetingTimeout':
       return ['timeout', 'gpg-agent did not greet in time'];
+    case 'responseTimeout':
+      return ['timeout', 'gpg-agent did not answer in time'];
+    case 'idleTimeout':
+      return ['timeout', 'no command within the idle timeout'];
     case 'badGreeting':
       return ['connectFailed', 'gpg-agent did not greet with OK'];
     case 'agentClosed':

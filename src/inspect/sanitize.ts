@@ -12,7 +12,7 @@ const STRING_FIELDS: ReadonlySet<string> = new Set([
   'kind',
   'keyword', // status or INQUIRE keyword (fixed vocabulary)
   'inquire',
-  'owedError',
+  'owedAnswer',
   'code', // errno name, e.g. ECONNREFUSED
   'reason',
   'startFailure', // the server's own message about its listen path

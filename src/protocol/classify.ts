@@ -14,7 +14,11 @@ export type ClientLineKind =
   /** A D line with a `%` not followed by two hex digits: wedges gpg-agent 2.2.40 inside an INQUIRE. */
   | 'malformedData'
   | 'end'
-  | 'cancel';
+  | 'cancel'
+  /** A command the session's policy forbids (set by the runtime's command policy, never by the classifier). */
+  | 'forbidden'
+  /** `GETINFO restricted` in restricted mode (set by the command policy): the proxy answers OK. */
+  | 'restrictedQuery';
 
 export type AgentLineKind =
   | 'ok'
@@ -44,7 +48,7 @@ export interface AgentLineInfo {
 }
 
 /** gpg-agent 2.2–2.4 and libassuan command words; anything else is reported as UNKNOWN. */
-const COMMAND_VERBS = [
+export const COMMAND_VERBS = [
   'AUTH', 'BYE', 'CAN', 'CANCEL', 'CLEAR_PASSPHRASE', 'D', 'DELETE_KEY', 'END', 'EXPORT_KEY', 'GENKEY',
   'GETEVENTCOUNTER', 'GETINFO', 'GETVAL', 'GET_CONFIRMATION', 'GET_PASSPHRASE', 'HAVEKEY', 'HELP', 'IMPORT_KEY',
   'INPUT', 'ISTRUSTED', 'KEYATTR', 'KEYINFO', 'KEYTOCARD', 'KEYWRAP_KEY', 'KILLAGENT', 'LEARN', 'LISTTRUSTED',
@@ -134,9 +138,10 @@ export function dataEscapesValid(line: Buffer, from: number, to: number): boolea
   return true;
 }
 
+/** The command word as libassuan's dispatcher finds it: up to a space, a tab, or a NUL (C string end). */
 function commandVerb(line: Buffer, n: number): CommandVerb {
   let end = 0;
-  while (end < n && end <= LONGEST_WORD && line[end] !== SPACE && line[end] !== TAB) end++;
+  while (end < n && end <= LONGEST_WORD && line[end] !== SPACE && line[end] !== TAB && line[end] !== 0) end++;
   if (end === 0 || end > LONGEST_WORD) return 'UNKNOWN';
   return commandVerbs.get(line.toString('latin1', 0, end).toUpperCase()) ?? 'UNKNOWN';
 }

@@ -16,6 +16,9 @@ export const PROXY_ERRORS = {
   endOfFile: { code: AGENT_SOURCE | 16383, text: 'End of file' },
   timeout: { code: AGENT_SOURCE | 62, text: 'Timeout' },
   invalidResponse: { code: AGENT_SOURCE | 260, text: 'Invalid IPC response' },
+  /** The extra socket's answer to a command it does not allow; gpg copes with it (see protocol notes §7). */
+  forbidden: { code: AGENT_SOURCE | 251, text: 'Forbidden' },
+  limitReached: { code: AGENT_SOURCE | 183, text: 'Limit reached' },
 } as const;
 export type ProxyErrorName = keyof typeof PROXY_ERRORS;
 

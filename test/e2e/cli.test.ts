@@ -29,7 +29,7 @@ describe('assuan-proxy CLI', () => {
   it('--help explains the options and exits 0', async () => {
     const run = runCli(['--help'], {});
     expect(await run.exited).toBe(0);
-    for (const flag of ['--listen', '--upstream', '--log-level', '--connect-timeout', '--greeting-timeout', '--inspect', '--ui']) expect(run.stdout()).toContain(flag);
+    for (const flag of ['--listen', '--upstream', '--log-level', '--connect-timeout', '--greeting-timeout', '--idle-timeout', '--response-timeout', '--max-sessions', '--restricted', '--allow', '--deny', '--inspect', '--ui']) expect(run.stdout()).toContain(flag);
   });
 
   it.each([
@@ -37,6 +37,9 @@ describe('assuan-proxy CLI', () => {
     [['--log-level', 'loud'], '--log-level must be one of'],
     [['--connect-timeout', '0'], '--connect-timeout takes a positive whole number'],
     [['--ui', 'http'], "--ui takes a TCP port number, not 'http'"],
+    [['--response-timeout', '9999999999'], '--response-timeout takes a positive whole number of milliseconds'],
+    [['--max-sessions', '0'], "--max-sessions takes a positive whole number, not '0'"],
+    [['--deny', 'PKSIGN,FROB'], '--deny: unknown command FROB'],
   ])('rejects %j with a clear message and exit 2', async (args, message) => {
     const run = runCli(args, {});
     expect(await run.exited).toBe(2);

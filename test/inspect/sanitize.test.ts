@@ -24,7 +24,7 @@ describe('inspector sanitizers', () => {
   });
 
   it('keep the session context as the machine defines it', () => {
-    const context = { sessionId: '7', connectAttempts: 1, command: 'PKSIGN', inquire: 'PASSPHRASE', clientEnded: false, stopRequested: false, owedError: null, failure: { reason: 'agentClosed', code: 'ECONNRESET' } };
+    const context = { sessionId: '7', connectAttempts: 1, command: 'PKSIGN', inquire: 'PASSPHRASE', clientEnded: false, stopRequested: false, owedAnswer: null, failure: { reason: 'agentClosed', code: 'ECONNRESET' } };
     expect(sanitizeContext(context)).toEqual(context);
     expect(sanitizeContext({ ...context, lastLine: 'D secret' })).toEqual(context);
   });

@@ -3,7 +3,7 @@ import { createActor, SimulatedClock } from 'xstate';
 import { sessionMachine, type SessionEvent } from '../../machines/session.js';
 
 /** A live actor whose effects are recorded instead of performed. */
-function harness(options: { writeBlocks?: boolean } = {}) {
+function harness(options: { writeBlocks?: boolean; responseTimeoutOn?: boolean } = {}) {
   const effects: string[] = [];
   const clock = new SimulatedClock();
   const record = (name: string) => (_: unknown, params?: unknown) => {
@@ -21,7 +21,7 @@ function harness(options: { writeBlocks?: boolean } = {}) {
       discardClientLine: record('discardClientLine'),
       discardAgentLine: record('discardAgentLine'),
       cancelAgentInquiry: record('cancelAgentInquiry'),
-      answerClientFault: record('answerClientFault'),
+      answerClient: record('answerClient'),
       beginCommand: record('beginCommand'),
       endCommand: record('endCommand'),
       endAgentInput: record('endAgentInput'),
@@ -30,9 +30,9 @@ function harness(options: { writeBlocks?: boolean } = {}) {
       destroySockets: record('destroySockets'),
       rejectEvent: record('rejectEvent'),
     },
-    delays: { connectTimeout: 100, greetingTimeout: 200, closeGrace: 300, retryBackoff: 10 },
+    delays: { connectTimeout: 100, greetingTimeout: 200, closeGrace: 300, retryBackoff: 10, idleTimeout: 400, responseTimeout: 500 },
   });
-  const actor = createActor(machine, { input: { sessionId: 't' }, clock }).start();
+  const actor = createActor(machine, { input: { sessionId: 't', responseTimeoutOn: options.responseTimeoutOn ?? false }, clock }).start();
   const send = (...events: SessionEvent[]) => {
     for (const event of events) actor.send(event);
   };
@@ -147,8 +147,8 @@ describe('session machine', () => {
     expect(h.taken()).toEqual(['discardClientLine', 'discardClientLine', 'discardClientLine', 'cancelAgentInquiry', 'watchAgentWrite']);
     h.send(agent('err'));
     expect(h.state()).toBe('ready');
-    expect(h.taken()).toEqual(['discardAgentLine', 'answerClientFault {"fault":"malformedEscape"}', 'endCommand {"outcome":"refused"}']);
-    expect(h.actor.getSnapshot().context.owedError).toBeNull();
+    expect(h.taken()).toEqual(['discardAgentLine', 'answerClient {"answer":"malformedEscape"}', 'endCommand {"outcome":"refused"}']);
+    expect(h.actor.getSnapshot().context.owedAnswer).toBeNull();
   });
 
   it('refuses an over-long line inside an INQUIRE the same way', () => {
@@ -156,14 +156,14 @@ describe('session machine', () => {
     h.send(client('command', 'IMPORT_KEY'), agent('inquire', 'KEYDATA'), { type: 'CLIENT_LINE_TOO_LONG', bytes: 5000 });
     expect(h.state()).toEqual({ bufferingInquire: 'discarding' });
     h.send(client('end', 'END'), agent('err'));
-    expect(h.taken()).toContain('answerClientFault {"fault":"lineTooLong"}');
+    expect(h.taken()).toContain('answerClient {"answer":"lineTooLong"}');
   });
 
   it('answers an over-long command line itself and stays usable', () => {
     const h = greeted();
     h.send({ type: 'CLIENT_LINE_TOO_LONG', bytes: 2000 });
     expect(h.state()).toBe('ready');
-    expect(h.taken()).toEqual(['discardClientLine', 'answerClientFault {"fault":"lineTooLong"}', 'endCommand {"outcome":"refused"}']);
+    expect(h.taken()).toEqual(['discardClientLine', 'endCommand {"outcome":"refused"}', 'answerClient {"answer":"lineTooLong"}']);
   });
 
   it('when the agent ends the command mid-answer, the rest of the answer never reaches it as commands', () => {
@@ -263,6 +263,65 @@ describe('session machine', () => {
   });
 
   it.each([
+    ['ready', []],
+    ['bufferingCommand', [{ type: 'CLIENT_PARTIAL', bytes: 1 }]],
+  ] as const)('idle timeout: no complete command within it after the greeting (in %s) closes the session', (state, events) => {
+    const h = greeted();
+    h.send(...events);
+    h.clock.increment(399);
+    expect(h.state()).toBe(state);
+    h.clock.increment(1);
+    expect(h.state()).toBe('closing');
+    expect(h.actor.getSnapshot().context.failure).toEqual({ reason: 'idleTimeout' });
+    expect(h.taken()).toContain('closeGracefully');
+  });
+
+  it('the idle timeout stops counting at the first command', () => {
+    const h = greeted();
+    h.clock.increment(399);
+    h.send(client('command', 'NOP'), agent('ok'));
+    h.clock.increment(10 * 400);
+    expect(h.state()).toBe('ready');
+    expect(h.actor.getSnapshot().context.failure).toBeNull();
+  });
+
+  it('response timeout (when on): the agent silent past it ends the session with ERR Timeout', () => {
+    const h = harness({ responseTimeoutOn: true });
+    h.send({ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'PKSIGN'));
+    h.clock.increment(499);
+    expect(h.state()).toBe('waitingForAgent');
+    h.clock.increment(1);
+    expect(h.state()).toBe('fatal');
+    expect(h.taken().at(-1)).toBe(`abortSession ${JSON.stringify({ failure: { reason: 'responseTimeout' } })}`);
+  });
+
+  it('response timeout (when on): counts per request, and an answer in time stops it', () => {
+    const h = harness({ responseTimeoutOn: true });
+    h.send({ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'PKSIGN'));
+    h.clock.increment(499);
+    h.send(agent('ok'), client('command', 'NOP'));
+    h.clock.increment(499);
+    h.send(agent('ok'));
+    h.clock.increment(10_000);
+    expect(h.state()).toBe('ready');
+  });
+
+  it.each([
+    ['forbidden', 'PKSIGN', 'forbidden', 'refused'],
+    ['restrictedQuery', 'GETINFO', 'restrictedOk', 'ok'],
+  ] as const)('a %s line is answered by the proxy (%s), never forwarded', (kind, verb, answer, outcome) => {
+    const h = greeted();
+    h.send(client(kind, verb));
+    expect(h.state()).toBe('ready');
+    expect(h.taken()).toEqual([
+      `beginCommand ${JSON.stringify({ verb })}`,
+      'discardClientLine',
+      `endCommand ${JSON.stringify({ outcome })}`,
+      `answerClient ${JSON.stringify({ answer })}`,
+    ]);
+  });
+
+  it.each([
     ['connect failure', [{ type: 'AGENT_CONNECT_FAILED', code: 'ENOENT' }], { reason: 'connectFailed', code: 'ENOENT' }],
     ['agent gone while idle', [{ type: 'AGENT_CONNECTED' }, agent('ok'), { type: 'AGENT_CLOSED', code: 'EOF' }], { reason: 'agentClosed', code: 'EOF' }],
     ['agent gone mid-command', [{ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'PKSIGN'), { type: 'AGENT_CLOSED', code: 'ECONNRESET' }], { reason: 'agentClosed', code: 'ECONNRESET' }],
@@ -288,7 +347,7 @@ describe('session machine', () => {
   it('context holds no protocol bytes, only kinds, verbs and reasons', () => {
     const h = greeted();
     h.send(client('command', 'PKDECRYPT'), agent('inquire', 'PASSPHRASE'), client('malformedData', 'D'));
-    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual(['clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'owedError', 'sessionId', 'stopRequested']);
+    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual(['clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'owedAnswer', 'responseTimeoutOn', 'sessionId', 'stopRequested']);
     expect(h.actor.getSnapshot().context).toEqual({
       sessionId: 't',
       connectAttempts: 1,
@@ -296,8 +355,9 @@ describe('session machine', () => {
       inquire: 'PASSPHRASE',
       clientEnded: false,
       stopRequested: false,
-      owedError: 'malformedEscape',
+      owedAnswer: 'malformedEscape',
       failure: null,
+      responseTimeoutOn: false,
     });
   });
 });

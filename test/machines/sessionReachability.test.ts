@@ -9,7 +9,7 @@ import type { AgentLineKind, ClientLineKind } from '../../src/protocol/classify.
 import { reachability } from '../support/reachability.js';
 
 const agentKinds: AgentLineKind[] = ['ok', 'okClosing', 'err', 'inquire', 'status', 'comment', 'data', 'end', 'invalid'];
-const clientKinds: ClientLineKind[] = ['command', 'comment', 'empty', 'data', 'malformedData', 'end', 'cancel'];
+const clientKinds: ClientLineKind[] = ['command', 'comment', 'empty', 'data', 'malformedData', 'end', 'cancel', 'forbidden', 'restrictedQuery'];
 
 /** Every event the sockets and the server can produce, one per line kind. */
 const events: SessionEvent[] = [
@@ -31,9 +31,10 @@ const events: SessionEvent[] = [
 
 // State value plus the context that guards read: the traversal must tell these snapshots apart.
 const serializeState = (s: AnyMachineSnapshot) =>
-  JSON.stringify([s.value, s.context.owedError !== null, s.context.clientEnded, s.context.stopRequested, s.status]);
+  JSON.stringify([s.value, s.context.owedAnswer, s.context.command === '', s.context.clientEnded, s.context.stopRequested, s.status]);
 
-const result = reachability(sessionMachine, events, serializeState, { sessionId: 'graph' });
+// With the response timeout on, so that its transition can be taken (off, its guard never holds).
+const result = reachability(sessionMachine, events, serializeState, { sessionId: 'graph', responseTimeoutOn: true });
 
 describe('session machine reachability (xstate/graph)', () => {
   it('reaches every state that can hold, from the initial state', () => {

@@ -64,6 +64,8 @@ const SAMPLES: Record<EventKey, SessionEvent> = {
   'CLIENT_LINE:malformedData': clientLine('malformedData'),
   'CLIENT_LINE:end': clientLine('end'),
   'CLIENT_LINE:cancel': clientLine('cancel'),
+  'CLIENT_LINE:forbidden': clientLine('forbidden'),
+  'CLIENT_LINE:restrictedQuery': clientLine('restrictedQuery'),
   CLIENT_LINE_TOO_LONG: { type: 'CLIENT_LINE_TOO_LONG', bytes: 2000 },
   CLIENT_EOF: { type: 'CLIENT_EOF' },
   CLIENT_GONE: { type: 'CLIENT_GONE', code: 'ECONNRESET' },
@@ -89,6 +91,9 @@ const awaitingCommand: Partial<Row> = {
   'CLIENT_LINE:malformedData': 'sendingToAgent', // outside an INQUIRE the agent answers a stray D line itself
   'CLIENT_LINE:end': 'sendingToAgent',
   'CLIENT_LINE:cancel': 'sendingToAgent',
+  // Through the transient error state, which answers ERR Forbidden, or OK to GETINFO restricted.
+  'CLIENT_LINE:forbidden': 'ready',
+  'CLIENT_LINE:restrictedQuery': 'ready',
   'CLIENT_LINE:comment': 'ready',
   'CLIENT_LINE:empty': 'ready',
   CLIENT_LINE_TOO_LONG: 'ready', // through the transient error state, which answers the ERR
@@ -174,6 +179,8 @@ const SPEC: Record<State, Row> = {
     'CLIENT_LINE:end': 'sendingToAgent',
     'CLIENT_LINE:cancel': 'sendingToAgent',
     'CLIENT_LINE:command': 'sendingToAgent', // the agent ends the INQUIRE with ERR 274 and consumes the line
+    'CLIENT_LINE:forbidden': 'sendingToAgent', // the same: inside an INQUIRE no line is run as a command
+    'CLIENT_LINE:restrictedQuery': 'sendingToAgent',
   }),
   'bufferingInquire.discarding': row('reject', {
     ...inquireCommon,
@@ -186,6 +193,8 @@ const SPEC: Record<State, Row> = {
     'CLIENT_LINE:end': 'sendingToAgent',
     'CLIENT_LINE:cancel': 'sendingToAgent',
     'CLIENT_LINE:command': 'sendingToAgent',
+    'CLIENT_LINE:forbidden': 'sendingToAgent',
+    'CLIENT_LINE:restrictedQuery': 'sendingToAgent',
   }),
   'bufferingInquire.draining': row('reject', {
     ...inquireCommon,
@@ -198,6 +207,8 @@ const SPEC: Record<State, Row> = {
     'CLIENT_LINE:end': 'ready',
     'CLIENT_LINE:cancel': 'ready',
     'CLIENT_LINE:command': 'ready',
+    'CLIENT_LINE:forbidden': 'ready',
+    'CLIENT_LINE:restrictedQuery': 'ready',
   }),
   closing: row('reject', {
     ...ALL_AGENT_LINES('stay'),
@@ -219,8 +230,9 @@ const BASE_CONTEXT: SessionContext = {
   inquire: '',
   clientEnded: false,
   stopRequested: false,
-  owedError: null,
+  owedAnswer: null,
   failure: null,
+  responseTimeoutOn: false,
 };
 
 function toValue(state: string): StateValue {
@@ -280,7 +292,7 @@ describe('session machine: state × event table', () => {
 });
 
 describe('session machine: outcomes that depend on context', () => {
-  const owing: SessionContext = { ...BASE_CONTEXT, owedError: 'malformedEscape' };
+  const owing: SessionContext = { ...BASE_CONTEXT, owedAnswer: 'malformedEscape' };
   const ended: SessionContext = { ...BASE_CONTEXT, clientEnded: true };
 
   it.each(['sendingToAgent', 'waitingForAgent', 'sendingToClient'] as const)(
@@ -288,7 +300,7 @@ describe('session machine: outcomes that depend on context', () => {
     (state) => {
       for (const key of ['AGENT_LINE:ok', 'AGENT_LINE:err'] as const) {
         const { actions } = check(state, key, 'ready', owing);
-        expect(actions).toContain('answerClientFault');
+        expect(actions).toContain('answerClient');
         expect(actions).not.toContain('relayToClient');
       }
       const { actions } = check(state, 'AGENT_LINE:inquire', 'stay', owing);
@@ -297,8 +309,8 @@ describe('session machine: outcomes that depend on context', () => {
   );
 
   it('owing the client an ERR, draining answers it at the end of the client\'s answer', () => {
-    expect(check('bufferingInquire.draining', 'CLIENT_LINE:end', 'ready', owing).actions).toContain('answerClientFault');
-    expect(check('bufferingInquire.draining', 'CLIENT_LINE:end', 'ready').actions).not.toContain('answerClientFault');
+    expect(check('bufferingInquire.draining', 'CLIENT_LINE:end', 'ready', owing).actions).toContain('answerClient');
+    expect(check('bufferingInquire.draining', 'CLIENT_LINE:end', 'ready').actions).not.toContain('answerClient');
   });
 
   it('once the server asked to stop, a completed answer leads to closing; an INQUIRE may still be answered', () => {
@@ -307,6 +319,14 @@ describe('session machine: outcomes that depend on context', () => {
     check('sendingToClient', 'AGENT_LINE:err', 'closing', stopping);
     check('waitingForAgent', 'AGENT_LINE:inquire', 'bufferingInquire.answering', stopping);
     check('bufferingInquire.answering', 'CLIENT_LINE:end', 'sendingToAgent', stopping);
+  });
+
+  it('a forbidden command and GETINFO restricted are answered by the proxy and never forwarded', () => {
+    for (const key of ['CLIENT_LINE:forbidden', 'CLIENT_LINE:restrictedQuery'] as const) {
+      const { actions } = check('ready', key, 'ready');
+      expect(actions).toEqual(expect.arrayContaining(['discardClientLine', 'beginCommand', 'endCommand', 'answerClient']));
+      expect(actions).not.toContain('forwardToAgent');
+    }
   });
 
   it('once the client has ended, a completed answer or an INQUIRE leads to closing, not ready', () => {

@@ -1,0 +1,85 @@
+/**
+ * Which commands a session may send to the agent. With no policy (the default) every command is relayed and
+ * this costs nothing. `--restricted` applies gpg-agent's own extra-socket rules (protocol notes §10) in the
+ * proxy, so a forbidden command never reaches the agent; `--allow` and `--deny` narrow it further by verb.
+ * Verdicts are computed from the command line's first words only; nothing of the line is kept.
+ */
+import { COMMAND_VERBS, contentLength, type CommandVerb } from './protocol/classify.js';
+
+/** What happens to a command line: relayed, answered `ERR Forbidden`, or (restricted mode) answered OK. */
+export type Verdict = 'forward' | 'forbid' | 'restrictedQuery';
+
+export interface PolicyOptions {
+  /** Enforce gpg-agent's extra-socket restrictions. */
+  restricted?: boolean;
+  /** Only these verbs reach the agent (plus BYE, NOP and RESET, which carry nothing). */
+  allow?: readonly string[];
+  /** These verbs never reach the agent. */
+  deny?: readonly string[];
+}
+
+export type CommandPolicy = (line: Buffer, verb: CommandVerb) => Verdict;
+
+/** Commands that work on gpg-agent's extra socket; all others are Forbidden there. */
+const RESTRICTED_ALLOWED: ReadonlySet<CommandVerb> = new Set<CommandVerb>([
+  'NOP', 'BYE', 'RESET', 'HELP', 'CANCEL', 'AUTH', 'END', 'ISTRUSTED', 'HAVEKEY', 'SIGKEY', 'SETKEY', 'SETHASH',
+  'PKSIGN', 'PKDECRYPT', 'SETKEYDESC', 'INPUT', 'OUTPUT', 'GETINFO', 'OPTION',
+]);
+/** GETINFO subcommands the extra socket answers (`restricted` is answered by the proxy itself). */
+const RESTRICTED_GETINFO: ReadonlySet<string> = new Set(['version', 'cmd_has_option', 's2k_count']);
+/** The one OPTION the extra socket accepts. */
+const RESTRICTED_OPTION = 'agent-awareness';
+/** Always allowed with --allow: they carry no data and a client cannot end a session cleanly without BYE. */
+const HOUSEKEEPING: readonly CommandVerb[] = ['BYE', 'NOP', 'RESET'];
+
+const KNOWN_VERBS: ReadonlySet<string> = new Set(COMMAND_VERBS);
+
+export class PolicyError extends Error {}
+
+/** Checks verb names given by a user (case-insensitive); throws a PolicyError naming any unknown one. */
+export function parseVerbs(names: readonly string[], flag: string): CommandVerb[] {
+  const verbs = names.flatMap((n) => n.split(',')).map((n) => n.trim().toUpperCase()).filter((n) => n !== '');
+  const unknown = verbs.filter((v) => !KNOWN_VERBS.has(v));
+  if (unknown.length > 0) throw new PolicyError(`${flag}: unknown command ${unknown.join(', ')} (known: ${COMMAND_VERBS.join(' ')})`);
+  return verbs as CommandVerb[];
+}
+
+/** The policy for these options, or undefined when every command is relayed. */
+export function createCommandPolicy(options: PolicyOptions): CommandPolicy | undefined {
+  const restricted = options.restricted ?? false;
+  const allow = options.allow ? new Set<CommandVerb>([...parseVerbs(options.allow, '--allow'), ...HOUSEKEEPING]) : undefined;
+  const deny = new Set<CommandVerb>(options.deny ? parseVerbs(options.deny, '--deny') : []);
+  if (!restricted && !allow && deny.size === 0) return undefined;
+
+  return (line, verb) => {
+    if (deny.has(verb) || (allow && !allow.has(verb))) return 'forbid';
+    if (!restricted) return 'forward';
+    if (!RESTRICTED_ALLOWED.has(verb)) return 'forbid';
+    if (verb === 'GETINFO') {
+      const what = argumentWord(line, 'GETINFO'.length);
+      if (what === 'restricted') return 'restrictedQuery';
+      return RESTRICTED_GETINFO.has(what) ? 'forward' : 'forbid';
+    }
+    if (verb === 'OPTION') {
+      // libassuan accepts `OPTION name=value`, `OPTION name value` and a leading `--` on the name.
+      let name = argumentWord(line, 'OPTION'.length);
+      if (name.startsWith('--')) name = name.slice(2);
+      const eq = name.indexOf('=');
+      if (eq !== -1) name = name.slice(0, eq);
+      return name === RESTRICTED_OPTION ? 'forward' : 'forbid';
+    }
+    return 'forward';
+  };
+}
+
+const MAX_ARGUMENT_WORD = 32;
+
+/** The first word after the verb (up to a space, tab or NUL), at most 32 bytes; '' when there is none. */
+function argumentWord(line: Buffer, verbLength: number): string {
+  const n = contentLength(line);
+  let start = verbLength;
+  while (start < n && (line[start] === 0x20 || line[start] === 0x09)) start++;
+  let end = start;
+  while (end < n && end - start <= MAX_ARGUMENT_WORD && line[end] !== 0x20 && line[end] !== 0x09 && line[end] !== 0) end++;
+  return line.toString('latin1', start, end);
+}

@@ -1,0 +1,164 @@
+/** Session limit, the idle and response timeouts (on a simulated clock), and 200 clients arriving at once. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SimulatedClock } from 'xstate';
+import { RawClient } from '../support/assuanClient.js';
+import { createAgentHome, type AgentHome } from '../support/gnupg.js';
+import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
+import { createScriptedAgent, type ScriptedAgent } from '../support/scriptedAgent.js';
+import { greetedSession, until } from '../support/sessions.js';
+import { transitionRecorder } from '../../src/machineTools/trace.js';
+
+let scripted: ScriptedAgent;
+const proxies: TestProxy[] = [];
+
+beforeAll(async () => {
+  scripted = await createScriptedAgent();
+});
+afterAll(async () => {
+  for (const proxy of proxies) await proxy.close();
+  await scripted?.close();
+});
+
+async function proxyWith(options: Omit<Parameters<typeof startTestProxy>[0], 'upstream'> & { upstream?: string }): Promise<TestProxy> {
+  const proxy = await startTestProxy({ upstream: scripted.socket, ...options });
+  proxies.push(proxy);
+  return proxy;
+}
+
+describe('session limit', () => {
+  it('past --max-sessions a connection gets one ERR and a close, is logged, and a freed slot is used again', async () => {
+    const proxy = await proxyWith({ maxSessions: 2 });
+    const first = await greetedSession(proxy.socket, scripted);
+    const second = await greetedSession(proxy.socket, scripted);
+    const refused = await RawClient.connect(proxy.socket);
+    expect(await refused.rest()).toEqual(['ERR 67109047 Limit reached <assuan-proxy> - the proxy serves at most 2 sessions at once']);
+    expect(proxy.logs).toContainEqual(expect.objectContaining({ msg: 'session limit reached: connection refused', maxSessions: 2, openSessions: 2 }));
+    expect(proxy.proxy.sessionCount).toBe(2);
+
+    first.client.write('BYE\n');
+    expect(await first.upstream.readLine()).toBe('BYE');
+    first.upstream.send('OK closing connection\n');
+    await first.client.closed;
+    await until(() => proxy.proxy.sessionCount === 1);
+    const third = await greetedSession(proxy.socket, scripted);
+    third.client.write('NOP\n');
+    expect(await third.upstream.readLine()).toBe('NOP');
+    third.upstream.send('OK\n');
+    expect(await third.client.response()).toEqual(['OK']);
+    second.client.destroy();
+    third.client.destroy();
+    await sessionsDrained(proxy.proxy);
+  });
+});
+
+describe('timeouts (simulated clock)', () => {
+  it('idle: a client that sends no command is closed after --idle-timeout, with a logged reason', async () => {
+    const clock = new SimulatedClock();
+    const proxy = await proxyWith({ clock, idleTimeoutMs: 30_000 });
+    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    clock.increment(29_999);
+    expect(proxy.proxy.sessions()[0]?.state).toBe('ready');
+    clock.increment(1);
+    expect(await client.rest()).toEqual([]);
+    await upstream.closed;
+    await sessionsDrained(proxy.proxy);
+    expect(proxy.logs).toContainEqual(expect.objectContaining({ msg: 'session ended', outcome: 'failed', failure: { reason: 'idleTimeout' } }));
+  });
+
+  it('idle: a client sending one byte per second never completes a command and is closed the same way', async () => {
+    const clock = new SimulatedClock();
+    const proxy = await proxyWith({ clock, idleTimeoutMs: 10_000 });
+    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    const session = () => proxy.proxy.sessions()[0];
+    let sent = 0;
+    const waiting = () => ['ready', 'bufferingCommand'].includes(session()?.state ?? '');
+    for (const byte of 'GETINFO version') {
+      if (!waiting()) break;
+      client.write(byte);
+      sent++;
+      await until(() => session() === undefined || session()!.bytesFromClient === sent);
+      clock.increment(1_000);
+    }
+    // Ten bytes in ten seconds, then the idle timeout (entering bufferingCommand restarts it once, at most).
+    expect(sent).toBe(10);
+    expect(await client.rest()).toEqual([]);
+    await upstream.closed;
+    await sessionsDrained(proxy.proxy);
+    expect(proxy.logs).toContainEqual(expect.objectContaining({ msg: 'session ended', failure: { reason: 'idleTimeout' } }));
+    expect(scripted.journal).not.toContain('recv GETINFO version');
+  });
+
+  it('response: off by default, an agent may take a day to answer', async () => {
+    const clock = new SimulatedClock();
+    const proxy = await proxyWith({ clock });
+    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    client.write('PKSIGN\n');
+    expect(await upstream.readLine()).toBe('PKSIGN');
+    await until(() => proxy.proxy.sessions()[0]?.state === 'waitingForAgent');
+    clock.increment(24 * 3600 * 1000);
+    upstream.send('OK\n');
+    expect(await client.response()).toEqual(['OK']);
+    client.destroy();
+    await sessionsDrained(proxy.proxy);
+  });
+
+  it('response: with --response-timeout, a silent agent gets the client ERR Timeout and the session ends', async () => {
+    const clock = new SimulatedClock();
+    const proxy = await proxyWith({ clock, responseTimeoutMs: 5_000 });
+    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    client.write('NOP\n');
+    expect(await upstream.readLine()).toBe('NOP');
+    upstream.send('OK\n');
+    expect(await client.response()).toEqual(['OK']);
+    client.write('PKSIGN\n');
+    expect(await upstream.readLine()).toBe('PKSIGN');
+    await until(() => proxy.proxy.sessions()[0]?.state === 'waitingForAgent');
+    clock.increment(4_999);
+    expect(proxy.proxy.sessions()[0]?.state).toBe('waitingForAgent');
+    clock.increment(1);
+    expect(await client.rest()).toEqual(['ERR 67108926 Timeout <assuan-proxy> - gpg-agent did not answer in time']);
+    await upstream.closed;
+    await sessionsDrained(proxy.proxy);
+  });
+});
+
+describe('many clients at once', () => {
+  let agent: AgentHome;
+  beforeAll(async () => {
+    agent = await createAgentHome();
+  });
+  afterAll(async () => {
+    await agent?.cleanup();
+  });
+
+  it('200 clients connecting in the same instant are all served by a real gpg-agent, its full listen queue retried', async () => {
+    let retries = 0;
+    const proxy = await proxyWith({
+      upstream: agent.socket,
+      inspect: transitionRecorder(({ key }) => {
+        if (key === 'session.connecting.reaching.dialing|AGENT_CONNECT_FAILED#0') retries++;
+      }),
+    });
+    // A stopped agent accepts nothing: its listen queue (64) fills and further connects fail with EAGAIN.
+    const pid = await agent.pid();
+    process.kill(pid, 'SIGSTOP');
+    let clients: RawClient[];
+    try {
+      clients = await Promise.all(Array.from({ length: 200 }, () => RawClient.connect(proxy.socket)));
+      for (const client of clients) client.write('GETINFO version\nBYE\n');
+      await until(() => retries > 0);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    const answers = await Promise.all(clients.map((client) => client.rest()));
+    for (const lines of answers) {
+      expect(lines[0]).toMatch(/^OK /);
+      expect(lines.slice(1)).toEqual([expect.stringMatching(/^D 2\.\d+\.\d+$/), 'OK', 'OK closing connection']);
+    }
+    await sessionsDrained(proxy.proxy);
+    const ended = proxy.logs.filter((r) => r.msg === 'session ended');
+    expect(ended).toHaveLength(200);
+    expect(ended.filter((r) => r.outcome !== 'closed')).toEqual([]);
+    expect(ended.filter((r) => (r.connectAttempts as number) > 1).length).toBeGreaterThan(0);
+  });
+});
