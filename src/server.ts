@@ -150,7 +150,10 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   /** Past the session limit: one ERR line in place of the greeting, then close (libassuan clients report it). */
   function refuseConnection(client: net.Socket): void {
     refusedConnections++;
-    logger.warn({ openSessions: sessions.size, maxSessions, refusedConnections }, 'session limit reached: connection refused');
+    // A flood of connections must not become a flood of log lines: the first ten, then every hundredth.
+    if (refusedConnections <= 10 || refusedConnections % 100 === 0) {
+      logger.warn({ openSessions: sessions.size, maxSessions, refusedConnections }, 'session limit reached: connection refused');
+    }
     client.on('error', () => client.destroy());
     client.end(errLine('limitReached', `the proxy serves at most ${maxSessions} sessions at once`), () => client.destroy());
     // A client that does not read must not keep the socket.
