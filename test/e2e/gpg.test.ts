@@ -30,6 +30,10 @@ let proxy: TestProxy;
 let plain: KeyInfo;
 let protectedKey: KeyInfo;
 const events: SessionEvent[] = [];
+/** Every inspection event's event and snapshot context, unsanitized, as an inspector would serialize them. */
+const inspected: string[] = [];
+/** The value PKDECRYPT returned through the proxy: secret, like a session key. */
+let decryptedValue: Buffer | undefined;
 const cleanups: Array<() => Promise<void> | void> = [];
 
 beforeAll(async () => {
@@ -42,8 +46,11 @@ beforeAll(async () => {
   proxy = await startTestProxy({
     upstream: agent.socket,
     listen: client.socket,
+    traceTransitions: true,
     inspect: (ev: InspectionEvent) => {
       if (ev.type === '@xstate.event') events.push(ev.event as SessionEvent);
+      const snapshot = (ev as { snapshot?: { context?: unknown } }).snapshot;
+      inspected.push(JSON.stringify({ type: ev.type, event: (ev as { event?: unknown }).event, context: snapshot?.context }, bytesAsText));
     },
   });
   cleanups.push(() => proxy.close());
@@ -52,6 +59,53 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
+
+/** Buffers and byte arrays written out as text, so that a leaked byte would show in the dump. */
+function bytesAsText(_key: string, value: unknown): unknown {
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('latin1');
+  if (value && typeof value === 'object' && (value as { type?: string }).type === 'Buffer') return Buffer.from((value as { data: number[] }).data).toString('latin1');
+  return value;
+}
+
+/** D line payloads joined and unescaped (%XX). */
+function dPayload(lines: Buffer[]): Buffer {
+  const raw = Buffer.concat(lines.filter((l) => l.subarray(0, 2).toString('latin1') === 'D ').map((l) => l.subarray(2, l.length - 1)));
+  const out: number[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    if (raw[i] === 0x25) {
+      out.push(parseInt(raw.toString('latin1', i + 1, i + 3), 16));
+      i += 2;
+    } else out.push(raw[i]!);
+  }
+  return Buffer.from(out);
+}
+
+/** Every byte outside printable ASCII (and `%`) escaped, for a D line we send. */
+function escapeData(bytes: Buffer): string {
+  let text = '';
+  for (const b of bytes) text += b < 0x20 || b > 0x7e || b === 0x25 ? `%${b.toString(16).padStart(2, '0').toUpperCase()}` : String.fromCharCode(b);
+  return text;
+}
+
+/** The bytes of the canonical S-expression atom after `(1:<name>`. */
+function sexpAtom(sexp: Buffer, name: string): Buffer {
+  const at = sexp.indexOf(`(${name.length}:${name}`);
+  let i = at + 2 + String(name.length).length + name.length;
+  let digits = '';
+  while (sexp[i] !== 0x3a) digits += String.fromCharCode(sexp[i++]!);
+  return sexp.subarray(i + 1, i + 1 + Number(digits));
+}
+
+const toBigInt = (bytes: Buffer) => BigInt(`0x${bytes.toString('hex') || '0'}`);
+function modPow(base: bigint, exponent: bigint, modulus: bigint): bigint {
+  let result = 1n;
+  let b = base % modulus;
+  for (let e = exponent; e > 0n; e >>= 1n) {
+    if (e & 1n) result = (result * b) % modulus;
+    b = (b * b) % modulus;
+  }
+  return result;
+}
 
 /** Forgets cached passphrases, so the next use of the protected key must INQUIRE PASSPHRASE again. */
 async function forgetPassphrases(): Promise<void> {
@@ -183,12 +237,55 @@ describe('real gpg through the proxy', () => {
     expect(rejectedEvents(proxy.logs)).toEqual([]);
   });
 
-  it('no passphrase reaches a log line (at trace level) or a machine event', async () => {
+  it('PKDECRYPT of an RSA ciphertext made here returns its value through the proxy (loopback passphrase)', async () => {
+    await forgetPassphrases();
+    const session = await RawClient.connect(proxy.socket);
+    await session.readLine();
+    session.write(`READKEY ${protectedKey.keygrip}\n`);
+    const sexp = dPayload(await session.responseBytes());
+    const n = toBigInt(sexpAtom(sexp, 'n'));
+    const e = toBigInt(sexpAtom(sexp, 'e'));
+    // A value of our own, encrypted with the raw public key: PKDECRYPT must give exactly these bytes back.
+    const secret = Buffer.concat([Buffer.from([0x02]), Buffer.from(Array.from({ length: 47 }, (_, i) => (i * 37 + 11) & 0xff))]);
+    const c = modPow(toBigInt(secret), e, n).toString(16);
+    const cipher = Buffer.from(c.length % 2 ? `0${c}` : c, 'hex');
+    const ciphertext = Buffer.concat([Buffer.from(`(7:enc-val(3:rsa(1:a${cipher.length}:`), cipher, Buffer.from(')))')]);
+    expect((await session.request('OPTION pinentry-mode=loopback')).at(-1)).toBe('OK');
+    expect((await session.request(`SETKEY ${protectedKey.keygrip}`)).at(-1)).toBe('OK');
+    expect((await session.request('PKDECRYPT')).at(-1)).toBe('INQUIRE CIPHERTEXT');
+    session.write(`D ${escapeData(ciphertext)}\nEND\n`);
+    let answer = await session.responseBytes();
+    if (answer.at(-1)!.toString('latin1').startsWith('INQUIRE PASSPHRASE')) {
+      session.write(`D ${PASSPHRASE}\nEND\n`);
+      answer = await session.responseBytes();
+    }
+    expect(answer.at(-1)!.toString('latin1')).toBe('OK\n');
+    const value = sexpAtom(dPayload(answer), 'value');
+    expect(value.equals(secret)).toBe(true);
+    decryptedValue = value;
+    session.destroy();
+  });
+
+  it('no secret reaches a log line (trace level, transition trace on) or an inspection event', async () => {
+    expect(decryptedValue).toBeDefined();
     const hex = Buffer.from(PASSPHRASE).toString('hex');
-    const texts = { log: proxy.rawLog(), events: JSON.stringify(events) };
+    const log = proxy.rawLog();
+    expect(log).toContain('"msg":"transition"');
+    expect(proxy.logs.some((r) => r.level === 10 || r.level === 20)).toBe(true);
+    const secrets: Array<[string, string]> = [
+      ['passphrase', PASSPHRASE],
+      ['passphrase (part)', 'correct horse'],
+      ['passphrase hex', hex],
+      ['passphrase HEX', hex.toUpperCase()],
+      ['PKDECRYPT value', decryptedValue!.subarray(1, 40).toString('latin1')],
+      ['PKDECRYPT value hex', decryptedValue!.subarray(1, 40).toString('hex')],
+      ['PKDECRYPT value HEX', decryptedValue!.subarray(1, 40).toString('hex').toUpperCase()],
+      ['PKDECRYPT value base64', decryptedValue!.subarray(1, 40).toString('base64')],
+    ];
+    const texts = { log, inspection: inspected.join('\n') };
     for (const [where, text] of Object.entries(texts)) {
       expect(text.length, where).toBeGreaterThan(1000);
-      for (const secret of [PASSPHRASE, 'correct horse', hex, hex.toUpperCase()]) expect(text.includes(secret), `${where} contains ${secret}`).toBe(false);
+      for (const [name, secret] of secrets) expect(text.includes(secret), `${where} contains the ${name}`).toBe(false);
     }
   });
 });
