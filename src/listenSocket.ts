@@ -89,11 +89,32 @@ function isLive(socketPath: string): Promise<boolean> {
 /** Clients arriving at once queue here before they are accepted (Node's default is 511; Linux caps at somaxconn). */
 const LISTEN_BACKLOG = 4096;
 
+/** Which file our socket is: device, inode and change time (an inode number alone may be reused). */
+export interface SocketIdentity {
+  dev: bigint;
+  ino: bigint;
+  ctimeNs: bigint;
+}
+
+function identityOf(socketPath: string): SocketIdentity | undefined {
+  try {
+    const st = fs.lstatSync(socketPath, { bigint: true });
+    return { dev: st.dev, ino: st.ino, ctimeNs: st.ctimeNs };
+  } catch {
+    return undefined;
+  }
+}
+
+function isOurs(socketPath: string, ours: SocketIdentity): boolean {
+  const now = identityOf(socketPath);
+  return now !== undefined && now.dev === ours.dev && now.ino === ours.ino && now.ctimeNs === ours.ctimeNs;
+}
+
 /**
  * Binds `server` to `socketPath` so that the socket is never reachable by others, even for an instant:
- * created under umask 177, then chmod 600. Returns the inode, so that we later remove only our own socket.
+ * created under umask 177, then chmod 600. Returns its identity, so that we later remove only our own socket.
  */
-export async function listenPrivately(server: net.Server, socketPath: string): Promise<number> {
+export async function listenPrivately(server: net.Server, socketPath: string): Promise<SocketIdentity> {
   const previous = process.umask(0o177);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -112,13 +133,33 @@ export async function listenPrivately(server: net.Server, socketPath: string): P
     process.umask(previous);
   }
   fs.chmodSync(socketPath, 0o600);
-  return fs.statSync(socketPath).ino;
+  return identityOf(socketPath)!;
+}
+
+/**
+ * Stops listening without harming a socket someone else has put at our path meanwhile: libuv unlinks the path
+ * when a Unix socket server closes, whatever file is there by then. A foreign file is moved aside (in the same
+ * directory, an atomic rename) for the synchronous close, then put back.
+ */
+export function closeListener(server: net.Server, socketPath: string, ours: SocketIdentity | undefined): void {
+  const foreign = ours !== undefined && identityOf(socketPath) !== undefined && !isOurs(socketPath, ours);
+  if (!foreign) {
+    server.close();
+    return;
+  }
+  const aside = `${socketPath}.${process.pid}.aside`;
+  fs.renameSync(socketPath, aside);
+  try {
+    server.close();
+  } finally {
+    fs.renameSync(aside, socketPath);
+  }
 }
 
 /** Removes the socket file only if it is still the one we created. */
-export function removeOwnSocket(socketPath: string, inode: number): void {
+export function removeOwnSocket(socketPath: string, ours: SocketIdentity): void {
   try {
-    if (fs.lstatSync(socketPath).ino === inode) fs.unlinkSync(socketPath);
+    if (isOurs(socketPath, ours)) fs.unlinkSync(socketPath);
   } catch {
     // Already gone.
   }

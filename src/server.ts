@@ -7,7 +7,7 @@ import pino, { type Logger } from 'pino';
 import type { InspectionEvent, Observer } from 'xstate';
 import { createActor, waitFor } from 'xstate';
 import { serverMachine, type ServerEvent } from '../machines/server.js';
-import { defaultListenPath, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket } from './listenSocket.js';
+import { closeListener, defaultListenPath, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
 import { SessionRuntime, type SessionInfo, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session.js';
 import { resolveUpstream } from './upstream.js';
 import { createCommandPolicy, PolicyError, type CommandPolicy } from './policy.js';
@@ -110,7 +110,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   const sessions = new Map<string, SessionRuntime>();
   let nextSessionId = 1;
   let socketPath = requestedPath;
-  let inode = -1;
+  let ownSocket: SocketIdentity | undefined;
 
   // allowHalfOpen: a client may send its last command and shut down its write side; it still gets the answer.
   // pauseOnConnect: nothing is read from a client before the agent's greeting has been relayed to it.
@@ -166,7 +166,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
         void (async () => {
           try {
             socketPath = await prepareListenPath(requestedPath, upstreamPath);
-            inode = await listenPrivately(listener, socketPath);
+            ownSocket = await listenPrivately(listener, socketPath);
             sendToServer({ type: 'LISTENING' });
           } catch (err) {
             sendToServer({ type: 'LISTEN_FAILED', reason: err instanceof ProxyStartError ? err.message : String(err) });
@@ -175,7 +175,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
       },
       stopAccepting: () => {
         logger.info({ openSessions: sessions.size }, 'shutting down: no new connections; commands in flight may finish');
-        listener.close();
+        closeListener(listener, socketPath, ownSocket);
       },
       stopSessions: () => {
         for (const session of sessions.values()) session.stop();
@@ -185,7 +185,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
         for (const session of sessions.values()) session.stopNow();
       },
       removeSocket: () => {
-        if (inode >= 0) removeOwnSocket(socketPath, inode);
+        if (ownSocket) removeOwnSocket(socketPath, ownSocket);
         logger.info({ socketPath }, 'stopped');
       },
       rejectEvent: ({ self }, { type }) => {

@@ -1,6 +1,7 @@
 /** The `assuan-proxy` executable as a user runs it: defaults, messages, socket safety, signals. */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
@@ -49,6 +50,13 @@ describe('assuan-proxy CLI', () => {
   it('with no flags: finds the agent with gpgconf, listens privately under XDG_RUNTIME_DIR, gpg signs through it, SIGTERM exits 0 and removes the socket', async () => {
     const runtimeDir = tempDir('xdg.');
     const key = await generateKey(agent.home, 'Cli <cli@example.org>', 'future-default', '');
+    const agentSockets = () =>
+      fs.readdirSync(path.dirname(agent.socket)).filter((f) => f.startsWith('S.gpg-agent')).map((f) => {
+        const st = fs.statSync(path.join(path.dirname(agent.socket), f));
+        return `${f} ${st.ino} ${st.mtimeMs} ${st.mode}`;
+      });
+    const agentSocketsBefore = agentSockets();
+    expect(agentSocketsBefore.length).toBeGreaterThanOrEqual(2);
     const run = runCli([], { GNUPGHOME: agent.home, XDG_RUNTIME_DIR: runtimeDir });
     const socket = await listening(run);
     expect(socket).toBe(path.join(runtimeDir, 'assuan-proxy', 'S.gpg-agent'));
@@ -73,8 +81,29 @@ describe('assuan-proxy CLI', () => {
     run.child.kill('SIGTERM');
     expect(await run.exited).toBe(0);
     expect(fs.existsSync(socket)).toBe(false);
-    // The agent's own socket is untouched.
-    expect(fs.statSync(agent.socket).isSocket()).toBe(true);
+    // The agent's own sockets are untouched: same files, same inodes, times and modes.
+    expect(agentSockets()).toEqual(agentSocketsBefore);
+  });
+
+  it('on exit removes only its own socket: a socket put in its place meanwhile is left alone', async () => {
+    const dir = tempDir('own.');
+    const socket = path.join(dir, 'S.gpg-agent');
+    const run = runCli(['--listen', socket, '--upstream', agent.socket], {});
+    expect(await listening(run)).toBe(socket);
+    fs.unlinkSync(socket);
+    const other = net.createServer((c) => c.end('OK other\n'));
+    await new Promise<void>((resolve) => other.listen(socket, resolve));
+    try {
+      run.child.kill('SIGTERM');
+      const code = await run.exited;
+      expect(code, `${run.child.signalCode} ${run.stderr()} ${run.stdout()}`).toBe(0);
+      expect(fs.statSync(socket).isSocket()).toBe(true);
+      const client = await RawClient.connect(socket);
+      expect(await client.readLine()).toBe('OK other');
+      client.destroy();
+    } finally {
+      other.close();
+    }
   });
 
   it('refuses to replace a live socket, and says so', async () => {
