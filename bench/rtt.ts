@@ -1,7 +1,8 @@
 /**
- * `npm run bench`: round-trip time of `GETINFO version` on one connection, directly to a throw-away gpg-agent
- * and through the proxy (run as its own process, as users run it), interleaved in rounds so machine drift hits
- * both alike. Prints medians, p99 and the ratio measured in this run.
+ * `npm run bench`: round-trip time of `GETINFO version` on one connection, directly to a throw-away gpg-agent,
+ * through socat (the raw-relay baseline; Debian's package is installed when missing) and through the proxy (run
+ * as its own process, as users run it), interleaved in rounds so machine drift hits all alike. Prints medians,
+ * p99 and the ratios measured in this run.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -58,6 +59,30 @@ class Connection {
   }
 }
 
+/** socat on PATH, installed from Debian's packages when missing (and we may); undefined if unavailable. */
+function socatBinary(): string | undefined {
+  const find = () => {
+    try {
+      return execFileSync('sh', ['-c', 'command -v socat']).toString().trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const found = find();
+  if (found || process.getuid?.() !== 0) return found;
+  process.stderr.write('bench: installing socat (the raw-relay baseline)\n');
+  try {
+    execFileSync('apt-get', ['install', '-y', '-qq', 'socat'], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  } catch {
+    return undefined;
+  }
+  return find();
+}
+
+async function waitForSocket(socketPath: string): Promise<void> {
+  while (!fs.existsSync(socketPath)) await new Promise((r) => setTimeout(r, 10));
+}
+
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
@@ -71,6 +96,7 @@ async function main(): Promise<void> {
   execFileSync('gpgconf', ['--launch', 'gpg-agent'], { env });
   const agentSocket = execFileSync('gpgconf', ['--list-dirs', 'agent-socket'], { env }).toString().trim();
   const listen = path.join(listenDir, 'S.gpg-agent');
+  let socat: ReturnType<typeof spawn> | undefined;
   const proxy = spawn(process.execPath, [path.join(root, 'dist/src/cli.js'), '--listen', listen, '--upstream', agentSocket, '--log-level', 'warn', '--log-format', 'json'], {
     stdio: ['ignore', 'inherit', 'pipe'],
   });
@@ -83,41 +109,55 @@ async function main(): Promise<void> {
       });
       proxy.once('exit', () => reject(new Error(`proxy exited: ${err}`)));
     });
-    const direct = await Connection.open(agentSocket);
-    const proxied = await Connection.open(listen);
-    // Warm up both paths (JIT, caches) before measuring.
-    for (let i = 0; i < 500; i++) {
-      await direct.roundTrip();
-      await proxied.roundTrip();
+    const paths: Array<{ name: string; label: string; conn: Connection; samples: number[] }> = [
+      { name: 'direct', label: 'direct to gpg-agent', conn: await Connection.open(agentSocket), samples: [] },
+      { name: 'proxy', label: 'through assuan-proxy', conn: await Connection.open(listen), samples: [] },
+    ];
+    const socatPath = socatBinary();
+    if (socatPath) {
+      const socatSocket = path.join(listenDir, 'S.socat');
+      socat = spawn(socatPath, [`UNIX-LISTEN:${socatSocket},fork`, `UNIX-CONNECT:${agentSocket}`], { stdio: 'ignore' });
+      await waitForSocket(socatSocket);
+      paths.push({ name: 'socat', label: 'through socat (raw relay)', conn: await Connection.open(socatSocket), samples: [] });
+    } else {
+      process.stderr.write('bench: socat unavailable; the raw-relay baseline is skipped\n');
     }
-    const samples = { direct: [] as number[], proxy: [] as number[] };
+    // Warm up every path (JIT, caches) before measuring.
+    for (let i = 0; i < 500; i++) for (const p of paths) await p.conn.roundTrip();
     for (let round = 0; round < ROUNDS; round++) {
-      const order = round % 2 === 0 ? (['direct', 'proxy'] as const) : (['proxy', 'direct'] as const);
-      for (const which of order) {
-        const conn = which === 'direct' ? direct : proxied;
-        for (let i = 0; i < PER_ROUND; i++) samples[which].push(await conn.roundTrip());
+      // Rotate the order each round, so no path always runs first.
+      for (let k = 0; k < paths.length; k++) {
+        const p = paths[(round + k) % paths.length]!;
+        for (let i = 0; i < PER_ROUND; i++) p.samples.push(await p.conn.roundTrip());
       }
     }
-    direct.close();
-    proxied.close();
-    const stats = Object.fromEntries(
-      Object.entries(samples).map(([k, v]) => {
-        const sorted = [...v].sort((a, b) => a - b);
-        return [k, { median: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), n: sorted.length }];
+    for (const p of paths) p.conn.close();
+    const stats = new Map(
+      paths.map((p) => {
+        const sorted = [...p.samples].sort((a, b) => a - b);
+        return [p.name, { label: p.label, median: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), n: sorted.length }];
       }),
-    ) as Record<'direct' | 'proxy', { median: number; p99: number; n: number }>;
+    );
     const fmt = (us: number) => `${us.toFixed(1)} µs`;
+    const direct = stats.get('direct')!;
+    const proxied = stats.get('proxy')!;
+    const socatStats = stats.get('socat');
     const lines = [
       `GETINFO version round trip, one connection, ${ROUNDS} interleaved rounds × ${PER_ROUND} (${os.cpus().length} CPUs, Node ${process.version}, ${new Date().toISOString()})`,
       '| path | median | p99 | samples |',
       '| --- | --- | --- | --- |',
-      `| direct to gpg-agent | ${fmt(stats.direct.median)} | ${fmt(stats.direct.p99)} | ${stats.direct.n} |`,
-      `| through assuan-proxy | ${fmt(stats.proxy.median)} | ${fmt(stats.proxy.p99)} | ${stats.proxy.n} |`,
+      ...[...stats.values()].map((s) => `| ${s.label} | ${fmt(s.median)} | ${fmt(s.p99)} | ${s.n} |`),
       '',
-      `proxy/direct median ratio: ${(stats.proxy.median / stats.direct.median).toFixed(2)}; added per round trip (median): ${fmt(stats.proxy.median - stats.direct.median)}`,
+      `proxy/direct median ratio: ${(proxied.median / direct.median).toFixed(2)}; added per round trip (median): ${fmt(proxied.median - direct.median)}`,
     ];
+    if (socatStats) {
+      const proxyAdded = proxied.median - direct.median;
+      const socatAdded = socatStats.median - direct.median;
+      lines.push(`socat added (median): ${fmt(socatAdded)}; proxy added / socat added: ${(proxyAdded / socatAdded).toFixed(2)} (target ≤ 1.0)`);
+    }
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
+    socat?.kill('SIGTERM');
     proxy.kill('SIGTERM');
     execFileSync('gpgconf', ['--kill', 'gpg-agent'], { env });
     fs.rmSync(home, { recursive: true, force: true });
