@@ -12,7 +12,7 @@ import { runCli, stderrMatch, stopCli } from '../support/cli.js';
 import { createAgentHome, makeTempDir, type AgentHome } from '../support/gnupg.js';
 import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 import { createScriptedAgent, type ScriptedAgent } from '../support/scriptedAgent.js';
-import { greetedSession, until } from '../support/sessions.js';
+import { greetedSession, until, whileStopped } from '../support/sessions.js';
 
 const AGENT_GONE = /^ERR 67125247 End of file <assuan-proxy> - gpg-agent closed the connection \((EOF|ECONNRESET)\)$/;
 
@@ -246,17 +246,13 @@ describe('SIGTERM with 50 commands in flight', () => {
       const socket = (await stderrMatch(run, /listening on (\S+)/))[1]!;
       const clients = await Promise.all(Array.from({ length: 50 }, () => RawClient.connect(socket)));
       for (const client of clients) expect(await client.readLine()).toMatch(/^OK Pleased/);
-      const pid = await agent.pid();
-      process.kill(pid, 'SIGSTOP');
       const inFlight = () => (run.stdout().match(/"to":"waitingForAgent"/g) ?? []).length;
-      try {
+      await whileStopped(await agent.pid(), async () => {
         for (const client of clients) client.write('GETINFO version\n');
         await until(() => inFlight() >= 50);
         run.child.kill('SIGTERM');
         await until(() => run.stdout().includes('shutting down'));
-      } finally {
-        process.kill(pid, 'SIGCONT');
-      }
+      });
       const answers = await Promise.all(clients.map((client) => client.rest()));
       for (const lines of answers) expect(lines).toEqual([expect.stringMatching(/^D 2\./), 'OK']);
       expect(await run.exited).toBe(0);

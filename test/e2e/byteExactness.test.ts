@@ -12,6 +12,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LineFramer } from '../../src/protocol/framer.js';
 import { makeTempDir } from '../support/gnupg.js';
+import { seededRandom } from '../support/random.js';
 import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 10_000);
@@ -99,18 +100,6 @@ function clientStream(s: Session): Buffer {
   return Buffer.concat(parts);
 }
 
-/** A small deterministic PRNG (mulberry32), so a failing case replays exactly. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Writes `bytes` in random pieces, letting the event loop turn between them so that reads see the splits. */
 async function writeInPieces(socket: net.Socket, bytes: Buffer, next: () => number): Promise<void> {
   let at = 0;
@@ -153,7 +142,7 @@ async function play(socket: net.Socket, script: Session): Promise<UpstreamResult
   const framer = new LineFramer(1 << 20);
   const received: Buffer[] = [];
   const sent: Buffer[] = [];
-  const next = random(script.seed ^ 0x5bd1e995);
+  const next = seededRandom(script.seed ^ 0x5bd1e995);
   let wake: (() => void) | undefined;
   let ended = false;
   socket.on('data', (chunk: Buffer) => {
@@ -230,7 +219,7 @@ async function runSession(script: Session): Promise<{ toAgent: Buffer; fromAgent
   const closed = new Promise<void>((resolve) => client.on('close', () => resolve()));
   await new Promise<void>((resolve, reject) => client.once('connect', resolve).once('error', reject));
   const fromClient = clientStream(script);
-  await writeInPieces(client, fromClient, random(script.seed));
+  await writeInPieces(client, fromClient, seededRandom(script.seed));
   // Half-close: the proxy passes the EOF on once every line is relayed; the upstream then ends the session.
   client.end();
   let timer: NodeJS.Timeout | undefined;

@@ -5,7 +5,7 @@ import { RawClient } from '../support/assuanClient.js';
 import { createAgentHome, type AgentHome } from '../support/gnupg.js';
 import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 import { createScriptedAgent, type ScriptedAgent } from '../support/scriptedAgent.js';
-import { greetedSession, until } from '../support/sessions.js';
+import { greetedSession, sendSlowly, until, whileStopped } from '../support/sessions.js';
 import { transitionRecorder } from '../../src/machineTools/trace.js';
 
 let scripted: ScriptedAgent;
@@ -69,16 +69,7 @@ describe('timeouts (simulated clock)', () => {
     const clock = new SimulatedClock();
     const proxy = await proxyWith({ clock, idleTimeoutMs: 10_000 });
     const { client, upstream } = await greetedSession(proxy.socket, scripted);
-    const session = () => proxy.proxy.sessions()[0];
-    let sent = 0;
-    const waiting = () => ['ready', 'bufferingCommand'].includes(session()?.state ?? '');
-    for (const byte of 'GETINFO version') {
-      if (!waiting()) break;
-      client.write(byte);
-      sent++;
-      await until(() => session() === undefined || session()!.bytesFromClient === sent);
-      clock.increment(1_000);
-    }
+    const sent = await sendSlowly(client, 'GETINFO version', proxy.proxy, clock);
     // Ten bytes in ten seconds, then the idle timeout (entering bufferingCommand restarts it once, at most).
     expect(sent).toBe(10);
     expect(await client.rest()).toEqual([]);
@@ -140,16 +131,12 @@ describe('many clients at once', () => {
       }),
     });
     // A stopped agent accepts nothing: its listen queue (64) fills and further connects fail with EAGAIN.
-    const pid = await agent.pid();
-    process.kill(pid, 'SIGSTOP');
-    let clients: RawClient[];
-    try {
-      clients = await Promise.all(Array.from({ length: 200 }, () => RawClient.connect(proxy.socket)));
-      for (const client of clients) client.write('GETINFO version\nBYE\n');
+    const clients = await whileStopped(await agent.pid(), async () => {
+      const connected = await Promise.all(Array.from({ length: 200 }, () => RawClient.connect(proxy.socket)));
+      for (const client of connected) client.write('GETINFO version\nBYE\n');
       await until(() => retries > 0);
-    } finally {
-      process.kill(pid, 'SIGCONT');
-    }
+      return connected;
+    });
     const answers = await Promise.all(clients.map((client) => client.rest()));
     for (const lines of answers) {
       expect(lines[0]).toMatch(/^OK /);

@@ -11,6 +11,39 @@ export async function until(condition: () => boolean): Promise<void> {
   while (!condition()) await new Promise((r) => setImmediate(r));
 }
 
+/**
+ * A client sending `text` one byte per simulated second (`clock` drives the proxy's timers) for as long as its
+ * session waits for a command. Returns how many bytes it sent before the session stopped waiting.
+ */
+export async function sendSlowly(
+  client: RawClient,
+  text: string,
+  proxy: { sessions(): Array<{ state: string; bytesFromClient: number }> },
+  clock: { increment(ms: number): void },
+): Promise<number> {
+  const session = () => proxy.sessions()[0];
+  const waiting = () => ['ready', 'bufferingCommand'].includes(session()?.state ?? '');
+  let sent = 0;
+  for (const byte of text) {
+    if (!waiting()) break;
+    client.write(byte);
+    sent++;
+    await until(() => !waiting() || session()!.bytesFromClient === sent);
+    clock.increment(1_000);
+  }
+  return sent;
+}
+
+/** Runs `during` with the process stopped (SIGSTOP), and lets it run on (SIGCONT) afterwards, whatever happens. */
+export async function whileStopped<T>(pid: number, during: () => Promise<T>): Promise<T> {
+  process.kill(pid, 'SIGSTOP');
+  try {
+    return await during();
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+}
+
 /** A client connected through the proxy and greeted by a fresh scripted connection. */
 export async function greetedSession(
   proxySocket: string,
