@@ -117,6 +117,15 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const logger = createLogger({ level, ...(format ? { pretty: format === 'pretty' } : {}) });
+  // Handlers go in before anything is announced: a supervisor may signal the moment it reads "listening on",
+  // and a signal that lands between that line and a later process.on() would kill us with the socket left behind.
+  // A signal during startup is kept and acted on once startup has finished.
+  // A terminal's Ctrl-C also reaches npm, which relays it: a repeated signal must not kill us mid-drain
+  // (the server machine takes a repeated SHUTDOWN as a no-op).
+  const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
+    process.on('SIGINT', resolve);
+    process.on('SIGTERM', resolve);
+  });
   // Observers are created only for the modes asked for: with neither, the actors are not inspected at all.
   const liveActors = uiPort !== undefined ? new LiveActors() : undefined;
   let relay: InspectorRelay | undefined;
@@ -181,16 +190,11 @@ async function main(argv: string[]): Promise<number> {
       `Stop with Ctrl-C or SIGTERM.\n`,
   );
 
-  return new Promise<number>((resolve) => {
-    // A terminal's Ctrl-C also reaches npm, which relays it: a repeated signal must not kill us mid-drain
-    // (the server machine takes a repeated SHUTDOWN as a no-op).
-    const stop = (signal: NodeJS.Signals) => {
-      logger.info({ signal }, 'signal received');
-      void proxy.close().then(closeViewers).then(() => resolve(0));
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  const signal = await stopSignal;
+  logger.info({ signal }, 'signal received');
+  await proxy.close();
+  await closeViewers();
+  return 0;
 }
 
 function milliseconds(text: string | undefined, flag: string): number | undefined {

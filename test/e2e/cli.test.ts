@@ -106,6 +106,26 @@ describe('assuan-proxy CLI', () => {
     }
   });
 
+  it('a SIGTERM sent the instant it says "listening" still exits 0 and removes the socket (handlers precede the announcement)', async () => {
+    // A supervisor may signal as soon as it reads the line; before the fix most of these died by the signal.
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const dir = tempDir('quick.');
+      const socket = path.join(dir, 'S.gpg-agent');
+      const run = runCli(['--listen', socket, '--upstream', agent.socket], {});
+      // Signalled from the data handler itself, with no promise hops in between, to hit the narrowest window.
+      const killOnAnnouncement = () => {
+        if (!run.stderr().includes('listening on')) return;
+        run.child.kill('SIGTERM');
+        run.child.stderr!.off('data', killOnAnnouncement);
+      };
+      run.child.stderr!.on('data', killOnAnnouncement);
+      const code = await run.exited;
+      expect(run.stderr()).toContain(`listening on ${socket}`);
+      expect(code, `attempt ${attempt}: ${run.child.signalCode} ${run.stderr()}`).toBe(0);
+      expect(fs.existsSync(socket)).toBe(false);
+    }
+  });
+
   it('refuses to replace a live socket, and says so', async () => {
     const { socket, release } = await liveSocketPath();
     try {
