@@ -1,0 +1,125 @@
+/**
+ * `npm run bench`: the proxy side by side with a direct connection and with socat (the raw-relay baseline), in
+ * one run, interleaved so machine drift hits every path alike. Prints the tables and writes bench/results.md.
+ *
+ * Environment:
+ * - BENCH_QUICK=1: smaller counts, for a quick look (the header says so);
+ * - BENCH_ONLY=rtt-agent,rtt-fast,connect,concurrency,stream,sign: run only these sections;
+ * - BENCH_CPU_PROF=DIR: run the proxies with --cpu-prof, profiles written to DIR when they exit.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { concurrency } from './scenarios/concurrency.js';
+import { connectGreeting } from './scenarios/connectGreeting.js';
+import { dataStream } from './scenarios/dataStream.js';
+import { gpgSign } from './scenarios/gpgSign.js';
+import { roundTrip } from './scenarios/roundTrip.js';
+import { privateDir, socatBinary, startFastAgent, startGpgAgent, startProxy, startSocat, type Relay } from './support/processes.js';
+import { renderSection, renderVerdicts, type Section, type Verdict } from './support/report.js';
+
+const quick = process.env.BENCH_QUICK === '1';
+const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',')) : undefined;
+const wanted = (name: string) => !only || only.has(name);
+const cpuProfDir = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
+const resultsFile = path.resolve(import.meta.dirname, 'results.md');
+
+function versionLine(command: string, args: string[]): string {
+  try {
+    return execFileSync(command, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString().split('\n')[0]!.trim();
+  } catch {
+    return 'unavailable';
+  }
+}
+
+function machineDescription(): string[] {
+  const cpus = os.cpus();
+  return [
+    `- date: ${new Date().toISOString()}${quick ? ' (BENCH_QUICK: reduced counts)' : ''}`,
+    `- machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, ${os.type()} ${os.release()}`,
+    `- Node ${process.version}; ${versionLine('gpg-agent', ['--version'])}; ${versionLine('socat', ['-V']).replace(/^socat by.*/, '') || versionLine('sh', ['-c', 'socat -V | grep "socat version"'])}`,
+    '- the proxy runs as its own process (the built CLI, log level warn), as users run it; socat as `UNIX-LISTEN:…,fork UNIX-CONNECT:…`',
+  ];
+}
+
+async function main(): Promise<void> {
+  const dir = privateDir('apx-bench.');
+  const stops: Array<() => void> = [];
+  const sections: Section[] = [];
+  const verdicts: Verdict[] = [];
+  const log = (text: string) => process.stderr.write(`bench: ${text}\n`);
+  try {
+    const agent = startGpgAgent(dir);
+    stops.push(agent.cleanup);
+    // Each server in its own directory: the proxy refuses to listen beside its upstream's socket.
+    const fastDir = path.join(dir, 'fast');
+    const relayDir = path.join(dir, 'relays');
+    fs.mkdirSync(fastDir, { mode: 0o700 });
+    fs.mkdirSync(relayDir, { mode: 0o700 });
+    const fast = await startFastAgent(fastDir);
+    stops.push(fast.stop);
+    const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
+    const proxyToAgent = await startProxy(relayDir, 'proxy', agent.socket, [], nodeArgs);
+    const proxyToFast = await startProxy(relayDir, 'proxy', fast.socket, ['--max-sessions', '4096'], nodeArgs);
+    stops.push(proxyToAgent.stop, proxyToFast.stop);
+    const agentRelays: Relay[] = [proxyToAgent];
+    const fastRelays: Relay[] = [proxyToFast];
+    const socat = socatBinary();
+    if (socat) {
+      const socatToAgent = await startSocat(socat, relayDir, 'socat', agent.socket);
+      const socatToFast = await startSocat(socat, relayDir, 'socat', fast.socket);
+      stops.push(socatToAgent.stop, socatToFast.stop);
+      agentRelays.push(socatToAgent);
+      fastRelays.push(socatToFast);
+    } else {
+      log('socat is unavailable (not on PATH and not installable): the raw-relay baseline and its ratios are skipped');
+    }
+    const gpgAgentLabel = 'gpg-agent';
+    const fastLabel = 'our minimal Assuan server';
+    const rtt = { rounds: quick ? 5 : 20, perRound: quick ? 100 : 250 };
+    const add = (result: { section: Section; verdict?: Verdict; verdicts?: Verdict[] }) => {
+      sections.push(result.section);
+      if (result.verdict) verdicts.push(result.verdict);
+      verdicts.push(...(result.verdicts ?? []));
+      process.stdout.write(`${renderSection(result.section)}\n`);
+    };
+
+    if (wanted('rtt-agent')) {
+      log('round trips to gpg-agent');
+      add(await roundTrip({ upstreamLabel: gpgAgentLabel, direct: agent.socket, relays: agentRelays, ...rtt }));
+    }
+    if (wanted('rtt-fast')) {
+      log('round trips to the minimal server');
+      add(await roundTrip({ upstreamLabel: fastLabel, direct: fast.socket, relays: fastRelays, ...rtt }));
+    }
+    if (wanted('connect')) {
+      log('connect plus greeting');
+      const connect = { rounds: quick ? 5 : 20, perRound: quick ? 40 : 100 };
+      add(await connectGreeting({ upstreamLabel: fastLabel, direct: fast.socket, relays: fastRelays, ...connect }));
+      add(await connectGreeting({ upstreamLabel: gpgAgentLabel, direct: agent.socket, relays: agentRelays, ...connect }));
+    }
+    if (wanted('concurrency')) {
+      log('1000 concurrent sessions');
+      add(await concurrency({ upstreamLabel: fastLabel, direct: fast.socket, relays: fastRelays, sessions: 1000, roundTrips: 100, rounds: quick ? 1 : 2 }));
+    }
+    if (wanted('stream')) {
+      log('D-block streams');
+      add(await dataStream({ upstreamLabel: fastLabel, direct: fast.socket, relays: fastRelays, lines: quick ? 4096 : 16384, rounds: quick ? 3 : 7 }));
+    }
+    if (wanted('sign')) {
+      log('gpg --detach-sign');
+      add(await gpgSign({ agent, relays: agentRelays, dir, rounds: quick ? 2 : 5, perRound: quick ? 3 : 6 }));
+    }
+  } finally {
+    for (const stop of stops.reverse()) stop();
+    // Give the proxies time to write their CPU profiles before the directory goes.
+    if (cpuProfDir) await new Promise((r) => setTimeout(r, 1500));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const report = ['# Benchmark results', '', ...machineDescription(), '', renderVerdicts(verdicts), ...sections.map(renderSection)].join('\n');
+  fs.writeFileSync(resultsFile, report);
+  process.stdout.write(`${renderVerdicts(verdicts)}\nwritten to ${path.relative(process.cwd(), resultsFile)}\n`);
+}
+
+await main();

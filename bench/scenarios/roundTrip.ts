@@ -1,0 +1,54 @@
+/** `GETINFO version` round trips on one long-lived connection per path, interleaved in rounds. */
+import { BenchConnection } from '../support/client.js';
+import type { Relay } from '../support/processes.js';
+import type { Section, Verdict } from '../support/report.js';
+import { interleave, micros, ratio, summarize } from '../support/stats.js';
+
+export interface RoundTripOptions {
+  upstreamLabel: string;
+  direct: string;
+  relays: Relay[];
+  rounds: number;
+  perRound: number;
+}
+
+export async function roundTrip(options: RoundTripOptions): Promise<{ section: Section; verdict?: Verdict }> {
+  const paths = [
+    { name: 'direct', socket: options.direct },
+    ...options.relays.map((r) => ({ name: r.name, socket: r.socket })),
+  ].map((p) => ({ ...p, samples: [] as number[], conn: undefined as BenchConnection | undefined }));
+  for (const p of paths) p.conn = await BenchConnection.open(p.socket);
+  // Warm up every path (JIT, caches) before measuring.
+  for (let i = 0; i < 500; i++) for (const p of paths) await p.conn!.roundTrip();
+  await interleave(paths, options.rounds, async (p) => {
+    for (let i = 0; i < options.perRound; i++) p.samples.push(await p.conn!.roundTrip());
+  });
+  for (const p of paths) await p.conn!.bye();
+
+  const stats = new Map(paths.map((p) => [p.name, summarize(p.samples)]));
+  const direct = stats.get('direct')!;
+  const rows = paths.map((p) => {
+    const s = stats.get(p.name)!;
+    const added = p.name === 'direct' ? '' : micros(s.median - direct.median);
+    return [p.name, micros(s.median), micros(s.p99), added, String(s.n)];
+  });
+  const section: Section = {
+    title: `Round trip: GETINFO version to ${options.upstreamLabel}`,
+    method: `One connection per path, ${options.rounds} interleaved rounds × ${options.perRound} round trips after 500 warm-up round trips each.`,
+    header: ['path', 'median', 'p99', 'added at the median', 'samples'],
+    rows,
+    findings: [],
+  };
+  const proxy = stats.get('proxy');
+  const socat = stats.get('socat');
+  if (!proxy || !socat) return { section };
+  const proxyAdded = proxy.median - direct.median;
+  const socatAdded = socat.median - direct.median;
+  const addedRatio = proxyAdded / socatAdded;
+  section.findings.push(`proxy added / socat added (median): ${micros(proxyAdded)} / ${micros(socatAdded)} = **${ratio(addedRatio)}** (target ≤ 1.00)`);
+  section.findings.push(`p99: proxy ${micros(proxy.p99)}, socat ${micros(socat.p99)}, direct ${micros(direct.p99)}`);
+  return {
+    section,
+    verdict: { target: `added round-trip latency vs socat's, ${options.upstreamLabel} (≤ 1.00)`, measured: ratio(addedRatio), met: addedRatio <= 1 },
+  };
+}
