@@ -59,7 +59,7 @@ async function main(): Promise<void> {
     fs.mkdirSync(relayDir, { mode: 0o700 });
     const fast = await startFastAgent(fastDir);
     stops.push(fast.stop);
-    const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
+    const nodeArgs = cpuProfDir ? ['--cpu-prof', '--cpu-prof-interval', '100', `--cpu-prof-dir=${cpuProfDir}`] : [];
     const proxyToAgent = await startProxy(relayDir, 'proxy', agent.socket, [], nodeArgs);
     const proxyToFast = await startProxy(relayDir, 'proxy', fast.socket, ['--max-sessions', '4096'], nodeArgs);
     stops.push(proxyToAgent.stop, proxyToFast.stop);

@@ -15,6 +15,7 @@ import { sessionMachine, type SessionEvent, type SessionFailure } from '../machi
 import { classifyAgentLine, classifyClientLine } from './protocol/classify.js';
 import { errLine, type ProxyErrorName } from './protocol/errors.js';
 import { LineFramer } from './protocol/framer.js';
+import { CoalescingWriter } from './coalescingWriter.js';
 import type { CommandPolicy } from './policy.js';
 
 export interface SessionTimeouts {
@@ -88,6 +89,11 @@ export class SessionRuntime {
   private upstream: net.Socket | undefined;
   private readonly clientFramer = new LineFramer();
   private readonly agentFramer = new LineFramer();
+  /** What the machine's actions relay is collected here and written once per received chunk (see flushWrites). */
+  private readonly toClient = new CoalescingWriter((bytes) => this.flushToClient(bytes));
+  private readonly toAgent = new CoalescingWriter((bytes) => this.flushToAgent(bytes));
+  /** Above 0 while a received chunk is being turned into events: writes wait for the end of the chunk. */
+  private batching = 0;
   private readonly log: Logger;
   private readonly debug: boolean;
   private readonly startedAt = performance.now();
@@ -156,6 +162,7 @@ export class SessionRuntime {
         },
         abortSession: (_, { failure }) => this.abort(failure),
         endAgentInput: () => {
+          this.toAgent.flush();
           const upstream = this.upstream;
           if (upstream && !upstream.destroyed && !upstream.writableEnded) upstream.end();
         },
@@ -251,6 +258,13 @@ export class SessionRuntime {
   private send(event: SessionEvent): void {
     if (this.finished) return;
     this.actor.send(event);
+    if (this.batching === 0) this.flushWrites();
+  }
+
+  /** Writes what the actions have collected for each socket, lines contiguous in memory as one write. */
+  private flushWrites(): void {
+    this.toAgent.flush();
+    this.toClient.flush();
   }
 
   private onClientData(chunk: Buffer): void {
@@ -264,6 +278,7 @@ export class SessionRuntime {
   private pump(): void {
     if (this.pumping) return;
     this.pumping = true;
+    this.batching++;
     try {
       while (!this.finished && !this.upstreamBlocked) {
         const snapshot = this.actor.getSnapshot();
@@ -296,7 +311,9 @@ export class SessionRuntime {
       }
     } finally {
       this.pumping = false;
+      this.batching--;
     }
+    if (this.batching === 0) this.flushWrites();
     this.updateClientFlow();
   }
 
@@ -311,8 +328,8 @@ export class SessionRuntime {
 
   private onAgentData(chunk: Buffer): void {
     this.agentFramer.push(chunk);
-    // Batch what this chunk produces for the client into one write.
-    this.client.cork();
+    // What this chunk produces is written once it has all been through the machine (see CoalescingWriter).
+    this.batching++;
     try {
       for (let item = this.agentFramer.next(); item !== undefined && !this.finished; item = this.agentFramer.next()) {
         if (item.kind === 'tooLong') {
@@ -325,8 +342,9 @@ export class SessionRuntime {
         this.currentAgentLine = undefined;
       }
     } finally {
-      this.client.uncork();
+      this.batching--;
     }
+    if (this.batching === 0) this.flushWrites();
     this.pump();
   }
 
@@ -392,6 +410,11 @@ export class SessionRuntime {
     if (bytes === undefined || this.client.destroyed || this.client.writableEnded) return;
     this.bytesToClient += bytes.length;
     this.commandBytesToClient += bytes.length;
+    this.toClient.add(bytes);
+  }
+
+  private flushToClient(bytes: Buffer): void {
+    if (this.client.destroyed || this.client.writableEnded) return;
     // A client that does not read pauses the agent instead of growing our buffer.
     if (!this.client.write(bytes)) this.upstream?.pause();
   }
@@ -400,6 +423,12 @@ export class SessionRuntime {
     const upstream = this.upstream;
     if (bytes === undefined || upstream === undefined || upstream.destroyed || upstream.writableEnded) return;
     this.commandBytesToAgent += bytes.length;
+    this.toAgent.add(bytes);
+  }
+
+  private flushToAgent(bytes: Buffer): void {
+    const upstream = this.upstream;
+    if (upstream === undefined || upstream.destroyed || upstream.writableEnded) return;
     if (!upstream.write(bytes)) {
       // An agent that does not read pauses the client instead of growing our buffer.
       this.upstreamBlocked = true;
@@ -408,6 +437,8 @@ export class SessionRuntime {
   }
 
   private watchAgentWrite(): void {
+    // Whether the agent's socket took the request is known only once it has been written.
+    this.toAgent.flush();
     if (this.upstreamBlocked) this.awaitingAgentWrite = true;
     // Queued behind the current event: the machine takes it as soon as this transition is complete.
     else this.send({ type: 'AGENT_WRITTEN' });
@@ -426,6 +457,9 @@ export class SessionRuntime {
     const [name, detail] = describeFailure(failure, this.options.upstreamPath);
     this.log.warn({ failure }, `session failed: ${detail}`);
     this.dropClientInput = true;
+    // What was relayed before the failure goes first, then the ERR (the agent's side is torn down).
+    this.toClient.flush();
+    this.toAgent.discard();
     if (!this.client.destroyed && !this.client.writableEnded) {
       const line = errLine(name, detail);
       this.bytesToClient += line.length;
@@ -437,6 +471,7 @@ export class SessionRuntime {
   }
 
   private closeGracefully(): void {
+    this.flushWrites();
     if (!this.client.destroyed && !this.client.writableEnded) this.client.end();
     // Read on (and drop) until the client closes, so that its close is seen.
     this.dropClientInput = true;
