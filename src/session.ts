@@ -82,6 +82,10 @@ const CANCEL_LINE = Buffer.from('CAN\n', 'latin1');
 const OK_LINE = Buffer.from('OK\n', 'latin1');
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** The runtime behind each running session actor, for the machine's actions (see SessionRuntime.machineFor). */
+const runtimeOf = new WeakMap<SessionActor, SessionRuntime>();
+const machines = new WeakMap<SessionTimeouts, ReturnType<typeof sessionMachine.provide>>();
+
 export class SessionRuntime {
   readonly sessionId: string;
   private readonly actor: SessionActor;
@@ -121,74 +125,96 @@ export class SessionRuntime {
   private bytesFromClient = 0;
   private bytesToClient = 0;
 
+  /**
+   * The session machine with this runtime's effects, built once per timeouts object (the server passes one to all
+   * its sessions): a machine per session would hold its own copy of every state node, some 50 KiB each.
+   * The actions find their session through the actor that runs them.
+   */
+  private static machineFor(timeouts: SessionTimeouts) {
+    const cached = machines.get(timeouts);
+    if (cached) return cached;
+    const of = (self: unknown): SessionRuntime => runtimeOf.get(self as SessionActor)!;
+    const machine = sessionMachine.provide({
+      actions: {
+        dialAgent: ({ self }) => of(self).dialAgent(),
+        relayToClient: ({ self }) => {
+          const rt = of(self);
+          rt.writeClient(rt.takeAgentLine());
+        },
+        forwardToAgent: ({ self }) => {
+          const rt = of(self);
+          rt.writeUpstream(rt.takeClientLine());
+        },
+        watchAgentWrite: ({ self }) => of(self).watchAgentWrite(),
+        discardClientLine: ({ self }) => {
+          of(self).currentClientLine = undefined;
+        },
+        discardAgentLine: ({ self }) => {
+          of(self).currentAgentLine = undefined;
+        },
+        cancelAgentInquiry: ({ self }) => of(self).writeUpstream(CANCEL_LINE),
+        answerClient: ({ self, context }, { answer }) => {
+          const rt = of(self);
+          if (answer === 'restrictedOk') rt.writeClient(OK_LINE);
+          else if (answer === 'forbidden') rt.writeClient(errLine('forbidden', `${context.command} is not allowed through this socket`));
+          else if (answer) rt.writeClient(errLine(answer, clientFaultDetail[answer]));
+        },
+        beginCommand: ({ self }, { verb }) => {
+          const rt = of(self);
+          rt.commands++;
+          rt.commandStartedAt = performance.now();
+          rt.commandBytesToAgent = 0;
+          rt.commandBytesToClient = 0;
+          if (rt.debug) rt.log.debug({ verb }, 'command');
+        },
+        endCommand: ({ self, context }, { outcome }) => {
+          const rt = of(self);
+          if (rt.debug) {
+            const ms = round(performance.now() - rt.commandStartedAt);
+            rt.log.debug({ verb: context.command, outcome, ms, toAgent: rt.commandBytesToAgent, toClient: rt.commandBytesToClient }, 'command done');
+          }
+        },
+        abortSession: ({ self }, { failure }) => of(self).abort(failure),
+        endAgentInput: ({ self }) => {
+          const rt = of(self);
+          rt.toAgent.flush();
+          const upstream = rt.upstream;
+          if (upstream && !upstream.destroyed && !upstream.writableEnded) upstream.end();
+        },
+        closeGracefully: ({ self }) => of(self).closeGracefully(),
+        destroySockets: ({ self }) => of(self).destroySockets(),
+        rejectEvent: ({ self }, { type }) => {
+          const state = JSON.stringify(self.getSnapshot().value);
+          of(self).log.warn({ event: type, state }, 'event not handled in this state; ignored');
+        },
+      },
+      delays: {
+        connectTimeout: timeouts.connectMs,
+        greetingTimeout: timeouts.greetingMs,
+        idleTimeout: timeouts.idleMs,
+        // Never fires when off (the guard reads responseTimeoutOn); a timer may not exceed 2^31-1 ms.
+        responseTimeout: timeouts.responseMs ?? MAX_TIMER_MS,
+        closeGrace: timeouts.closeGraceMs,
+      },
+    });
+    machines.set(timeouts, machine);
+    return machine;
+  }
+
   constructor(private readonly options: SessionOptions) {
     this.sessionId = options.sessionId;
     this.client = options.client;
     this.log = options.logger.child({ session: options.sessionId });
     this.debug = this.log.isLevelEnabled('debug');
 
-    const machine = sessionMachine.provide({
-      actions: {
-        dialAgent: () => this.dialAgent(),
-        relayToClient: () => this.writeClient(this.takeAgentLine()),
-        forwardToAgent: () => this.writeUpstream(this.takeClientLine()),
-        watchAgentWrite: () => this.watchAgentWrite(),
-        discardClientLine: () => {
-          this.currentClientLine = undefined;
-        },
-        discardAgentLine: () => {
-          this.currentAgentLine = undefined;
-        },
-        cancelAgentInquiry: () => this.writeUpstream(CANCEL_LINE),
-        answerClient: ({ context }, { answer }) => {
-          if (answer === 'restrictedOk') this.writeClient(OK_LINE);
-          else if (answer === 'forbidden') this.writeClient(errLine('forbidden', `${context.command} is not allowed through this socket`));
-          else if (answer) this.writeClient(errLine(answer, clientFaultDetail[answer]));
-        },
-        beginCommand: (_, { verb }) => {
-          this.commands++;
-          this.commandStartedAt = performance.now();
-          this.commandBytesToAgent = 0;
-          this.commandBytesToClient = 0;
-          if (this.debug) this.log.debug({ verb }, 'command');
-        },
-        endCommand: ({ context }, { outcome }) => {
-          if (this.debug) {
-            const ms = round(performance.now() - this.commandStartedAt);
-            const toAgent = this.commandBytesToAgent;
-            const toClient = this.commandBytesToClient;
-            this.log.debug({ verb: context.command, outcome, ms, toAgent, toClient }, 'command done');
-          }
-        },
-        abortSession: (_, { failure }) => this.abort(failure),
-        endAgentInput: () => {
-          this.toAgent.flush();
-          const upstream = this.upstream;
-          if (upstream && !upstream.destroyed && !upstream.writableEnded) upstream.end();
-        },
-        closeGracefully: () => this.closeGracefully(),
-        destroySockets: () => this.destroySockets(),
-        rejectEvent: ({ self }, { type }) => {
-          const state = JSON.stringify(self.getSnapshot().value);
-          this.log.warn({ event: type, state }, 'event not handled in this state; ignored');
-        },
-      },
-      delays: {
-        connectTimeout: options.timeouts.connectMs,
-        greetingTimeout: options.timeouts.greetingMs,
-        idleTimeout: options.timeouts.idleMs,
-        // Never fires when off (the guard reads responseTimeoutOn); a timer may not exceed 2^31-1 ms.
-        responseTimeout: options.timeouts.responseMs ?? MAX_TIMER_MS,
-        closeGrace: options.timeouts.closeGraceMs,
-      },
-    });
-
+    const machine = SessionRuntime.machineFor(options.timeouts);
     this.actor = createActor(machine, {
       id: `session-${options.sessionId}`,
       input: { sessionId: options.sessionId, responseTimeoutOn: options.timeouts.responseMs !== undefined },
       ...(options.clock ? { clock: options.clock } : {}),
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });
+    runtimeOf.set(this.actor, this);
     this.actor.subscribe({
       next: (snapshot) => {
         if (snapshot.status === 'done') this.finish(snapshot.context.failure);
@@ -322,8 +348,11 @@ export class SessionRuntime {
     if (this.finished || this.clientEnded) return;
     const greeted = !this.actor.getSnapshot().matches('connecting');
     const wanted = greeted && !this.upstreamBlocked && this.clientFramer.bufferedBytes < this.options.maxBufferedClientBytes;
-    if (wanted) this.client.resume();
-    else this.client.pause();
+    // Only on a change: resume() on a flowing stream still schedules a tick.
+    if (wanted === this.client.isPaused()) {
+      if (wanted) this.client.resume();
+      else this.client.pause();
+    }
   }
 
   private onAgentData(chunk: Buffer): void {
