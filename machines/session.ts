@@ -74,7 +74,11 @@ export type SessionEvent =
   /** The server is shutting down: finish the command in flight (if any), then close. */
   | { type: 'STOP' }
   /** The server's drain time is up: close now, gracefully. */
-  | { type: 'STOP_NOW' };
+  | { type: 'STOP_NOW' }
+  /** Raised by the machine itself, `idleTimeout` after the greeting, unless a command came first. */
+  | { type: 'IDLE_TIMEOUT' }
+  /** Raised by the machine itself, `responseTimeout` after a request reached the agent (only when configured). */
+  | { type: 'RESPONSE_TIMEOUT' };
 
 export type SessionEventType = SessionEvent['type'];
 
@@ -155,8 +159,6 @@ const session = setup({
     clientForbidden: ({ event }) => clientKind(event) === 'forbidden',
     /** `GETINFO restricted` in restricted mode: the proxy answers OK itself, as the agent's extra socket does. */
     clientRestrictedQuery: ({ event }) => clientKind(event) === 'restrictedQuery',
-    noCommandYet: ({ context }) => context.command === '',
-    responseTimeoutOn: ({ context }) => context.responseTimeoutOn,
     clientNoReply: ({ event }) => clientKind(event) === 'comment' || clientKind(event) === 'empty',
     /** Lines that belong inside an INQUIRE answer. */
     clientInquiryData: ({ event }) => {
@@ -196,11 +198,28 @@ const answerOwed = session.enqueueActions(({ context, enqueue }) => {
   enqueue({ type: 'answerClient', params: { answer: context.owedAnswer } });
   enqueue.assign({ owedAnswer: null });
 });
+/*
+ * The idle and response timers are delayed events the machine raises and cancels itself, rather than `after`
+ * transitions: an `after` re-arms a timer on every entry to its state, i.e. twice per command on the hot path,
+ * where these need one timer per session (idle) or none at all when off (response, the default).
+ */
+const IDLE_TIMER = 'idleTimer';
+const RESPONSE_TIMER = 'responseTimer';
+const startIdleTimer = session.raise({ type: 'IDLE_TIMEOUT' } as const, { id: IDLE_TIMER, delay: 'idleTimeout' });
+const stopIdleTimer = session.cancel(IDLE_TIMER);
+const startResponseTimer = session.enqueueActions(({ context, enqueue }) => {
+  if (context.responseTimeoutOn) enqueue.raise({ type: 'RESPONSE_TIMEOUT' }, { id: RESPONSE_TIMER, delay: 'responseTimeout' });
+});
+const stopResponseTimer = session.enqueueActions(({ context, enqueue }) => {
+  if (context.responseTimeoutOn) enqueue.cancel(RESPONSE_TIMER);
+});
+
 /** A command the proxy answers itself: it is logged as a command, and never reaches the agent. */
 const answeredByProxy = (answer: ProxyAnswer) =>
   session.enqueueActions(({ event, enqueue }) => {
     const verb = event.type === 'CLIENT_LINE' ? event.verb : '';
     enqueue.assign({ command: verb, owedAnswer: answer });
+    enqueue.cancel(IDLE_TIMER);
     enqueue({ type: 'beginCommand', params: { verb } });
     enqueue('discardClientLine');
   });
@@ -208,14 +227,15 @@ const answeredByProxy = (answer: ProxyAnswer) =>
 /** ready and bufferingCommand: a client line starts a command, or is a `#`/empty line the agent never answers. */
 const awaitingCommand = session.createStateConfig({
   tags: ['clientInput'],
-  // A client that connects and never sends a command would hold an agent connection for nothing.
-  after: { idleTimeout: { guard: 'noCommandYet', target: 'closing', actions: failWith({ reason: 'idleTimeout' }) } },
   on: {
+    // A client that connects and never sends a command would hold an agent connection for nothing.
+    IDLE_TIMEOUT: { target: 'closing', actions: failWith({ reason: 'idleTimeout' }) },
     CLIENT_LINE: [
       {
         guard: 'clientCommand',
         target: 'sendingToAgent',
         actions: [
+          stopIdleTimer,
           assign({ command: ({ event }) => event.verb }),
           { type: 'beginCommand', params: ({ event }) => ({ verb: event.verb }) },
           'forwardToAgent',
@@ -339,7 +359,7 @@ export const sessionMachine = session.createMachine({
             AGENT_LINE: [
               // A server may send `#` lines before its OK greeting; libassuan clients skip them.
               { guard: 'agentComment', actions: 'relayToClient' },
-              { guard: 'agentOk', target: '#session.ready', actions: 'relayToClient' },
+              { guard: 'agentOk', target: '#session.ready', actions: ['relayToClient', startIdleTimer] },
               { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'badGreeting' })] },
             ],
           },
@@ -366,8 +386,12 @@ export const sessionMachine = session.createMachine({
     },
 
     waitingForAgent: {
-      ...relayingAnswer,
-      after: { responseTimeout: { guard: 'responseTimeoutOn', target: 'fatal', actions: failWith({ reason: 'responseTimeout' }) } },
+      entry: startResponseTimer,
+      exit: stopResponseTimer,
+      on: {
+        ...relayingAnswer.on,
+        RESPONSE_TIMEOUT: { target: 'fatal', actions: failWith({ reason: 'responseTimeout' }) },
+      },
     },
 
     sendingToClient: {
@@ -452,7 +476,8 @@ export const sessionMachine = session.createMachine({
     },
 
     closing: {
-      entry: 'closeGracefully',
+      // Closing before any command: the idle timer is still armed.
+      entry: [stopIdleTimer, 'closeGracefully'],
       after: { closeGrace: { target: 'closed', actions: 'destroySockets' } },
       on: {
         SOCKETS_CLOSED: 'closed',

@@ -27,6 +27,9 @@ const events: SessionEvent[] = [
   { type: 'SOCKETS_CLOSED' },
   { type: 'STOP' },
   { type: 'STOP_NOW' },
+  // Raised by the machine's own timers; the traversal delivers them like any other event.
+  { type: 'IDLE_TIMEOUT' },
+  { type: 'RESPONSE_TIMEOUT' },
 ];
 
 // State value plus the context that guards read: the traversal must tell these snapshots apart.

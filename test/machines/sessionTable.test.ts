@@ -72,6 +72,8 @@ const SAMPLES: Record<EventKey, SessionEvent> = {
   SOCKETS_CLOSED: { type: 'SOCKETS_CLOSED' },
   STOP: { type: 'STOP' },
   STOP_NOW: { type: 'STOP_NOW' },
+  IDLE_TIMEOUT: { type: 'IDLE_TIMEOUT' },
+  RESPONSE_TIMEOUT: { type: 'RESPONSE_TIMEOUT' },
 };
 
 const EVENT_KEYS = Object.keys(SAMPLES) as EventKey[];
@@ -101,6 +103,7 @@ const awaitingCommand: Partial<Row> = {
   CLIENT_GONE: 'closing',
   ...ALL_AGENT_LINES('fatal'),
   AGENT_CLOSED: 'fatal',
+  IDLE_TIMEOUT: 'closing', // raised only while no command has been sent since the greeting
   ...closeOnStop,
 };
 
@@ -160,7 +163,7 @@ const SPEC: Record<State, Row> = {
   ready: row('reject', { ...awaitingCommand, CLIENT_PARTIAL: 'bufferingCommand' }),
   bufferingCommand: row('reject', awaitingCommand),
   sendingToAgent: row('reject', { ...relayingAnswer, AGENT_WRITTEN: 'waitingForAgent' }),
-  waitingForAgent: row('reject', relayingAnswer),
+  waitingForAgent: row('reject', { ...relayingAnswer, RESPONSE_TIMEOUT: 'fatal' }),
   sendingToClient: row('reject', {
     ...relayingAnswer,
     'AGENT_LINE:status': 'stay',
