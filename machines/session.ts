@@ -97,7 +97,7 @@ const session = setup({
     context: {} as SessionContext,
     events: {} as SessionEvent,
     input: {} as SessionInput,
-    tags: {} as 'clientInput' | 'idle',
+    tags: {} as 'clientInput' | 'idle' | 'inquiry',
   },
   actions: {
     /** Open the upstream connection to gpg-agent. */
@@ -402,7 +402,8 @@ export const sessionMachine = session.createMachine({
     },
 
     bufferingInquire: {
-      tags: ['clientInput'],
+      // inquiry: client D lines are the answer's data, each handled as the one before it (the runtime batches them).
+      tags: ['clientInput', 'inquiry'],
       initial: 'answering',
       entry: assign({ inquire: ({ event }) => (event.type === 'AGENT_LINE' ? event.keyword : '') }),
       exit: assign({ inquire: '' }),

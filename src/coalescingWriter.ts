@@ -6,6 +6,16 @@
  * Two views that are adjacent in the same ArrayBuffer are, byte for byte, their concatenation: coalescing never
  * changes what is sent, only how many writes carry it.
  */
+/** True when `next` starts in memory exactly where `run` ends: together they are one view of the same bytes. */
+export function followsInMemory(run: Buffer, next: Buffer): boolean {
+  return next.buffer === run.buffer && next.byteOffset === run.byteOffset + run.length;
+}
+
+/** One view over `run` and the `next` view that follows it in memory (see followsInMemory). */
+export function extendView(run: Buffer, next: Buffer): Buffer {
+  return Buffer.from(run.buffer, run.byteOffset, run.length + next.length);
+}
+
 export class CoalescingWriter {
   private pending: Buffer | undefined;
   private runStart = 0;
@@ -17,6 +27,7 @@ export class CoalescingWriter {
     if (bytes.length === 0) return;
     const pending = this.pending;
     if (pending !== undefined && bytes.buffer === pending.buffer && bytes.byteOffset === this.runEnd) {
+      // The same test as followsInMemory, against the run collected so far.
       this.runEnd += bytes.length;
       return;
     }

@@ -85,6 +85,17 @@ export class LineFramer {
     return undefined;
   }
 
+  /**
+   * The line `next()` would return now, without taking it; undefined when that would be anything else (no complete
+   * line yet, or an over-long one). Lets a caller decide whether the next line joins a run before taking it.
+   */
+  peekLine(): Buffer | undefined {
+    if (this.droppedBytes >= 0 || this.start === this.end) return undefined;
+    const lf = this.buffer.indexOf(LF, this.scanFrom);
+    if (lf === -1 || lf >= this.end || lf + 1 - this.start > this.maxLineBytes) return undefined;
+    return this.buffer.subarray(this.start, lf + 1);
+  }
+
   /** True if `next()` would return an item now, without taking it. */
   hasItem(): boolean {
     if (this.start === this.end) return false;

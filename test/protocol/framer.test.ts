@@ -132,4 +132,20 @@ describe('LineFramer', () => {
       { numRuns: 500 },
     );
   });
+  it('peekLine shows the next complete line without taking it, and nothing for a partial or over-long line', () => {
+    const framer = new LineFramer(10);
+    framer.push(Buffer.from('D 1\nD 2\nD 3'));
+    expect(framer.peekLine()?.toString()).toBe('D 1\n');
+    expect(framer.peekLine()?.toString()).toBe('D 1\n');
+    const first = framer.next();
+    expect(first?.kind === 'line' && first.bytes.toString()).toBe('D 1\n');
+    expect(framer.peekLine()?.toString()).toBe('D 2\n');
+    framer.next();
+    expect(framer.peekLine()).toBeUndefined(); // 'D 3' has no LF yet
+    framer.push(Buffer.from('\n0123456789ABC\n'));
+    expect(framer.peekLine()?.toString()).toBe('D 3\n');
+    framer.next();
+    expect(framer.peekLine()).toBeUndefined(); // over the limit: next() reports it as tooLong
+    expect(framer.next()).toEqual({ kind: 'tooLong', byteCount: 14 });
+  });
 });
