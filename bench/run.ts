@@ -5,7 +5,8 @@
  * Environment:
  * - BENCH_QUICK=1: smaller counts, for a quick look (the header says so);
  * - BENCH_ONLY=rtt-agent,rtt-fast,connect,concurrency,stream,sign: run only these sections;
- * - BENCH_CPU_PROF=DIR: run the proxies with --cpu-prof, profiles written to DIR when they exit.
+ * - BENCH_CPU_PROF=DIR: run the proxies with --cpu-prof (profiles written to DIR as they exit) and summarize each
+ *   in bench/profile.md; the timings of such a run include the profiler's overhead.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,6 +18,7 @@ import { dataStream } from './scenarios/dataStream.js';
 import { gpgSign } from './scenarios/gpgSign.js';
 import { roundTrip } from './scenarios/roundTrip.js';
 import { privateDir, socatBinary, startFastAgent, startGpgAgent, startProxy, startSocat, type Relay } from './support/processes.js';
+import { profileOf, profileSection } from './support/profile.js';
 import { renderSection, renderVerdicts, type Section, type Verdict } from './support/report.js';
 
 const quick = process.env.BENCH_QUICK === '1';
@@ -24,6 +26,7 @@ const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(','))
 const wanted = (name: string) => !only || only.has(name);
 const cpuProfDir = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
 const resultsFile = path.resolve(import.meta.dirname, 'results.md');
+const profileFile = path.resolve(import.meta.dirname, 'profile.md');
 
 function versionLine(command: string, args: string[]): string {
   try {
@@ -36,7 +39,7 @@ function versionLine(command: string, args: string[]): string {
 function machineDescription(): string[] {
   const cpus = os.cpus();
   return [
-    `- date: ${new Date().toISOString()}${quick ? ' (BENCH_QUICK: reduced counts)' : ''}`,
+    `- date: ${new Date().toISOString()}${quick ? ' (BENCH_QUICK: reduced counts)' : ''}${cpuProfDir ? ' (proxies profiled: timings include the profiler)' : ''}`,
     `- machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, ${os.type()} ${os.release()}`,
     `- Node ${process.version}; ${versionLine('gpg-agent', ['--version'])}; ${versionLine('socat', ['-V']).replace(/^socat by.*/, '') || versionLine('sh', ['-c', 'socat -V | grep "socat version"'])}`,
     '- the proxy runs as its own process (the built CLI, log level warn), as users run it; socat as `UNIX-LISTEN:…,fork UNIX-CONNECT:…`',
@@ -46,6 +49,8 @@ function machineDescription(): string[] {
 async function main(): Promise<void> {
   const dir = privateDir('apx-bench.');
   const stops: Array<() => void> = [];
+  /** Proxies run in this benchmark, for their CPU profiles. */
+  const proxies: Array<{ label: string; pid: number; exited: Promise<void> }> = [];
   const sections: Section[] = [];
   const verdicts: Verdict[] = [];
   const log = (text: string) => process.stderr.write(`bench: ${text}\n`);
@@ -63,6 +68,7 @@ async function main(): Promise<void> {
     const proxyToAgent = await startProxy(relayDir, 'proxy', agent.socket, [], nodeArgs);
     const proxyToFast = await startProxy(relayDir, 'proxy', fast.socket, ['--max-sessions', '4096'], nodeArgs);
     stops.push(proxyToAgent.stop, proxyToFast.stop);
+    proxies.push({ label: 'the proxy to gpg-agent', ...proxyToAgent }, { label: 'the proxy to the minimal server', ...proxyToFast });
     const agentRelays: Relay[] = [proxyToAgent];
     const fastRelays: Relay[] = [proxyToFast];
     const socat = socatBinary();
@@ -101,7 +107,17 @@ async function main(): Promise<void> {
     }
     if (wanted('concurrency')) {
       log('1000 concurrent sessions');
-      add(await concurrency({ upstreamLabel: fastLabel, direct: fast.socket, relays: fastRelays, sessions: 1000, roundTrips: 100, rounds: quick ? 1 : 2 }));
+      // Fresh relays, so that the memory per idle session is not hidden in a heap grown by the sections before.
+      const freshProxy = await startProxy(relayDir, 'proxy', fast.socket, ['--max-sessions', '4096'], nodeArgs, 'fresh');
+      stops.push(freshProxy.stop);
+      proxies.push({ label: 'the proxy of the concurrency section', ...freshProxy });
+      const freshRelays: Relay[] = [freshProxy];
+      if (socat) {
+        const freshSocat = await startSocat(socat, relayDir, 'socat', fast.socket, 'fresh');
+        stops.push(freshSocat.stop);
+        freshRelays.push(freshSocat);
+      }
+      add(await concurrency({ upstreamLabel: fastLabel, direct: fast.socket, relays: freshRelays, sessions: 1000, roundTrips: 100, rounds: quick ? 1 : 2 }));
     }
     if (wanted('stream')) {
       log('D-block streams');
@@ -113,9 +129,19 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const stop of stops.reverse()) stop();
-    // Give the proxies time to write their CPU profiles before the directory goes.
-    if (cpuProfDir) await new Promise((r) => setTimeout(r, 1500));
+    // The proxies write their CPU profiles as they exit.
+    await Promise.all(proxies.map((p) => p.exited));
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+  if (cpuProfDir) {
+    const profiles: Section[] = [];
+    for (const proxy of proxies) {
+      const file = profileOf(cpuProfDir, proxy.pid);
+      if (file) profiles.push(profileSection(file, proxy.label));
+    }
+    const text = ['# Where the proxy spends its time', '', ...machineDescription(), '', ...profiles.map(renderSection)].join('\n');
+    fs.writeFileSync(profileFile, text);
+    process.stdout.write(`${profiles.map(renderSection).join('\n')}\nprofiles summarized in ${path.relative(process.cwd(), profileFile)}\n`);
   }
   const report = ['# Benchmark results', '', ...machineDescription(), '', renderVerdicts(verdicts), ...sections.map(renderSection)].join('\n');
   fs.writeFileSync(resultsFile, report);

@@ -69,8 +69,15 @@ export async function startFastAgent(dir: string): Promise<Relay> {
 }
 
 /** The proxy as users run it: the built CLI in its own process, logging at warn. */
-export async function startProxy(dir: string, name: string, upstream: string, extraArgs: string[] = [], nodeArgs: string[] = []): Promise<Relay & { exited: Promise<void> }> {
-  const socket = path.join(dir, `S.${name}-to-${path.basename(upstream)}`);
+export async function startProxy(
+  dir: string,
+  name: string,
+  upstream: string,
+  extraArgs: string[] = [],
+  nodeArgs: string[] = [],
+  instance = '',
+): Promise<Relay & { exited: Promise<void> }> {
+  const socket = path.join(dir, `S.${name}${instance}-to-${path.basename(upstream)}`);
   const child = spawn(
     process.execPath,
     [...nodeArgs, path.join(root, 'dist/src/cli.js'), '--listen', socket, '--upstream', upstream, '--log-level', 'warn', '--log-format', 'json', ...extraArgs],
@@ -103,8 +110,8 @@ export function socatBinary(): string | undefined {
 }
 
 /** socat as the raw relay: a forked process per connection, bytes copied both ways. */
-export async function startSocat(binary: string, dir: string, name: string, upstream: string): Promise<Relay> {
-  const socket = path.join(dir, `S.${name}-to-${path.basename(upstream)}`);
+export async function startSocat(binary: string, dir: string, name: string, upstream: string, instance = ''): Promise<Relay> {
+  const socket = path.join(dir, `S.${name}${instance}-to-${path.basename(upstream)}`);
   const child = spawn(binary, [`UNIX-LISTEN:${socket},fork,backlog=4096`, `UNIX-CONNECT:${upstream}`], { stdio: 'ignore' });
   while (!fs.existsSync(socket)) {
     if (child.exitCode !== null) throw new Error('socat exited');
