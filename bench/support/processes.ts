@@ -5,12 +5,8 @@ import path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
-/** A private directory (0700) for sockets and homes, removed by `cleanup`. */
-export function privateDir(prefix: string): string {
-  const dir = fs.mkdtempSync(path.join('/tmp', prefix));
-  fs.chmodSync(dir, 0o700);
-  return dir;
-}
+/** A private directory (0700) for sockets and homes, with a short path (Unix socket paths are short). */
+export { makeTempDir as privateDir } from '../../test/support/gnupg.js';
 
 export interface Relay {
   name: string;
