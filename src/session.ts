@@ -130,7 +130,7 @@ export class SessionRuntime {
 
   /**
    * The session machine with this runtime's effects, built once per timeouts object (the server passes one to all
-   * its sessions): a machine per session would hold its own copy of every state node, some 50 KiB each.
+   * its sessions): a machine per session held its own copy of every state node, ~64 KiB of heap each (measured).
    * The actions find their session through the actor that runs them.
    */
   private static machineFor(timeouts: SessionTimeouts) {
