@@ -26,8 +26,9 @@ Options:
                            started with 'gpgconf --launch gpg-agent' if needed)
   --connect-timeout MS     time to connect to the agent (default 5000)
   --greeting-timeout MS    time for the agent's greeting (default 5000)
-  --drain-timeout MS       on SIGINT/SIGTERM, time for commands in flight to
-                           finish before the rest are closed (default 10000)
+  --drain-timeout MS       on SIGINT, SIGTERM or SIGHUP, time for commands in
+                           flight to finish before the rest are closed
+                           (default 10000)
   --idle-timeout MS        close a session that sends no command this long
                            after the greeting (default 60000)
   --response-timeout MS    end a session whose agent does not start answering
@@ -53,6 +54,8 @@ Options:
                            (default ${DEFAULT_UI_PORT}; loopback only, works offline)
   -h, --help               show this help
 `;
+
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 async function main(argv: string[]): Promise<number> {
   let values;
@@ -122,9 +125,9 @@ async function main(argv: string[]): Promise<number> {
   // A signal during startup is kept and acted on once startup has finished.
   // A terminal's Ctrl-C also reaches npm, which relays it: a repeated signal must not kill us mid-drain
   // (the server machine takes a repeated SHUTDOWN as a no-op).
+  // SIGHUP is what an ssh session or terminal ending sends: a reason to stop cleanly, as SIGTERM is.
   const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
-    process.on('SIGINT', resolve);
-    process.on('SIGTERM', resolve);
+    for (const signal of STOP_SIGNALS) process.on(signal, resolve);
   });
   // Observers are created only for the modes asked for: with neither, the actors are not inspected at all.
   const liveActors = uiPort !== undefined ? new LiveActors() : undefined;
@@ -187,7 +190,7 @@ async function main(argv: string[]): Promise<number> {
       (relay ? `Inspector: open ${relay.pageUrl} in a browser with internet access (the inspector UI is hosted by Stately)\n` : '') +
       (inspectUrl ? `Inspector: streaming to ${inspectUrl}\n` : '') +
       (values.restricted ? `Restricted: gpg-agent's extra-socket rules are enforced\n` : '') +
-      `Stop with Ctrl-C or SIGTERM.\n`,
+      `Stop with Ctrl-C, SIGTERM or SIGHUP.\n`,
   );
 
   const signal = await stopSignal;

@@ -3,10 +3,11 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
-import { listening, runCli } from '../support/cli.js';
-import { liveSocketPath } from '../support/sessions.js';
+import { listening, runCli, stdoutMatch, type RunningCli } from '../support/cli.js';
+import { createScriptedAgent, type ScriptedAgent } from '../support/scriptedAgent.js';
+import { greetedSession, liveSocketPath } from '../support/sessions.js';
 import { createAgentHome, createClientHome, generateKey, makeTempDir, mustRun, runTool, type AgentHome } from '../support/gnupg.js';
 
 let agent: AgentHome;
@@ -187,5 +188,42 @@ describe('assuan-proxy CLI', () => {
     expect(run.stderr()).toContain('--upstream PATH');
     // gpgconf not found means nothing ran: the agent is untouched.
     expect((await runTool('gpg-connect-agent', agent.home, ['GETINFO version', '/bye'])).stdout.toString()).toContain('D 2.2.40');
+  });
+});
+
+describe('assuan-proxy CLI: hang-ups and output nobody reads', () => {
+  let scripted: ScriptedAgent;
+  const started: RunningCli[] = [];
+  beforeAll(async () => {
+    scripted = await createScriptedAgent();
+  });
+  afterAll(async () => {
+    await scripted?.close();
+  });
+  // A proxy that hangs (the failure these tests look for) must not outlive its test.
+  afterEach(() => {
+    for (const run of started.splice(0)) if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill('SIGKILL');
+  });
+  const start = (args: string[], options: { stderrFd?: number } = {}) => {
+    const run = runCli(args, {}, options);
+    started.push(run);
+    return run;
+  };
+
+  it('SIGHUP (an ssh session ending) drains like SIGTERM: the command in flight is answered, exit 0, socket removed', async () => {
+    const socket = path.join(tempDir('hup.'), 'S.gpg-agent');
+    const run = start(['--listen', socket, '--upstream', scripted.socket]);
+    await listening(run);
+    const { client, upstream } = await greetedSession(socket, scripted);
+    client.write('PKSIGN\n');
+    expect(await upstream.readLine()).toBe('PKSIGN');
+    run.child.kill('SIGHUP');
+    // Before the fix the signal killed the process here (exit 129), with the socket left behind.
+    await stdoutMatch(run, /"signal":"SIGHUP"/);
+    await stdoutMatch(run, /shutting down/);
+    upstream.send('D signature\nOK\n');
+    expect(await client.rest()).toEqual(['D signature', 'OK']);
+    expect(await run.exited).toBe(0);
+    expect(fs.existsSync(socket)).toBe(false);
   });
 });
