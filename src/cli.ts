@@ -58,6 +58,7 @@ Options:
 const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 async function main(argv: string[]): Promise<number> {
+  ignoreOutputErrors();
   let values;
   try {
     ({ values } = parseArgs({
@@ -198,6 +199,14 @@ async function main(argv: string[]): Promise<number> {
   await proxy.close();
   await closeViewers();
   return 0;
+}
+
+/**
+ * Our messages and log are for whoever reads them; a reader that has gone (`| head -1`: EPIPE) or a terminal
+ * that has hung up (EIO) must not end the proxy, whose clients still need it. An unhandled stream error would.
+ */
+function ignoreOutputErrors(): void {
+  for (const out of [process.stdout, process.stderr]) out.on('error', () => {});
 }
 
 function milliseconds(text: string | undefined, flag: string): number | undefined {

@@ -4,7 +4,8 @@
  * a secret. JSON lines for machines, pino-pretty for a person at a terminal.
  */
 import pino, { type Level, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import { prettyFactory } from 'pino-pretty';
+import { logSink } from './logSink.js';
 
 export type LogLevel = Level | 'silent';
 export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -13,16 +14,21 @@ export interface LoggerOptions {
   level: LogLevel;
   /** Human-readable output (default: when stdout is a terminal). */
   pretty?: boolean;
+  /** Default: stdout, through a sink that never blocks or keeps the process from exiting (see logSink.ts). */
   destination?: NodeJS.WritableStream;
 }
 
 export function createLogger(options: LoggerOptions): Logger {
   const base = { level: options.level, base: { svc: 'assuan-proxy' } };
+  if (options.destination) return pino(base, options.destination);
+  const sink = logSink(process.stdout);
   const human = options.pretty ?? Boolean(process.stdout.isTTY);
   if (human) {
-    return pino(base, pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,svc', destination: 1, sync: true }));
+    // Formatted in-line (pino-pretty's own stream would write with a blocking sonic-boom of its own).
+    const format = prettyFactory({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,svc' });
+    return pino(base, { write: (line: string) => sink.write(format(line)) });
   }
-  return options.destination ? pino(base, options.destination) : pino(base);
+  return pino(base, { write: (line: string) => sink.write(line) });
 }
 
 export function isLogLevel(value: string): value is LogLevel {

@@ -5,7 +5,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
-import { listening, runCli, stdoutMatch, type RunningCli } from '../support/cli.js';
+import { brokenPipe, listening, runCli, stdoutMatch, type RunningCli } from '../support/cli.js';
 import { createScriptedAgent, type ScriptedAgent } from '../support/scriptedAgent.js';
 import { greetedSession, liveSocketPath } from '../support/sessions.js';
 import { createAgentHome, createClientHome, generateKey, makeTempDir, mustRun, runTool, type AgentHome } from '../support/gnupg.js';
@@ -210,6 +210,17 @@ describe('assuan-proxy CLI: hang-ups and output nobody reads', () => {
     return run;
   };
 
+  /** A session that logs ("session ended") once its client hangs up after one command. */
+  async function oneSession(socket: string): Promise<void> {
+    const { client, upstream } = await greetedSession(socket, scripted);
+    client.write('GETINFO version\n');
+    expect(await upstream.readLine()).toBe('GETINFO version');
+    upstream.send('D 2.2.40\nOK\n');
+    expect(await client.readLine()).toBe('D 2.2.40');
+    expect(await client.readLine()).toBe('OK');
+    client.destroy();
+  }
+
   it('SIGHUP (an ssh session ending) drains like SIGTERM: the command in flight is answered, exit 0, socket removed', async () => {
     const socket = path.join(tempDir('hup.'), 'S.gpg-agent');
     const run = start(['--listen', socket, '--upstream', scripted.socket]);
@@ -223,6 +234,38 @@ describe('assuan-proxy CLI: hang-ups and output nobody reads', () => {
     await stdoutMatch(run, /shutting down/);
     upstream.send('D signature\nOK\n');
     expect(await client.rest()).toEqual(['D signature', 'OK']);
+    expect(await run.exited).toBe(0);
+    expect(fs.existsSync(socket)).toBe(false);
+  });
+
+  it('exits 0 on SIGTERM after the reader of its stdout and stderr has gone (`| head -1`), socket removed', async () => {
+    const socket = path.join(tempDir('gone.'), 'S.gpg-agent');
+    const run = start(['--listen', socket, '--upstream', scripted.socket]);
+    await listening(run);
+    await oneSession(socket);
+    await stdoutMatch(run, /session ended/);
+    // The reader goes away; the next log lines are the shutdown's own. Before the fix pino's exit hook retried
+    // its synchronous flush on EPIPE every 100 ms forever: the socket was removed but the process never exited.
+    run.child.stdout!.destroy();
+    run.child.stderr!.destroy();
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+    expect(fs.existsSync(socket)).toBe(false);
+  });
+
+  it('with stderr broken from the start and stdout broken once listening, serves sessions that log, then exits 0 on SIGTERM', async () => {
+    const dir = tempDir('broken.');
+    const socket = path.join(dir, 'S.gpg-agent');
+    const stderrFd = brokenPipe(dir);
+    const run = start(['--listen', socket, '--upstream', scripted.socket], { stderrFd });
+    fs.closeSync(stderrFd);
+    await stdoutMatch(run, /"msg":"listening"/);
+    run.child.stdout!.destroy();
+    // Before the fix the "listening on" message to the broken stderr was an unhandled EPIPE: exit 1, socket left.
+    const died = run.exited.then((code) => Promise.reject(new Error(`assuan-proxy exited (${code}) while serving`)));
+    died.catch(() => {}); // only raced below: its later rejection (the SIGTERM exit) is no failure
+    for (let i = 0; i < 3; i++) await Promise.race([oneSession(socket), died]);
+    run.child.kill('SIGTERM');
     expect(await run.exited).toBe(0);
     expect(fs.existsSync(socket)).toBe(false);
   });
