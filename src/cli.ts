@@ -48,8 +48,9 @@ Options:
                            {session, from, event, to} (no payload)
   --inspect [URL]          stream every machine to the XState/Stately inspector
                            over WebSocket (events and context sanitized). With
-                           no URL, a relay is started on 127.0.0.1:${DEFAULT_INSPECTOR_PORT}: open
-                           http://localhost:${DEFAULT_INSPECTOR_PORT}/ in a browser (see README)
+                           no URL, a relay is started on 127.0.0.1: open the
+                           page URL it prints in a browser (see README)
+  --inspect-port PORT      port of that relay (default ${DEFAULT_INSPECTOR_PORT}; 0 picks a free one)
   --ui [PORT]              serve the live view on http://127.0.0.1:PORT/
                            (default ${DEFAULT_UI_PORT}; loopback only, works offline)
   -h, --help               show this help
@@ -79,6 +80,7 @@ async function main(argv: string[]): Promise<number> {
         'log-format': { type: 'string' },
         'trace-transitions': { type: 'boolean' },
         inspect: { type: 'string' },
+        'inspect-port': { type: 'string' },
         ui: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -105,6 +107,7 @@ async function main(argv: string[]): Promise<number> {
   let responseTimeoutMs: number | undefined;
   let maxSessions: number | undefined;
   let inspectUrl: string | null | undefined;
+  let inspectPort = DEFAULT_INSPECTOR_PORT;
   try {
     connectTimeoutMs = milliseconds(values['connect-timeout'], '--connect-timeout');
     greetingTimeoutMs = milliseconds(values['greeting-timeout'], '--greeting-timeout');
@@ -116,6 +119,10 @@ async function main(argv: string[]): Promise<number> {
     if (values.deny) parseVerbs(values.deny, '--deny');
     uiPort = optionalPort(values.ui, '--ui', DEFAULT_UI_PORT);
     inspectUrl = optionalWebSocketUrl(values.inspect);
+    if (values['inspect-port'] !== undefined) {
+      if (inspectUrl !== null) throw new Error('--inspect-port is the port of the relay --inspect starts when given no URL');
+      inspectPort = optionalPort(values['inspect-port'], '--inspect-port', DEFAULT_INSPECTOR_PORT)!;
+    }
   } catch (err) {
     return usageError((err as Error).message);
   }
@@ -143,8 +150,9 @@ async function main(argv: string[]): Promise<number> {
   try {
     if (inspectUrl !== undefined) {
       if (inspectUrl === null) {
-        relay = await startInspectorRelay(DEFAULT_INSPECTOR_PORT).catch((err: unknown) => {
-          throw new ProxyStartError(`cannot start the inspector relay on 127.0.0.1:${DEFAULT_INSPECTOR_PORT}: ${startFailureMessage(err)}`);
+        relay = await startInspectorRelay(inspectPort).catch((err: unknown) => {
+          const message = isPortInUse(err) ? 'the port is in use (choose another one, e.g. --inspect-port 0)' : startFailureMessage(err);
+          throw new ProxyStartError(`cannot start the inspector relay on 127.0.0.1:${inspectPort}: ${message}`);
         });
       }
       inspector = streamToInspector(inspectUrl ?? relay!.streamUrl);
@@ -271,9 +279,12 @@ function optionalWebSocketUrl(text: string | undefined): string | null | undefin
 
 function startFailureMessage(err: unknown): string {
   if (err instanceof ProxyStartError) return err.message;
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'EADDRINUSE') return 'the port is in use (choose another one)';
+  if (isPortInUse(err)) return 'the port is in use (choose another one)';
   return (err as Error).stack ?? String(err);
+}
+
+function isPortInUse(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
 }
 
 function usageError(message: string): number {

@@ -31,9 +31,15 @@ export async function startInspectorRelay(port = DEFAULT_INSPECTOR_PORT): Promis
     res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
     res.end(bridgePage());
   });
-  const sockets = new WebSocketServer({
-    server,
-    verifyClient: ({ req }: { req: http.IncomingMessage }, accept: (ok: boolean, code?: number) => void) => accept(isLoopbackRequest(req), 403),
+  // noServer: upgrades are ours to check, and the HTTP server's errors (EADDRINUSE) stay with the caller of
+  // listen instead of being re-emitted on a WebSocketServer nobody listens to (an uncaught exception).
+  const sockets = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (req, socket, head) => {
+    if (!isLoopbackRequest(req)) {
+      socket.end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    sockets.handleUpgrade(req, socket, head, (ws) => sockets.emit('connection', ws, req));
   });
   const kept: string[] = [];
   sockets.on('connection', (socket) => {

@@ -1,12 +1,14 @@
 /** `--inspect`: a real gpg session streamed to a WebSocket receiver through our loopback relay, sanitized. */
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { startInspectorRelay, type InspectorRelay } from '../../src/inspect/relay.js';
-import { listening, runCli, stopCli } from '../support/cli.js';
-import { createAgentHome, createClientHome, generateKey, runTool, type AgentHome, type KeyInfo } from '../support/gnupg.js';
+import { listening, runCli, stderrMatch, stopCli } from '../support/cli.js';
+import { createAgentHome, createClientHome, generateKey, makeTempDir, runTool, type AgentHome, type KeyInfo } from '../support/gnupg.js';
 import { until } from '../support/sessions.js';
 
 const PASSPHRASE = 'inspector-must-not-see-this 7f3a';
@@ -74,8 +76,9 @@ describe('--inspect', () => {
       const events = all.filter((m) => m.type === '@xstate.event').map((m) => m.event!);
       expect(events).toContainEqual(expect.objectContaining({ type: 'CLIENT_LINE', kind: 'command', verb: 'PKSIGN' }));
       expect(events).toContainEqual(expect.objectContaining({ type: 'AGENT_LINE', kind: 'inquire', keyword: 'PASSPHRASE' }));
-      // The passphrase went through as a D line: the machine saw its kind and size only.
-      expect(events).toContainEqual(expect.objectContaining({ type: 'CLIENT_LINE', kind: 'data', bytes: expect.any(Number) }));
+      // The passphrase went through as a D line: the inspector sees its kind only, not even its size.
+      expect(events).toContainEqual({ type: 'CLIENT_LINE', kind: 'data', verb: 'D' });
+      expect(events.filter((e) => e.type === 'CLIENT_LINE' && e.kind === 'data').every((e) => !('bytes' in e))).toBe(true);
       const snapshots = all.filter((m) => m.type === '@xstate.snapshot');
       expect(snapshots.map((m) => m.snapshot?.value)).toContainEqual({ bufferingInquire: 'answering' });
 
@@ -107,5 +110,66 @@ describe('--inspect', () => {
     const run = runCli(['--inspect', url], {});
     expect(await run.exited).toBe(2);
     expect(run.stderr()).toContain('--inspect takes a ws:// or wss:// URL');
+  });
+
+  it.each([
+    [['--inspect', '--inspect-port', 'http'], "--inspect-port takes a TCP port number, not 'http'"],
+    [['--inspect', 'ws://127.0.0.1:9', '--inspect-port', '0'], '--inspect-port is the port of the relay --inspect starts when given no URL'],
+    [['--inspect-port', '0'], '--inspect-port is the port of the relay --inspect starts when given no URL'],
+  ])('refuses %j with a clear message and exit 2', async (args, message) => {
+    const run = runCli(args, {});
+    expect(await run.exited).toBe(2);
+    expect(run.stderr()).toContain(message);
+  });
+});
+
+/** Holds 127.0.0.1:port (or finds it held already): either way the port is busy for the proxy. */
+async function busyPort(port: number): Promise<{ port: number; release(): void }> {
+  const holder = net.createServer();
+  const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    holder.once('error', resolve);
+    holder.listen(port, '127.0.0.1', () => resolve(undefined));
+  });
+  if (error && error.code !== 'EADDRINUSE') throw error;
+  return { port: error ? port : (holder.address() as net.AddressInfo).port, release: () => holder.close() };
+}
+
+describe('--inspect relay port', () => {
+  it.each([
+    ['the default port 8080', () => ['--inspect'], 8080],
+    ['--inspect-port PORT', (port: number) => ['--inspect', '--inspect-port', String(port)], 0],
+  ] as const)('with %s busy: exit 1 with a one-line message, no stack trace, no socket left', async (_, args, wanted) => {
+    const busy = await busyPort(wanted);
+    const dir = makeTempDir('ibusy.');
+    try {
+      const socket = path.join(dir, 'S.gpg-agent');
+      const run = runCli(['--listen', socket, '--upstream', agent.socket, ...args(busy.port)], {});
+      // Before the fix the default port gave an unhandled EADDRINUSE with a stack, and --inspect-port did not exist.
+      expect(await run.exited).toBe(1);
+      expect(run.stderr()).toBe(`assuan-proxy: cannot start the inspector relay on 127.0.0.1:${busy.port}: the port is in use (choose another one, e.g. --inspect-port 0)\n`);
+      expect(fs.existsSync(socket)).toBe(false);
+    } finally {
+      busy.release();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('--inspect-port 0 starts the relay on a free port, named in the page URL it prints', async () => {
+    const dir = makeTempDir('iport.');
+    const run = runCli(['--listen', path.join(dir, 'S.gpg-agent'), '--upstream', agent.socket, '--inspect', '--inspect-port', '0'], {});
+    try {
+      const [, port] = await stderrMatch(run, /Inspector: open http:\/\/localhost:(\d+)\//);
+      expect(Number(port)).toBeGreaterThan(0);
+      const page = await new Promise<number>((resolve, reject) =>
+        http.get({ host: '127.0.0.1', port: Number(port), path: '/', headers: { Host: `localhost:${port}` } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        }).on('error', reject),
+      );
+      expect([200, 401]).toContain(page);
+    } finally {
+      expect(await stopCli(run)).toBe(0);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
