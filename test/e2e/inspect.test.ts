@@ -49,7 +49,7 @@ function get(path: string, headers: Record<string, string>): Promise<number> {
 describe('--inspect', () => {
   it('streams actor, event and snapshot messages of a real gpg signing session, with no passphrase in any of them', async () => {
     // A viewer on the relay, as the inspector page is.
-    const viewer = new WebSocket(relay.streamUrl);
+    const viewer = new WebSocket(relay.viewerUrl);
     await once(viewer, 'open');
     const raw: string[] = [];
     viewer.on('message', (data) => raw.push(data.toString()));
@@ -93,15 +93,20 @@ describe('--inspect', () => {
   });
 
   it('the relay serves its page and socket to loopback names only, and refuses other sites in the browser', async () => {
-    expect(await get('/', { Host: `localhost:${relay.port}` })).toBe(200);
-    expect(await get('/', { Host: `127.0.0.1:${relay.port}` })).toBe(200);
-    // DNS rebinding: a foreign name pointing at 127.0.0.1.
-    expect(await get('/', { Host: `attacker.example:${relay.port}` })).toBe(403);
-    // A page from another site opening a WebSocket to the relay.
-    const foreign = new WebSocket(relay.streamUrl, { origin: 'https://attacker.example' });
-    const [err] = (await once(foreign, 'error')) as [Error];
-    expect(err.message).toContain('403');
-    const local = new WebSocket(relay.streamUrl, { origin: `http://localhost:${relay.port}` });
+    const withToken = new URL(relay.pageUrl);
+    const pathWithToken = withToken.pathname + withToken.search;
+    // The token is right: a redirect that sets the cookie.
+    expect(await get(pathWithToken, { Host: `localhost:${relay.port}` })).toBe(302);
+    expect(await get(pathWithToken, { Host: `127.0.0.1:${relay.port}` })).toBe(302);
+    // DNS rebinding: a foreign name pointing at 127.0.0.1, even with the token.
+    expect(await get(pathWithToken, { Host: `attacker.example:${relay.port}` })).toBe(403);
+    // A page from another site opening a WebSocket to the relay, viewer or publisher.
+    for (const url of [relay.viewerUrl, relay.streamUrl]) {
+      const foreign = new WebSocket(url, { origin: 'https://attacker.example' });
+      const [err] = (await once(foreign, 'error')) as [Error];
+      expect(err.message).toContain('403');
+    }
+    const local = new WebSocket(relay.viewerUrl, { origin: `http://localhost:${relay.port}` });
     await once(local, 'open');
     local.close();
   });
@@ -158,15 +163,17 @@ describe('--inspect relay port', () => {
     const dir = makeTempDir('iport.');
     const run = runCli(['--listen', path.join(dir, 'S.gpg-agent'), '--upstream', agent.socket, '--inspect', '--inspect-port', '0'], {});
     try {
-      const [, port] = await stderrMatch(run, /Inspector: open http:\/\/localhost:(\d+)\//);
+      const [, port, token] = await stderrMatch(run, /Inspector: open http:\/\/localhost:(\d+)\/\?token=([A-Za-z0-9_-]{43}) /);
       expect(Number(port)).toBeGreaterThan(0);
-      const page = await new Promise<number>((resolve, reject) =>
-        http.get({ host: '127.0.0.1', port: Number(port), path: '/', headers: { Host: `localhost:${port}` } }, (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
-        }).on('error', reject),
-      );
-      expect([200, 401]).toContain(page);
+      const page = (path: string) =>
+        new Promise<number>((resolve, reject) =>
+          http.get({ host: '127.0.0.1', port: Number(port), path, headers: { Host: `localhost:${port}` } }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          }).on('error', reject),
+        );
+      expect(await page(`/?token=${token}`)).toBe(302);
+      expect(await page('/')).toBe(401);
     } finally {
       expect(await stopCli(run)).toBe(0);
       fs.rmSync(dir, { recursive: true, force: true });
