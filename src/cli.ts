@@ -49,10 +49,12 @@ Options:
   --inspect [URL]          stream every machine to the XState/Stately inspector
                            over WebSocket (events and context sanitized). With
                            no URL, a relay is started on 127.0.0.1: open the
-                           page URL it prints in a browser (see README)
+                           page URL it prints, with its access token, in a
+                           browser (see README)
   --inspect-port PORT      port of that relay (default ${DEFAULT_INSPECTOR_PORT}; 0 picks a free one)
   --ui [PORT]              serve the live view on http://127.0.0.1:PORT/
-                           (default ${DEFAULT_UI_PORT}; loopback only, works offline)
+                           (default ${DEFAULT_UI_PORT}; loopback only, works offline;
+                           open the URL it prints, with its access token)
   -h, --help               show this help
 `;
 

@@ -20,6 +20,27 @@ const STRING_FIELDS: ReadonlySet<string> = new Set([
 
 const MAX_DEPTH = 4;
 
+/**
+ * The size of an answer to an INQUIRE can be a secret's size (a passphrase, a PIN, key data). While a session
+ * has an INQUIRE open (its context's `inquire` is not empty), the client's events leave without their `bytes`
+ * field. The session runtime already leaves it out for secret inquiries; this holds whatever it does. The
+ * check is made when the actor reports the event, before the inspector library defers anything.
+ */
+export function withoutInquirySizes<T extends { type: string; actorRef?: unknown; snapshot?: unknown; event?: unknown }>(inspection: T): T {
+  if (inspection.type !== '@xstate.event' && inspection.type !== '@xstate.snapshot') return inspection;
+  const event = inspection.event as { type?: unknown; bytes?: unknown } | undefined;
+  if (typeof event?.type !== 'string' || !event.type.startsWith('CLIENT_') || !('bytes' in event)) return inspection;
+  const current = (inspection.actorRef as { getSnapshot?: () => unknown } | undefined)?.getSnapshot?.();
+  if (!inquiryOpen(inspection.snapshot) && !inquiryOpen(current)) return inspection;
+  const { bytes: _hidden, ...rest } = event;
+  return { ...inspection, event: rest };
+}
+
+function inquiryOpen(snapshot: unknown): boolean {
+  const inquire = (snapshot as { context?: { inquire?: unknown } } | undefined)?.context?.inquire;
+  return typeof inquire === 'string' && inquire !== '';
+}
+
 export function sanitizeRecord(value: unknown, depth = 0): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (typeof value !== 'object' || value === null || depth > MAX_DEPTH) return out;

@@ -5,7 +5,7 @@
  */
 import { createWebSocketInspector } from '@statelyai/inspect';
 import type { InspectionEvent } from 'xstate';
-import { sanitizeContext, sanitizeEvent } from './sanitize.js';
+import { sanitizeContext, sanitizeEvent, withoutInquirySizes } from './sanitize.js';
 
 export interface InspectorStream {
   /** Give this to the proxy's `inspect` option. */
@@ -17,7 +17,7 @@ export interface InspectorStream {
  * Connects to a WebSocket inspector endpoint (a relay the Stately inspector page listens to). Until it is
  * reachable the last 200 messages are kept and the connection is retried every 5 s (the library's behaviour).
  * Only actor, event and snapshot messages are sent: the library drops `@xstate.action` (whose params could
- * carry anything) and microsteps.
+ * carry anything) and microsteps. While a session has an INQUIRE open, its client's events go without their size.
  */
 export function streamToInspector(url: string): InspectorStream {
   const inspector = createWebSocketInspector({
@@ -26,7 +26,7 @@ export function streamToInspector(url: string): InspectorStream {
     sanitizeContext,
   });
   return {
-    inspect: (event) => inspector.inspect.next?.(event),
+    inspect: (event) => inspector.inspect.next?.(withoutInquirySizes(event)),
     stop: () => inspector.stop(),
   };
 }

@@ -4,6 +4,9 @@
  * `npm run diagrams` does), highlights the states live actors are in, and lists sessions with their recent
  * transitions. Updates are pushed as Server-Sent Events: every actor opening, transition and ending at once,
  * and session statistics (verb, age, bytes) every second while a page is open.
+ *
+ * Any local user can reach a loopback port: every request needs the token printed at start, or the cookie it
+ * buys (see ../http/viewerAccess.ts), and viewers are capped.
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -13,11 +16,16 @@ import { fileURLToPath } from 'node:url';
 import type { AnyStateMachine } from 'xstate';
 import { toMermaid } from '../machineTools/mermaid.js';
 import { closeServer, isLoopbackRequest, listenOnLoopback, refuse } from '../http/loopback.js';
+import { ViewerAccess } from '../http/viewerAccess.js';
 import type { SessionInfo } from '../session.js';
 import type { LiveActors, LiveChange } from './liveActors.js';
 
 export const DEFAULT_UI_PORT = 7878;
 const STATS_INTERVAL_MS = 1_000;
+/** Event streams open at once; the next page gets 503. */
+export const MAX_LIVE_VIEWERS = 16;
+/** Queued for a page that does not keep up; past this it is dropped (it reconnects and starts from `init`). */
+const MAX_VIEWER_BACKLOG_BYTES = 1024 * 1024;
 
 export interface LiveViewSource {
   socketPath: string;
@@ -34,6 +42,7 @@ export interface LiveViewOptions {
 }
 
 export interface LiveView {
+  /** The URL to open, with the access token. */
   url: string;
   close(): Promise<void>;
 }
@@ -59,9 +68,11 @@ export async function startLiveView(options: LiveViewOptions): Promise<LiveView>
   const { actors, proxy } = options;
   const diagrams = options.machines.map((machine) => ({ name: machine.id, mermaid: toMermaid(machine) }));
   const viewers = new Set<http.ServerResponse>();
+  const access = new ViewerAccess();
 
   const server = http.createServer((req, res) => {
     if (!isLoopbackRequest(req) || req.method !== 'GET') return refuse(res);
+    if (!access.admit(req, res, SECURITY_HEADERS)) return;
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (url.pathname === '/events') return openStream(res);
     const asset = STATIC[url.pathname];
@@ -74,28 +85,30 @@ export async function startLiveView(options: LiveViewOptions): Promise<LiveView>
   });
 
   function openStream(res: http.ServerResponse): void {
+    if (viewers.size >= MAX_LIVE_VIEWERS) {
+      res.writeHead(503, { ...SECURITY_HEADERS, 'Content-Type': 'text/plain; charset=utf-8' }).end('Too many viewers.\n');
+      return;
+    }
     res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': 'text/event-stream', Connection: 'keep-alive' });
     viewers.add(res);
     res.on('close', () => viewers.delete(res));
-    send(res, 'init', {
+    res.write(serverSentEvent('init', {
       socketPath: proxy.socketPath,
       upstreamPath: proxy.upstreamPath,
       diagrams,
       actors: actors.list(),
       sessions: proxy.sessions(),
-    });
-  }
-
-  function send(res: http.ServerResponse, type: string, data: unknown): void {
-    res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+    }));
   }
 
   function broadcast(type: string, data: unknown): void {
+    // Serialized once, the same bytes for every page.
+    const message = serverSentEvent(type, data);
     for (const res of viewers) {
       // A page that does not keep up is dropped (it reconnects and starts from a fresh `init`), so a slow
       // viewer cannot make the proxy buffer without bound.
-      if (res.writableLength > 1024 * 1024) res.destroy();
-      else send(res, type, data);
+      if (res.writableLength > MAX_VIEWER_BACKLOG_BYTES) res.destroy();
+      else res.write(message);
     }
   }
 
@@ -109,7 +122,7 @@ export async function startLiveView(options: LiveViewOptions): Promise<LiveView>
 
   const port = await listenOnLoopback(server, options.port ?? DEFAULT_UI_PORT);
   return {
-    url: `http://127.0.0.1:${port}/`,
+    url: access.withToken(`http://127.0.0.1:${port}/`),
     async close() {
       clearInterval(stats);
       unsubscribe();
@@ -117,4 +130,8 @@ export async function startLiveView(options: LiveViewOptions): Promise<LiveView>
       await closeServer(server);
     },
   };
+}
+
+function serverSentEvent(type: string, data: unknown): Buffer {
+  return Buffer.from(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
 }

@@ -61,10 +61,17 @@ async function recordRowStates(): Promise<void> {
 }
 
 describe('--ui live view', () => {
-  it('loads offline: both machine diagrams drawn, the server shown listening, no session yet', async () => {
+  it('loads offline from the printed URL (its token buys a cookie): both machine diagrams drawn, the server shown listening, no session yet', async () => {
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[A-Za-z0-9_-]{43}$/);
+    const bare = url.replace(/\?.*$/, '');
+    // Another local user, without the token.
+    expect((await fetch(bare)).status).toBe(401);
+    expect((await fetch(`${bare}events`)).status).toBe(401);
     const failed: string[] = [];
     page.on('requestfailed', (req) => failed.push(req.url()));
     await page.goto(url);
+    // Redirected to the URL without the token; the page, its assets and its event stream go by the cookie.
+    expect(page.url()).toBe(bare);
     await page.waitForSelector('body[data-ready="true"]');
     expect(await page.locator('.diagram[data-machine="session"] svg').count()).toBe(1);
     expect(await page.locator('.diagram[data-machine="server"] svg').count()).toBe(1);
