@@ -31,7 +31,7 @@ describe('assuan-proxy CLI', () => {
   it('--help explains the options and exits 0', async () => {
     const run = runCli(['--help'], {});
     expect(await run.exited).toBe(0);
-    for (const flag of ['--listen', '--upstream', '--log-level', '--connect-timeout', '--greeting-timeout', '--idle-timeout', '--response-timeout', '--max-sessions', '--restricted', '--allow', '--deny', '--inspect', '--ui']) expect(run.stdout()).toContain(flag);
+    for (const flag of ['--listen', '--upstream', '--log-level', '--connect-timeout', '--greeting-timeout', '--idle-timeout', '--response-timeout', '--max-sessions', '--restricted', '--allow', '--deny', '--inspect', '--inspect-port', '--ui']) expect(run.stdout()).toContain(flag);
   });
 
   it.each([
