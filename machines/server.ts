@@ -77,7 +77,19 @@ export const serverMachine = serverSetup.createMachine({
     draining: {
       entry: ['stopAccepting', 'stopSessions'],
       always: { guard: 'noOpenSessions', target: 'closed' },
-      after: { drainTimeout: { target: 'closed', actions: 'stopSessionsNow' } },
+      after: { drainTimeout: 'closingSessions' },
+      on: {
+        SESSION_ENDED: { actions: endSession },
+        SHUTDOWN: {},
+      },
+    },
+    /**
+     * The drain time is up: the remaining sessions are closed now, and each still ends with its record (a session
+     * waits at most its close grace for its sockets), so the server stops only after the last one.
+     */
+    closingSessions: {
+      entry: 'stopSessionsNow',
+      always: { guard: 'noOpenSessions', target: 'closed' },
       on: {
         SESSION_ENDED: { actions: endSession },
         SHUTDOWN: {},

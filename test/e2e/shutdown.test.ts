@@ -92,6 +92,8 @@ describe('shutdown', () => {
     await upstream.readLine();
     // The agent never answers (a pinentry nobody attends to).
     await proxy.proxy.close();
+    // The session cut at the drain timeout still ended with its record before close() resolved.
+    expect(proxy.logs.filter((r) => r.msg === 'session ended')).toEqual([expect.objectContaining({ outcome: 'closed' })]);
     expect(await client.rest()).toEqual([]);
     expect(taken).toEqual(expect.arrayContaining(['server.draining|after drainTimeout#0', 'session|STOP_NOW#0']));
     await proxy.close();
@@ -101,10 +103,18 @@ describe('shutdown', () => {
     const { proxy, taken } = await proxyWithTrace({ drainTimeoutMs: 50, closeGraceMs: 60_000 });
     const { client, upstream } = await lingeringAfterBye(proxy.socket, agent);
     await until(() => proxy.proxy.sessions()[0]?.state === 'closing');
-    await proxy.proxy.close();
-    expect(taken).toEqual(expect.arrayContaining(['session.closing|STOP#0', 'session.closing|STOP_NOW#0']));
+    const closed = proxy.proxy.close();
+    await until(() => taken.includes('session.closing|STOP_NOW#0'));
+    expect(taken).toContain('session.closing|STOP#0');
+    // A second shutdown request (npm relays Ctrl-C) while the last sessions close changes nothing.
+    void proxy.proxy.close();
+    expect(taken).toContain('server.closingSessions|SHUTDOWN#0');
+    // Past the drain time the server still waits for the session's own end, so that it leaves its record.
+    expect(proxy.proxy.sessionCount).toBe(1);
     client.destroy();
     upstream.destroy();
+    await closed;
+    expect(proxy.logs.filter((r) => r.msg === 'session ended')).toHaveLength(1);
     await proxy.close();
   });
 

@@ -4,7 +4,7 @@ import { createActor, SimulatedClock, transition, type AnyMachineSnapshot } from
 import { serverMachine, type ServerContext, type ServerEvent } from '../../machines/server.js';
 import { reachability } from '../support/reachability.js';
 
-const STATES = ['starting', 'listening', 'draining', 'closed', 'failed'] as const;
+const STATES = ['starting', 'listening', 'draining', 'closingSessions', 'closed', 'failed'] as const;
 type State = (typeof STATES)[number];
 type EventType = ServerEvent['type'];
 type Outcome = State | 'stay' | 'reject' | 'final';
@@ -24,6 +24,8 @@ const SPEC: Record<State, Record<EventType, Outcome>> = {
   listening: { LISTENING: 'reject', LISTEN_FAILED: 'reject', SESSION_OPENED: 'stay', SESSION_ENDED: 'stay', SHUTDOWN: 'draining' },
   // No connection is accepted once draining; a repeated SHUTDOWN (npm relays Ctrl-C) changes nothing.
   draining: { LISTENING: 'reject', LISTEN_FAILED: 'reject', SESSION_OPENED: 'reject', SESSION_ENDED: 'stay', SHUTDOWN: 'stay' },
+  // Past the drain time: the remaining sessions are being closed; each still ends (and logs) before the server.
+  closingSessions: { LISTENING: 'reject', LISTEN_FAILED: 'reject', SESSION_OPENED: 'reject', SESSION_ENDED: 'stay', SHUTDOWN: 'stay' },
   closed: allFinal,
   failed: allFinal,
 };
@@ -104,7 +106,7 @@ describe('server machine lifecycle', () => {
     expect(effects).toEqual(['listen', 'stopAccepting', 'stopSessions', 'removeSocket']);
   });
 
-  it('past the drain timeout the remaining sessions are closed and the server is done', () => {
+  it('past the drain timeout the remaining sessions are closed, and the server is done once they have ended', () => {
     const { actor, clock, effects } = harness();
     actor.send({ type: 'LISTENING' });
     actor.send({ type: 'SESSION_OPENED' });
@@ -112,6 +114,9 @@ describe('server machine lifecycle', () => {
     clock.increment(999);
     expect(actor.getSnapshot().value).toBe('draining');
     clock.increment(1);
+    // Stopping here would let the process exit before the session's own end (and its record).
+    expect(actor.getSnapshot().value).toBe('closingSessions');
+    actor.send({ type: 'SESSION_ENDED' });
     expect(actor.getSnapshot().value).toBe('closed');
     expect(effects).toEqual(['listen', 'stopAccepting', 'stopSessions', 'stopSessionsNow', 'removeSocket']);
   });

@@ -62,10 +62,13 @@ export function reachability(
       for (const t of machine.getTransitionData(snapshot as never, event as never)) {
         const key = transitionKey(t);
         if (key) taken.add(key);
-        // An eventless transition of a state entered here is taken if its guard holds for the context produced.
+        // An eventless transition of a state entered here (or, for a transition with no target, of a state the
+        // machine stays in) is taken if its guard holds for the context produced.
         const [next] = transition(machine, snapshot as never, event as never);
-        for (const target of t.target ?? []) {
-          for (const node of allNodes(target)) {
+        const targets: AnyStateNode[] = t.target?.length ? [...t.target] : (snapshot as unknown as { _nodes: AnyStateNode[] })._nodes;
+        for (const target of targets) {
+          // A target's ancestors are active after the transition too, and XState checks their eventless transitions.
+          for (const node of t.target?.length ? [...allNodes(target), ...ancestors(target)] : [target]) {
             (node.always ?? []).forEach((always, i) => {
               if (holds(always.guard, next.context)) taken.add(`${node.id}|always#${i}`);
             });
@@ -76,4 +79,10 @@ export function reachability(
   }
   const defined = definedTransitions(machine).map((t) => t.key);
   return { unreachedStates, untakenTransitions: defined.filter((k) => !taken.has(k)), definedCount: defined.length };
+}
+
+function ancestors(node: AnyStateNode): AnyStateNode[] {
+  const out: AnyStateNode[] = [];
+  for (let parent = node.parent; parent; parent = parent.parent) out.push(parent);
+  return out;
 }
