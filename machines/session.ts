@@ -11,21 +11,25 @@
  */
 import { and, assign, setup } from 'xstate';
 import type { AgentLineKind, ClientLineKind, CommandVerb } from '../src/protocol/classify.js';
+import { inquiryTakesData } from '../src/protocol/inquiries.js';
 
-/** A client mistake the proxy answers itself, with an ERR line, instead of passing it to the agent. */
 /**
  * What the proxy answers itself, in place of the agent: an ERR for a line it refused (too long, a `%` escape that
- * wedges gpg-agent, a command the policy forbids), or OK to `GETINFO restricted` in restricted mode.
+ * wedges gpg-agent, a line the session's policy forbids).
  */
-export type ProxyAnswer = 'lineTooLong' | 'malformedEscape' | 'forbidden' | 'restrictedOk';
+export type ProxyAnswer = 'lineTooLong' | 'malformedEscape' | 'forbidden';
 
 /** Why a session ended abnormally. `code` is a socket error code such as ECONNREFUSED, or EOF. */
 export type SessionFailure =
   | { reason: 'connectFailed'; code: string }
   | { reason: 'connectTimeout'; attempts: number }
   | { reason: 'greetingTimeout' }
-  /** The client sent no complete command within the idle timeout after the greeting. */
+  /** The agent refused `OPTION pretend-request-origin=remote` (restricted mode cannot be enforced by the agent). */
+  | { reason: 'restrictFailed' }
+  /** The client sent no complete command within the idle timeout (after the greeting, or after its last answer). */
   | { reason: 'idleTimeout' }
+  /** The client did not finish answering an INQUIRE within the inquiry timeout. */
+  | { reason: 'inquiryTimeout' }
   /** The agent did not start answering a request within the response timeout (off unless configured). */
   | { reason: 'responseTimeout' }
   | { reason: 'badGreeting' }
@@ -35,12 +39,15 @@ export type SessionFailure =
   /** Set by the runtime, never by the machine: an effect threw (a bug), and the session was ended. */
   | { reason: 'internalError' };
 
+/** The rule of the session's policy that refused a line (see src/policy.ts). */
+export type PolicyRule = 'deny' | 'allow' | 'restricted';
+
 export interface SessionContext {
   readonly sessionId: string;
   /** Connection attempts to the agent so far (retried while its listen queue is full). */
   connectAttempts: number;
   /** Verb of the last command sent to the agent. */
-  command: CommandVerb;
+  command: string;
   /** Keyword of the open INQUIRE, '' when none. */
   inquire: string;
   /** The client has finished sending (EOF) and all it sent has been taken: nothing more will come from it. */
@@ -49,9 +56,13 @@ export interface SessionContext {
   stopRequested: boolean;
   /** An ERR the client is owed in place of the agent's answer, after the proxy refused one of its lines. */
   owedAnswer: ProxyAnswer | null;
+  /** Verb of the last line the policy refused ('' when none), for the ERR that names it. */
+  refusedVerb: string;
   failure: SessionFailure | null;
   /** The response timeout applies (it is off unless configured). */
   readonly responseTimeoutOn: boolean;
+  /** Restricted mode: the agent itself is asked to treat this connection as remote before any client command. */
+  readonly restrictAgent: boolean;
 }
 
 export type SessionEvent =
@@ -63,7 +74,12 @@ export type SessionEvent =
   | { type: 'AGENT_CLOSED'; code: string }
   /** Bytes of a command line have arrived, its LF not yet. */
   | { type: 'CLIENT_PARTIAL'; bytes: number }
-  | { type: 'CLIENT_LINE'; kind: ClientLineKind; verb: CommandVerb; bytes: number }
+  /**
+   * A complete client line. `refusedBy` names the policy rule that forbids it as a command (absent: allowed);
+   * whether it is a command depends on where the agent's reader is. `bytes` is absent for the answer to an
+   * INQUIRE whose answer is secret: not even its length is published.
+   */
+  | { type: 'CLIENT_LINE'; kind: ClientLineKind; verb: CommandVerb; bytes?: number; refusedBy?: PolicyRule }
   | { type: 'CLIENT_LINE_TOO_LONG'; bytes: number }
   /** The client finished sending, and every line it sent before has been taken by the machine. */
   | { type: 'CLIENT_EOF' }
@@ -75,7 +91,7 @@ export type SessionEvent =
   | { type: 'STOP' }
   /** The server's drain time is up: close now, gracefully. */
   | { type: 'STOP_NOW' }
-  /** Raised by the machine itself, `idleTimeout` after the greeting, unless a command came first. */
+  /** Raised by the machine itself, `idleTimeout` after the greeting or the last answer, unless a command came first. */
   | { type: 'IDLE_TIMEOUT' }
   /** Raised by the machine itself, `responseTimeout` after a request reached the agent (only when configured). */
   | { type: 'RESPONSE_TIMEOUT' };
@@ -85,12 +101,14 @@ export type SessionEventType = SessionEvent['type'];
 export interface SessionInput {
   sessionId: string;
   responseTimeoutOn?: boolean;
+  restrictAgent?: boolean;
 }
 
 const agentKind = (event: SessionEvent): AgentLineKind | undefined =>
   event.type === 'AGENT_LINE' ? event.kind : undefined;
 const clientKind = (event: SessionEvent): ClientLineKind | undefined =>
   event.type === 'CLIENT_LINE' ? event.kind : undefined;
+const refused = (event: SessionEvent): boolean => event.type === 'CLIENT_LINE' && event.refusedBy !== undefined;
 
 const session = setup({
   types: {
@@ -102,6 +120,8 @@ const session = setup({
   actions: {
     /** Open the upstream connection to gpg-agent. */
     dialAgent: () => {},
+    /** Send `OPTION pretend-request-origin=remote` to the agent: from now on it runs this connection restricted. */
+    restrictAgent: () => {},
     /** Write the agent line of the current event to the client, unchanged. */
     relayToClient: () => {},
     /** Write the client line of the current event to the agent, unchanged. */
@@ -112,17 +132,22 @@ const session = setup({
     discardClientLine: () => {},
     /** Drop the agent line of the current event (the client is owed the proxy's own answer instead). */
     discardAgentLine: () => {},
-    /** End the open INQUIRE at the agent with CAN, in place of a client answer the proxy refused. */
+    /** End the open INQUIRE at the agent with CAN, in place of a client line the proxy refused. */
     cancelAgentInquiry: () => {},
-    /** Write the proxy's ERR line for a client line it refused. */
-    /** Write the proxy's own answer (an ERR line, or OK) for a client line that did not go to the agent. */
+    /** Write the proxy's own ERR line for a client line that did not go to the agent. */
     answerClient: (_, _params: { answer: ProxyAnswer | null }) => {},
+    /** Record (and log) that the policy refused the current client line, read as a command or inside an INQUIRE. */
+    noteRefusal: (_, _params: { verb: CommandVerb; rule: PolicyRule | undefined; during: 'command' | 'inquire' }) => {},
     beginCommand: (_, _params: { verb: CommandVerb }) => {},
     endCommand: (_, _params: { outcome: CommandOutcome }) => {},
     /** Tell the client why the session failed (one ERR line), then tear both connections down. */
     abortSession: (_, _params: { failure: SessionFailure | null }) => {},
-    /** Pass the client's EOF on to the agent (half-close), as a byte pipe would: it finishes the command, then closes. */
-    endAgentInput: () => {},
+    /**
+     * Pass the client's EOF on to the agent (half-close), as a byte pipe would: the agent finishes the command (an
+     * open INQUIRE fails with End of file), then closes. `withPartialLine`: inside an INQUIRE the bytes of an
+     * unfinished last line go first, so the agent answers as it would directly (Incomplete line).
+     */
+    endAgentInput: (_, _params: { withPartialLine: boolean }) => {},
     /** End both connections once what is queued has been written. */
     closeGracefully: () => {},
     /** Close both connections now. */
@@ -136,6 +161,8 @@ const session = setup({
       return kind === 'status' || kind === 'comment' || kind === 'data' || kind === 'end';
     },
     agentInquire: ({ event }) => agentKind(event) === 'inquire',
+    /** An INQUIRE whose reader takes no data (PINENTRY_LAUNCHED): a D line ends it, as any other line does. */
+    agentInquireNoData: ({ event }) => event.type === 'AGENT_LINE' && event.kind === 'inquire' && !inquiryTakesData(event.keyword),
     agentOk: ({ event }) => agentKind(event) === 'ok',
     agentErr: ({ event }) => agentKind(event) === 'err',
     agentFinal: ({ event }) => agentKind(event) === 'ok' || agentKind(event) === 'err',
@@ -144,42 +171,36 @@ const session = setup({
     owesAnswer: ({ context }) => context.owedAnswer !== null,
     /** The agent's listen queue is full (EAGAIN on a Unix socket): it is there, just busy. */
     connectRetryable: ({ event }) => event.type === 'AGENT_CONNECT_FAILED' && event.code === 'EAGAIN',
+    restrictAgent: ({ context }) => context.restrictAgent,
     clientEnded: ({ context }) => context.clientEnded,
     /** Nothing more will be taken from the client: it ended, or the server is shutting down. */
     noMoreCommands: ({ context }) => context.clientEnded || context.stopRequested,
-    /**
-     * Outside an INQUIRE every line but `#` and empty is a command for the agent (it answers stray D/END/CAN too),
-     * unless the session's policy keeps it from the agent.
-     */
-    clientCommand: ({ event }) => {
-      const kind = clientKind(event);
-      return kind !== undefined && kind !== 'comment' && kind !== 'empty' && kind !== 'forbidden' && kind !== 'restrictedQuery';
-    },
-    /** A command the session's policy forbids (restricted mode, --deny, or not in --allow). */
-    clientForbidden: ({ event }) => clientKind(event) === 'forbidden',
-    /** `GETINFO restricted` in restricted mode: the proxy answers OK itself, as the agent's extra socket does. */
-    clientRestrictedQuery: ({ event }) => clientKind(event) === 'restrictedQuery',
+    /** `#` and empty lines: every reader of the agent skips them, and none answers them. */
     clientNoReply: ({ event }) => clientKind(event) === 'comment' || clientKind(event) === 'empty',
-    /** Lines that belong inside an INQUIRE answer. */
+    /** A line the policy forbids as a command. */
+    clientRefused: ({ event }) => refused(event),
+    /** Lines a data INQUIRE's reader takes as part of the answer. */
     clientInquiryData: ({ event }) => {
       const kind = clientKind(event);
       return kind === 'data' || kind === 'comment' || kind === 'empty';
     },
     clientMalformedData: ({ event }) => clientKind(event) === 'malformedData',
-    /** END, CAN…, or any other line: the agent's inquire reader ends the INQUIRE on each of them. */
-    clientEndsInquiry: ({ event }) => {
-      const kind = clientKind(event);
-      return kind === 'end' || kind === 'cancel' || kind === 'command' || kind === 'forbidden' || kind === 'restrictedQuery';
-    },
+    /** END or CAN…: the client's own end of its answer. */
+    clientEndsAnswer: ({ event }) => clientKind(event) === 'end' || clientKind(event) === 'cancel',
+    /** A D line (well-formed or not): ends an INQUIRE that takes no data. */
+    clientData: ({ event }) => clientKind(event) === 'data' || clientKind(event) === 'malformedData',
   },
   delays: {
     /** Bounds reaching the agent, retries included. */
     connectTimeout: 5_000,
     /** Wait before the next connection attempt: 10 ms, doubling, at most 250 ms. */
     retryBackoff: ({ context }) => Math.min(10 * 2 ** Math.max(context.connectAttempts - 1, 0), 250),
+    /** For the agent's greeting, and for its answer to the proxy's own OPTION in restricted mode. */
     greetingTimeout: 5_000,
-    /** From the greeting to the client's first complete command. */
+    /** From the greeting, or the end of the last answer, to the client's next complete command. */
     idleTimeout: 60_000,
+    /** From an INQUIRE reaching the client to the end of its answer (a person may be typing a passphrase). */
+    inquiryTimeout: 300_000,
     /** From a request reaching the agent to the agent's first line of answer (when responseTimeoutOn). */
     responseTimeout: 60_000,
     /** How long a closing session waits for its peers to close before destroying the sockets. */
@@ -200,12 +221,16 @@ const answerOwed = session.enqueueActions(({ context, enqueue }) => {
 });
 /*
  * The idle and response timers are delayed events the machine raises and cancels itself, rather than `after`
- * transitions: an `after` re-arms a timer on every entry to its state, i.e. twice per command on the hot path,
- * where these need one timer per session (idle) or none at all when off (response, the default).
+ * transitions: the idle timer runs while the session waits for a command, across ready and bufferingCommand and
+ * unmoved by `#` lines (a client must not hold its slot with comments), and the response timer costs nothing
+ * when off (the default).
  */
 const IDLE_TIMER = 'idleTimer';
 const RESPONSE_TIMER = 'responseTimer';
-const startIdleTimer = session.raise({ type: 'IDLE_TIMEOUT' } as const, { id: IDLE_TIMER, delay: 'idleTimeout' });
+const startIdleTimer = session.enqueueActions(({ enqueue }) => {
+  enqueue.cancel(IDLE_TIMER);
+  enqueue.raise({ type: 'IDLE_TIMEOUT' }, { id: IDLE_TIMER, delay: 'idleTimeout' });
+});
 const stopIdleTimer = session.cancel(IDLE_TIMER);
 const startResponseTimer = session.enqueueActions(({ context, enqueue }) => {
   if (context.responseTimeoutOn) enqueue.raise({ type: 'RESPONSE_TIMEOUT' }, { id: RESPONSE_TIMER, delay: 'responseTimeout' });
@@ -214,25 +239,41 @@ const stopResponseTimer = session.enqueueActions(({ context, enqueue }) => {
   if (context.responseTimeoutOn) enqueue.cancel(RESPONSE_TIMER);
 });
 
-/** A command the proxy answers itself: it is logged as a command, and never reaches the agent. */
-const answeredByProxy = (answer: ProxyAnswer) =>
-  session.enqueueActions(({ event, enqueue }) => {
-    const verb = event.type === 'CLIENT_LINE' ? event.verb : '';
-    enqueue.assign({ command: verb, owedAnswer: answer });
-    enqueue.cancel(IDLE_TIMER);
-    enqueue({ type: 'beginCommand', params: { verb } });
-    enqueue('discardClientLine');
-  });
+/** A command's answer is complete: the agent reads commands again, and the client has the idle timeout for its next. */
+const commandDone = (outcome: CommandOutcome) => [{ type: 'endCommand', params: { outcome } } as const, startIdleTimer];
 
-/** ready and bufferingCommand: a client line starts a command, or is a `#`/empty line the agent never answers. */
+/** Inside an INQUIRE the policy refused the current line: log it, and owe the client ERR Forbidden naming the verb. */
+const refuseInInquiry = session.enqueueActions(({ event, enqueue }) => {
+  if (event.type !== 'CLIENT_LINE') return;
+  enqueue({ type: 'noteRefusal', params: { verb: event.verb, rule: event.refusedBy, during: 'inquire' } });
+  enqueue.assign({ owedAnswer: 'forbidden', refusedVerb: event.verb });
+});
+
+/** A command the proxy answers itself: it is logged as a command, and never reaches the agent. */
+const refuseCommand = session.enqueueActions(({ event, enqueue }) => {
+  if (event.type !== 'CLIENT_LINE') return;
+  enqueue.assign({ command: event.verb, owedAnswer: 'forbidden', refusedVerb: event.verb });
+  enqueue.cancel(IDLE_TIMER);
+  enqueue({ type: 'beginCommand', params: { verb: event.verb } });
+  enqueue('discardClientLine');
+  enqueue({ type: 'noteRefusal', params: { verb: event.verb, rule: event.refusedBy, during: 'command' } });
+});
+
+/** Inside an INQUIRE, a line the policy forbids never reaches the agent: the inquiry is cancelled in its place. */
+const refuseInsideInquiry = ['discardClientLine', 'cancelAgentInquiry', refuseInInquiry] as const;
+
+/** ready and bufferingCommand: the agent's command loop reads the next line; the client's lines wait for it. */
 const awaitingCommand = session.createStateConfig({
   tags: ['clientInput'],
   on: {
-    // A client that connects and never sends a command would hold an agent connection for nothing.
-    IDLE_TIMEOUT: { target: 'closing', actions: failWith({ reason: 'idleTimeout' }) },
+    // A client that neither sends a command nor leaves would hold a session slot and an agent connection.
+    IDLE_TIMEOUT: { target: 'fatal', actions: failWith({ reason: 'idleTimeout' }) },
     CLIENT_LINE: [
+      { guard: 'clientNoReply', target: 'ready', actions: 'forwardToAgent' },
+      // Every other line is a command to the agent's command loop (it answers stray D/END/CAN too): the policy
+      // decides each of them.
+      { guard: 'clientRefused', target: 'error', actions: refuseCommand },
       {
-        guard: 'clientCommand',
         target: 'sendingToAgent',
         actions: [
           stopIdleTimer,
@@ -241,11 +282,8 @@ const awaitingCommand = session.createStateConfig({
           'forwardToAgent',
         ],
       },
-      { guard: 'clientNoReply', target: 'ready', actions: 'forwardToAgent' },
-      { guard: 'clientForbidden', target: 'error', actions: answeredByProxy('forbidden') },
-      { guard: 'clientRestrictedQuery', target: 'error', actions: answeredByProxy('restrictedOk') },
     ],
-    CLIENT_LINE_TOO_LONG: { target: 'error', actions: ['discardClientLine', assign({ owedAnswer: 'lineTooLong' })] },
+    CLIENT_LINE_TOO_LONG: { target: 'error', actions: [stopIdleTimer, 'discardClientLine', assign({ owedAnswer: 'lineTooLong' })] },
     CLIENT_EOF: 'closing',
     CLIENT_GONE: 'closing',
     AGENT_LINE: { target: 'fatal', actions: ['discardAgentLine', failWith({ reason: 'unsolicitedAgentOutput' })] },
@@ -255,7 +293,8 @@ const awaitingCommand = session.createStateConfig({
 
 /**
  * sendingToAgent, waitingForAgent, sendingToClient: a command is in flight and its answer is relayed line by line
- * as it arrives. OK/ERR end it; INQUIRE hands the turn to the client.
+ * as it arrives. OK/ERR end it; INQUIRE hands the turn to the client. The agent reads nothing meanwhile, so no
+ * client line is taken: what the client sends waits, in order, for the agent's command loop.
  */
 const relayingAnswer = session.createStateConfig({
   on: {
@@ -263,34 +302,35 @@ const relayingAnswer = session.createStateConfig({
       { guard: 'agentIntermediate', target: 'sendingToClient', actions: 'relayToClient' },
       // After the proxy has cancelled an INQUIRE for the client, a further INQUIRE is refused for it too.
       { guard: and(['agentInquire', 'owesAnswer']), actions: ['discardAgentLine', 'cancelAgentInquiry'] },
-      { guard: 'agentInquire', target: 'bufferingInquire', actions: 'relayToClient' },
-      {
-        guard: and(['agentFinal', 'owesAnswer']),
-        target: 'ready',
-        actions: ['discardAgentLine', answerOwed, { type: 'endCommand', params: { outcome: 'refused' } }],
-      },
-      { guard: 'agentOk', target: 'ready', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
-      { guard: 'agentErr', target: 'ready', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'err' } }] },
+      { guard: 'agentInquireNoData', target: 'bufferingInquire.acknowledging', actions: 'relayToClient' },
+      { guard: 'agentInquire', target: 'bufferingInquire.answering', actions: 'relayToClient' },
+      { guard: and(['agentFinal', 'owesAnswer']), target: 'ready', actions: ['discardAgentLine', answerOwed, ...commandDone('refused')] },
+      { guard: 'agentOk', target: 'ready', actions: ['relayToClient', ...commandDone('ok')] },
+      { guard: 'agentErr', target: 'ready', actions: ['relayToClient', ...commandDone('err')] },
       { guard: 'agentClosing', target: 'closing', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
       { target: 'fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
     ],
     AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
     CLIENT_GONE: 'closing',
-    // Delivered only once every line the client sent has gone to the agent; the answer is still relayed.
-    CLIENT_EOF: { actions: [session.assign({ clientEnded: true }), 'endAgentInput'] },
+    // Delivered only once every line the client sent has gone to the agent; the answer is still relayed. An
+    // unfinished last line goes too: should the command INQUIRE next, the agent's reader fails on it as directly.
+    CLIENT_EOF: { actions: [session.assign({ clientEnded: true }), { type: 'endAgentInput', params: { withPartialLine: true } }] },
     STOP: { actions: session.assign({ stopRequested: true }) },
   },
 });
 
-/** Agent lines while the client is answering an INQUIRE, before the proxy has refused any of the answer. */
-const agentLinesDuringInquire = session.createStateConfig({
+/**
+ * Agent lines while its inquiry reader is open. It cannot end the command before its reader returns, so OK/ERR
+ * here mean the inquiry was over at the agent already (one this model does not know, e.g. a daemon's inquiry
+ * that takes no data): the agent reads commands now, and so the client's next lines go to it as commands, as
+ * they would directly.
+ */
+const agentLinesDuringInquiry = session.createStateConfig({
   on: {
     AGENT_LINE: [
       { guard: 'agentIntermediate', actions: 'relayToClient' },
-      // The agent may end the command before the answer is complete (e.g. more data than INQUIRE_MAXLEN):
-      // the rest of the client's answer must then not reach the agent as commands.
-      { guard: 'agentOk', target: 'draining', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
-      { guard: 'agentErr', target: 'draining', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'err' } }] },
+      { guard: 'agentOk', target: '#session.ready', actions: ['relayToClient', ...commandDone('ok')] },
+      { guard: 'agentErr', target: '#session.ready', actions: ['relayToClient', ...commandDone('err')] },
       { guard: 'agentClosing', target: '#session.closing', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
       { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
     ],
@@ -307,8 +347,10 @@ export const sessionMachine = session.createMachine({
     clientEnded: false,
     stopRequested: false,
     owedAnswer: null,
+    refusedVerb: '',
     failure: null,
     responseTimeoutOn: input.responseTimeoutOn ?? false,
+    restrictAgent: input.restrictAgent ?? false,
   }),
   initial: 'connecting',
   on: {
@@ -359,8 +401,26 @@ export const sessionMachine = session.createMachine({
             AGENT_LINE: [
               // A server may send `#` lines before its OK greeting; libassuan clients skip them.
               { guard: 'agentComment', actions: 'relayToClient' },
+              { guard: and(['agentOk', 'restrictAgent']), target: 'restricting', actions: 'relayToClient' },
               { guard: 'agentOk', target: '#session.ready', actions: ['relayToClient', startIdleTimer] },
               { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'badGreeting' })] },
+            ],
+          },
+        },
+        /**
+         * Restricted mode: the proxy's own `OPTION pretend-request-origin=remote` goes first, so the agent itself
+         * runs this connection as its extra socket would (its rules, a passphrase cache of its own, the remote-site
+         * note in the pinentry). Its answer is the proxy's, not the client's; client lines wait meanwhile.
+         */
+        restricting: {
+          entry: 'restrictAgent',
+          after: { greetingTimeout: { target: '#session.fatal', actions: failWith({ reason: 'greetingTimeout' }) } },
+          on: {
+            AGENT_LINE: [
+              { guard: 'agentIntermediate', actions: 'discardAgentLine' },
+              { guard: 'agentOk', target: '#session.ready', actions: ['discardAgentLine', startIdleTimer] },
+              { guard: 'agentErr', target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'restrictFailed' })] },
+              { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
             ],
           },
         },
@@ -401,83 +461,104 @@ export const sessionMachine = session.createMachine({
       },
     },
 
+    /**
+     * The agent's inquiry reader is open: the client's lines are its answer until one ends the inquiry at the
+     * agent. After that line the agent reads nothing until the command ends, so the proxy takes nothing either.
+     */
     bufferingInquire: {
-      // inquiry: client D lines are the answer's data, each handled as the one before it (the runtime batches them).
-      tags: ['clientInput', 'inquiry'],
+      tags: ['clientInput'],
       initial: 'answering',
       entry: assign({ inquire: ({ event }) => (event.type === 'AGENT_LINE' ? event.keyword : '') }),
       exit: assign({ inquire: '' }),
-      // An INQUIRE for a client that has already ended can never be answered.
-      always: { guard: 'clientEnded', target: 'closing' },
+      // A person may take a while to type a passphrase; a client that never answers must not hold the slot.
+      after: { inquiryTimeout: { target: 'fatal', actions: failWith({ reason: 'inquiryTimeout' }) } },
+      // The client ended while the command was in flight: the agent already has our EOF and its reader fails on it.
+      always: { guard: 'clientEnded', target: 'waitingForAgent' },
       on: {
-        CLIENT_EOF: 'closing',
+        // Half-close: the agent reads EOF inside its inquiry and answers (ERR End of file), as it would directly.
+        CLIENT_EOF: {
+          target: 'waitingForAgent',
+          actions: [session.assign({ clientEnded: true }), { type: 'endAgentInput', params: { withPartialLine: true } }],
+        },
         CLIENT_GONE: 'closing',
         AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
         // The INQUIRE is part of the command in flight: the client may still answer it.
         STOP: { actions: session.assign({ stopRequested: true }) },
       },
       states: {
-        /** The client's D lines go to the agent until END or CAN. */
+        /** An inquiry that takes data: D, `#` and empty lines go to the agent until END, CAN or any other line. */
         answering: {
+          // Client D lines are the answer's data, each handled as the one before it (the runtime batches them).
+          tags: ['inquiry'],
           on: {
-            ...agentLinesDuringInquire.on,
+            ...agentLinesDuringInquiry.on,
             CLIENT_LINE: [
               { guard: 'clientInquiryData', actions: 'forwardToAgent' },
               { guard: 'clientMalformedData', target: 'discarding', actions: ['discardClientLine', assign({ owedAnswer: 'malformedEscape' })] },
-              { guard: 'clientEndsInquiry', target: '#session.sendingToAgent', actions: 'forwardToAgent' },
+              { guard: 'clientEndsAnswer', target: '#session.sendingToAgent', actions: 'forwardToAgent' },
+              // Any other line ends the inquiry unexecuted (ERR 274); one the policy forbids is not sent at all.
+              { guard: 'clientRefused', target: '#session.sendingToAgent', actions: refuseInsideInquiry },
+              { target: '#session.sendingToAgent', actions: 'forwardToAgent' },
             ],
             CLIENT_LINE_TOO_LONG: { target: 'discarding', actions: ['discardClientLine', assign({ owedAnswer: 'lineTooLong' })] },
           },
         },
+        /** An inquiry that takes no data (PINENTRY_LAUNCHED): any line but `#` and empty ends it, a D line too. */
+        acknowledging: {
+          on: {
+            ...agentLinesDuringInquiry.on,
+            CLIENT_LINE: [
+              { guard: 'clientNoReply', actions: 'forwardToAgent' },
+              { guard: 'clientData', target: '#session.sendingToAgent', actions: 'forwardToAgent' },
+              { guard: 'clientEndsAnswer', target: '#session.sendingToAgent', actions: 'forwardToAgent' },
+              { guard: 'clientRefused', target: '#session.sendingToAgent', actions: refuseInsideInquiry },
+              { target: '#session.sendingToAgent', actions: 'forwardToAgent' },
+            ],
+            // The agent would end the inquiry on it and read the rest of the line as a command: CAN instead.
+            CLIENT_LINE_TOO_LONG: {
+              target: '#session.sendingToAgent',
+              actions: ['discardClientLine', 'cancelAgentInquiry', assign({ owedAnswer: 'lineTooLong' })],
+            },
+          },
+        },
         /**
-         * The proxy refused a line of the answer (too long, or a `%` escape that wedges gpg-agent). The rest of the
-         * answer is dropped; at its end the agent gets CAN and the client gets the proxy's ERR for the command.
+         * The proxy refused a line of a data answer (too long, or a `%` escape that wedges gpg-agent). The agent is
+         * still reading; the rest of the answer is dropped, and where it ends the agent gets CAN and the client the
+         * proxy's ERR for the command.
          */
         discarding: {
+          tags: ['inquiry'],
           on: {
             CLIENT_LINE: [
-              { guard: 'clientEndsInquiry', target: '#session.sendingToAgent', actions: ['discardClientLine', 'cancelAgentInquiry'] },
-              { actions: 'discardClientLine' },
+              { guard: 'clientInquiryData', actions: 'discardClientLine' },
+              { guard: 'clientMalformedData', actions: 'discardClientLine' },
+              { target: '#session.sendingToAgent', actions: ['discardClientLine', 'cancelAgentInquiry'] },
             ],
             CLIENT_LINE_TOO_LONG: { actions: 'discardClientLine' },
+            CLIENT_EOF: {
+              target: '#session.waitingForAgent',
+              actions: [session.assign({ clientEnded: true }), 'cancelAgentInquiry', { type: 'endAgentInput', params: { withPartialLine: false } }],
+            },
             AGENT_LINE: [
               { guard: 'agentIntermediate', actions: 'relayToClient' },
-              // The agent ended the command on its own; the client still gets the proxy's ERR once its answer ends.
-              { guard: 'agentFinal', target: 'draining', actions: ['discardAgentLine', { type: 'endCommand', params: { outcome: 'refused' } }] },
+              // The agent ended the command on its own: the client gets the proxy's ERR in place of its answer.
+              { guard: 'agentFinal', target: '#session.ready', actions: ['discardAgentLine', answerOwed, ...commandDone('refused')] },
               { guard: 'agentClosing', target: '#session.closing', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
               { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
             ],
           },
         },
-        /** The agent has finished the command while the client is still sending its answer, which is dropped. */
-        draining: {
-          on: {
-            CLIENT_LINE: [
-              { guard: and(['clientEndsInquiry', 'owesAnswer']), target: '#session.ready', actions: ['discardClientLine', answerOwed] },
-              { guard: 'clientEndsInquiry', target: '#session.ready', actions: 'discardClientLine' },
-              { actions: 'discardClientLine' },
-            ],
-            CLIENT_LINE_TOO_LONG: { actions: 'discardClientLine' },
-            AGENT_LINE: { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'unsolicitedAgentOutput' })] },
-          },
-        },
       },
     },
 
-    /**
-     * The proxy answers a client line itself (it never reached the agent), then is ready again: an ERR for a
-     * refused line, or OK to `GETINFO restricted` in restricted mode.
-     */
+    /** The proxy answers a client line itself (it never reached the agent) with an ERR, then is ready again. */
     error: {
-      entry: [
-        { type: 'endCommand', params: ({ context }) => ({ outcome: context.owedAnswer === 'restrictedOk' ? 'ok' : 'refused' }) },
-        answerOwed,
-      ],
+      entry: [answerOwed, ...commandDone('refused')],
       always: 'ready',
     },
 
     closing: {
-      // Closing before any command: the idle timer is still armed.
+      // Closing while waiting for a command: the idle timer is still armed.
       entry: [stopIdleTimer, 'closeGracefully'],
       after: { closeGrace: { target: 'closed', actions: 'destroySockets' } },
       on: {
@@ -496,7 +577,7 @@ export const sessionMachine = session.createMachine({
 
     fatal: {
       type: 'final',
-      entry: { type: 'abortSession', params: ({ context }) => ({ failure: context.failure }) },
+      entry: [stopIdleTimer, { type: 'abortSession', params: ({ context }) => ({ failure: context.failure }) }],
     },
   },
 });

@@ -29,8 +29,12 @@ Options:
   --drain-timeout MS       on SIGINT, SIGTERM or SIGHUP, time for commands in
                            flight to finish before the rest are closed
                            (default 10000)
-  --idle-timeout MS        close a session that sends no command this long
-                           after the greeting (default 60000)
+  --idle-timeout MS        close a session (with ERR Timeout) whose client
+                           sends no command this long after the greeting or
+                           its last answer (default 60000)
+  --inquiry-timeout MS     close a session whose client takes longer than
+                           this to answer an INQUIRE, e.g. a passphrase typed
+                           for a loopback pinentry (default 300000)
   --response-timeout MS    end a session whose agent does not start answering
                            a request in time, with ERR Timeout (default: off;
                            a signing may wait on a pinentry)
@@ -73,6 +77,7 @@ async function main(argv: string[]): Promise<number> {
         'greeting-timeout': { type: 'string' },
         'drain-timeout': { type: 'string' },
         'idle-timeout': { type: 'string' },
+        'inquiry-timeout': { type: 'string' },
         'response-timeout': { type: 'string' },
         'max-sessions': { type: 'string' },
         restricted: { type: 'boolean' },
@@ -106,6 +111,7 @@ async function main(argv: string[]): Promise<number> {
   let drainTimeoutMs: number | undefined;
   let uiPort: number | undefined;
   let idleTimeoutMs: number | undefined;
+  let inquiryTimeoutMs: number | undefined;
   let responseTimeoutMs: number | undefined;
   let maxSessions: number | undefined;
   let inspectUrl: string | null | undefined;
@@ -115,6 +121,7 @@ async function main(argv: string[]): Promise<number> {
     greetingTimeoutMs = milliseconds(values['greeting-timeout'], '--greeting-timeout');
     drainTimeoutMs = milliseconds(values['drain-timeout'], '--drain-timeout');
     idleTimeoutMs = milliseconds(values['idle-timeout'], '--idle-timeout');
+    inquiryTimeoutMs = milliseconds(values['inquiry-timeout'], '--inquiry-timeout');
     responseTimeoutMs = milliseconds(values['response-timeout'], '--response-timeout');
     maxSessions = positiveInteger(values['max-sessions'], '--max-sessions');
     if (values.allow) parseVerbs(values.allow, '--allow');
@@ -167,6 +174,7 @@ async function main(argv: string[]): Promise<number> {
       ...(greetingTimeoutMs !== undefined ? { greetingTimeoutMs } : {}),
       ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
       ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
+      ...(inquiryTimeoutMs !== undefined ? { inquiryTimeoutMs } : {}),
       ...(responseTimeoutMs !== undefined ? { responseTimeoutMs } : {}),
       ...(maxSessions !== undefined ? { maxSessions } : {}),
       restricted: values.restricted ?? false,

@@ -1,13 +1,13 @@
 /**
- * Which commands a session may send to the agent. With no policy (the default) every command is relayed and
- * this costs nothing. `--restricted` applies gpg-agent's own extra-socket rules (protocol notes §10) in the
- * proxy, so a forbidden command never reaches the agent; `--allow` and `--deny` narrow it further by verb.
- * Verdicts are computed from the command line's first words only; nothing of the line is kept.
+ * Which lines a session may send to the agent as commands. With no policy (the default) every line is relayed
+ * and this costs nothing. `--restricted` applies gpg-agent's own extra-socket rules (README "Restricted mode") in
+ * the proxy, as a second layer under the agent's own (the session asks the agent to run the connection
+ * restricted); `--allow` and `--deny` narrow it further by verb. The verb of a stray `D`, `END` or `CAN` line is
+ * checked like any other: outside an INQUIRE the agent reads them as commands.
+ * Verdicts are computed from the line's first words only; nothing of the line is kept.
  */
+import type { PolicyRule } from '../machines/session.js';
 import { COMMAND_VERBS, contentLength, type CommandVerb } from './protocol/classify.js';
-
-/** What happens to a command line: relayed, answered `ERR Forbidden`, or (restricted mode) answered OK. */
-export type Verdict = 'forward' | 'forbid' | 'restrictedQuery';
 
 export interface PolicyOptions {
   /** Enforce gpg-agent's extra-socket restrictions. */
@@ -18,15 +18,16 @@ export interface PolicyOptions {
   deny?: readonly string[];
 }
 
-export type CommandPolicy = (line: Buffer, verb: CommandVerb) => Verdict;
+/** The rule that forbids this line as a command, or undefined when it may reach the agent. */
+export type CommandPolicy = (line: Buffer, verb: CommandVerb) => PolicyRule | undefined;
 
 /** Commands that work on gpg-agent's extra socket; all others are Forbidden there. */
 const RESTRICTED_ALLOWED: ReadonlySet<CommandVerb> = new Set<CommandVerb>([
   'NOP', 'BYE', 'RESET', 'HELP', 'CANCEL', 'AUTH', 'END', 'ISTRUSTED', 'HAVEKEY', 'SIGKEY', 'SETKEY', 'SETHASH',
   'PKSIGN', 'PKDECRYPT', 'SETKEYDESC', 'INPUT', 'OUTPUT', 'GETINFO', 'OPTION',
 ]);
-/** GETINFO subcommands the extra socket answers (`restricted` is answered by the proxy itself). */
-const RESTRICTED_GETINFO: ReadonlySet<string> = new Set(['version', 'cmd_has_option', 's2k_count']);
+/** GETINFO subcommands the extra socket answers. */
+const RESTRICTED_GETINFO: ReadonlySet<string> = new Set(['version', 'cmd_has_option', 's2k_count', 'restricted']);
 /** The one OPTION the extra socket accepts. */
 const RESTRICTED_OPTION = 'agent-awareness';
 /** Always allowed with --allow: they carry no data and a client cannot end a session cleanly without BYE. */
@@ -52,23 +53,20 @@ export function createCommandPolicy(options: PolicyOptions): CommandPolicy | und
   if (!restricted && !allow && deny.size === 0) return undefined;
 
   return (line, verb) => {
-    if (deny.has(verb) || (allow && !allow.has(verb))) return 'forbid';
-    if (!restricted) return 'forward';
-    if (!RESTRICTED_ALLOWED.has(verb)) return 'forbid';
-    if (verb === 'GETINFO') {
-      const what = argumentWord(line, 'GETINFO'.length);
-      if (what === 'restricted') return 'restrictedQuery';
-      return RESTRICTED_GETINFO.has(what) ? 'forward' : 'forbid';
-    }
+    if (deny.has(verb)) return 'deny';
+    if (allow && !allow.has(verb)) return 'allow';
+    if (!restricted) return undefined;
+    if (!RESTRICTED_ALLOWED.has(verb)) return 'restricted';
+    if (verb === 'GETINFO') return RESTRICTED_GETINFO.has(argumentWord(line, 'GETINFO'.length)) ? undefined : 'restricted';
     if (verb === 'OPTION') {
       // libassuan accepts `OPTION name=value`, `OPTION name value` and a leading `--` on the name.
       let name = argumentWord(line, 'OPTION'.length);
       if (name.startsWith('--')) name = name.slice(2);
       const eq = name.indexOf('=');
       if (eq !== -1) name = name.slice(0, eq);
-      return name === RESTRICTED_OPTION ? 'forward' : 'forbid';
+      return name === RESTRICTED_OPTION ? undefined : 'restricted';
     }
-    return 'forward';
+    return undefined;
   };
 }
 

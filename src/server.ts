@@ -23,8 +23,16 @@ export interface ProxyOptions {
   connectTimeoutMs?: number;
   /** Milliseconds for the agent's greeting once connected (default 5000). */
   greetingTimeoutMs?: number;
-  /** Milliseconds from the greeting to a client's first complete command before the session is closed (default 60000). */
+  /**
+   * Milliseconds a session may wait for the client's next complete command (after the greeting, or after the last
+   * answer) before the client gets `ERR … Timeout` and the session is closed (default 60000).
+   */
   idleTimeoutMs?: number;
+  /**
+   * Milliseconds a client may take to finish answering an INQUIRE (a person typing a passphrase for a loopback
+   * pinentry) before it gets `ERR … Timeout` and the session is closed (default 300000).
+   */
+  inquiryTimeoutMs?: number;
   /**
    * Milliseconds the agent may take to start answering a request before the client gets `ERR … Timeout` and the
    * session ends. Off by default: a signing may wait on a pinentry for as long as the user takes.
@@ -32,7 +40,10 @@ export interface ProxyOptions {
   responseTimeoutMs?: number;
   /** Sessions open at once (default 256); a connection past it gets `ERR 67109047 Limit reached` and is closed. */
   maxSessions?: number;
-  /** Enforce gpg-agent's extra-socket restrictions in the proxy (see README). */
+  /**
+   * Run every session as gpg-agent's extra socket would: the agent itself is told the connection is remote
+   * (`OPTION pretend-request-origin=remote`), and the proxy enforces the same rules as a second layer (see README).
+   */
   restricted?: boolean;
   /** Only these command verbs reach the agent (BYE, NOP and RESET always do). */
   allow?: readonly string[];
@@ -69,7 +80,7 @@ export interface RunningProxy {
   close(): Promise<void>;
 }
 
-const DEFAULT_TIMEOUTS: SessionTimeouts = { connectMs: 5_000, greetingMs: 5_000, idleMs: 60_000, closeGraceMs: 2_000 };
+const DEFAULT_TIMEOUTS: SessionTimeouts = { connectMs: 5_000, greetingMs: 5_000, idleMs: 60_000, inquiryMs: 300_000, closeGraceMs: 2_000 };
 export const DEFAULT_MAX_SESSIONS = 256;
 const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 /** Pipelined client input held while a command is in flight, before the client is paused. */
@@ -92,6 +103,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     connectMs: options.connectTimeoutMs ?? DEFAULT_TIMEOUTS.connectMs,
     greetingMs: options.greetingTimeoutMs ?? DEFAULT_TIMEOUTS.greetingMs,
     idleMs: options.idleTimeoutMs ?? DEFAULT_TIMEOUTS.idleMs,
+    inquiryMs: options.inquiryTimeoutMs ?? DEFAULT_TIMEOUTS.inquiryMs,
     responseMs: options.responseTimeoutMs,
     closeGraceMs: options.closeGraceMs ?? DEFAULT_TIMEOUTS.closeGraceMs,
   };
@@ -129,6 +141,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
         logger,
         maxBufferedClientBytes: MAX_BUFFERED_CLIENT_BYTES,
         policy,
+        restrictAgent: options.restricted ?? false,
         ...(options.clock ? { clock: options.clock } : {}),
         ...(inspect ? { inspect } : {}),
         onEnd: (summary: SessionSummary) => {

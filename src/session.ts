@@ -17,12 +17,15 @@ import { errLine, type ProxyErrorName } from './protocol/errors.js';
 import { LineFramer } from './protocol/framer.js';
 import { CoalescingWriter, extendView, followsInMemory } from './coalescingWriter.js';
 import type { CommandPolicy } from './policy.js';
+import { inquiryAnswerIsSecret } from './protocol/inquiries.js';
 
 export interface SessionTimeouts {
   connectMs: number;
   greetingMs: number;
-  /** From the greeting to the first complete command. */
+  /** From the greeting, or the end of the last answer, to the next complete command. */
   idleMs: number;
+  /** From an INQUIRE reaching the client to the end of its answer. */
+  inquiryMs: number;
   /** From a request reaching the agent to its first line of answer; undefined: no limit (the default). */
   responseMs?: number | undefined;
   closeGraceMs: number;
@@ -36,8 +39,10 @@ export interface SessionOptions {
   logger: Logger;
   /** Client bytes held while not being taken (pipelined lines, a partial line) before the client is paused. */
   maxBufferedClientBytes: number;
-  /** Which commands may reach the agent; undefined relays all. */
+  /** Which lines may reach the agent as commands; undefined relays all. */
   policy?: CommandPolicy | undefined;
+  /** Ask the agent itself to run this connection restricted (`OPTION pretend-request-origin=remote`) first. */
+  restrictAgent?: boolean;
   clock?: { setTimeout(fn: (...args: unknown[]) => void, ms: number): unknown; clearTimeout(id: unknown): void };
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   onEnd?: (summary: SessionSummary) => void;
@@ -51,6 +56,9 @@ export interface SessionSummary {
   /** Connection attempts to the agent (more than one when its listen queue was full). */
   connectAttempts: number;
   commands: number;
+  /** Commands the policy refused. */
+  refused: number;
+  /** Bytes from the client, not counting answers to INQUIREs whose answer is secret (not even their length is shown). */
   bytesFromClient: number;
   bytesToClient: number;
 }
@@ -62,6 +70,7 @@ export interface SessionInfo {
   /** Verb of the last command sent to the agent. */
   command: string;
   ageMs: number;
+  /** Bytes from the client, not counting answers to INQUIREs whose answer is secret. */
   bytesFromClient: number;
   bytesToClient: number;
   /** Client bytes received but not yet taken (pipelined lines, a partial line). */
@@ -79,7 +88,8 @@ export interface SessionInfo {
 type SessionActor = Actor<typeof sessionMachine>;
 
 const CANCEL_LINE = Buffer.from('CAN\n', 'latin1');
-const OK_LINE = Buffer.from('OK\n', 'latin1');
+/** The agent runs the connection as its extra socket would, one way only (protocol notes §10). */
+const RESTRICT_LINE = Buffer.from('OPTION pretend-request-origin=remote\n', 'latin1');
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const isAgentData = (line: Buffer) => classifyAgentLine(line).kind === 'data';
@@ -125,7 +135,11 @@ export class SessionRuntime {
   private commandBytesToAgent = 0;
   private commandBytesToClient = 0;
   private commands = 0;
+  private refused = 0;
+  /** Every byte received from the client. */
   private bytesFromClient = 0;
+  /** Bytes of lines taken as the answer to an INQUIRE whose answer is secret: never published. */
+  private secretClientBytes = 0;
   private bytesToClient = 0;
 
   /**
@@ -140,6 +154,7 @@ export class SessionRuntime {
     const machine = sessionMachine.provide({
       actions: {
         dialAgent: ({ self }) => of(self).dialAgent(),
+        restrictAgent: ({ self }) => of(self).writeUpstream(RESTRICT_LINE),
         relayToClient: ({ self }) => {
           const rt = of(self);
           rt.writeClient(rt.takeAgentLine());
@@ -158,9 +173,14 @@ export class SessionRuntime {
         cancelAgentInquiry: ({ self }) => of(self).writeUpstream(CANCEL_LINE),
         answerClient: ({ self, context }, { answer }) => {
           const rt = of(self);
-          if (answer === 'restrictedOk') rt.writeClient(OK_LINE);
-          else if (answer === 'forbidden') rt.writeClient(errLine('forbidden', `${context.command} is not allowed through this socket`));
+          if (answer === 'forbidden') rt.writeClient(errLine('forbidden', `${context.refusedVerb || 'this line'} is not allowed through this socket`));
           else if (answer) rt.writeClient(errLine(answer, clientFaultDetail[answer]));
+        },
+        noteRefusal: ({ self }, { verb, rule, during }) => {
+          const rt = of(self);
+          rt.refused++;
+          // Every refusal is visible at the default level: which verb, which rule, and where the agent's reader was.
+          rt.log.info({ verb, rule, during }, 'refused by policy');
         },
         beginCommand: ({ self }, { verb }) => {
           const rt = of(self);
@@ -178,8 +198,13 @@ export class SessionRuntime {
           }
         },
         abortSession: ({ self }, { failure }) => of(self).abort(failure),
-        endAgentInput: ({ self }) => {
+        endAgentInput: ({ self }, { withPartialLine }) => {
           const rt = of(self);
+          if (withPartialLine) {
+            // Never executed: the agent's reader fails on the EOF behind it (Incomplete line).
+            const partial = rt.clientFramer.takePartial();
+            if (partial.length > 0) rt.writeUpstream(partial);
+          }
           rt.toAgent.flush();
           const upstream = rt.upstream;
           if (upstream && !upstream.destroyed && !upstream.writableEnded) upstream.end();
@@ -195,6 +220,7 @@ export class SessionRuntime {
         connectTimeout: timeouts.connectMs,
         greetingTimeout: timeouts.greetingMs,
         idleTimeout: timeouts.idleMs,
+        inquiryTimeout: timeouts.inquiryMs,
         // Never fires when off (the guard reads responseTimeoutOn); a timer may not exceed 2^31-1 ms.
         responseTimeout: timeouts.responseMs ?? MAX_TIMER_MS,
         closeGrace: timeouts.closeGraceMs,
@@ -213,7 +239,11 @@ export class SessionRuntime {
     const machine = SessionRuntime.machineFor(options.timeouts);
     this.actor = createActor(machine, {
       id: `session-${options.sessionId}`,
-      input: { sessionId: options.sessionId, responseTimeoutOn: options.timeouts.responseMs !== undefined },
+      input: {
+        sessionId: options.sessionId,
+        responseTimeoutOn: options.timeouts.responseMs !== undefined,
+        restrictAgent: options.restrictAgent ?? false,
+      },
       ...(options.clock ? { clock: options.clock } : {}),
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });
@@ -262,14 +292,25 @@ export class SessionRuntime {
       state: typeof value === 'string' ? value : Object.keys(value)[0] ?? '',
       command: snapshot.context.command,
       ageMs: round(performance.now() - this.startedAt),
-      bytesFromClient: this.bytesFromClient,
+      bytesFromClient: this.publishedBytesFromClient(),
       bytesToClient: this.bytesToClient,
-      bufferedClientBytes: this.clientFramer.bufferedBytes,
+      bufferedClientBytes: this.inSecretInquiry() ? 0 : this.clientFramer.bufferedBytes,
       clientPaused: this.client.isPaused(),
       upstreamPendingBytes: this.upstream?.writableLength ?? 0,
       clientPendingBytes: this.client.writableLength,
       agentPaused: this.upstream?.isPaused() ?? false,
     };
+  }
+
+  private inSecretInquiry(): boolean {
+    const inquire = this.actor.getSnapshot().context.inquire;
+    return inquire !== '' && inquiryAnswerIsSecret(inquire);
+  }
+
+  /** What the client sent, less the answers to secret INQUIREs, whole or (while one is open) in part. */
+  private publishedBytesFromClient(): number {
+    const unfinished = !this.finished && this.inSecretInquiry() ? this.clientFramer.bufferedBytes : 0;
+    return this.bytesFromClient - this.secretClientBytes - unfinished;
   }
 
   /** Server shutdown: close once the command in flight (if any) is done. */
@@ -323,16 +364,17 @@ export class SessionRuntime {
           this.send({ type: 'CLIENT_LINE_TOO_LONG', bytes: item.byteCount });
           continue;
         }
-        const info = classifyClientLine(item.bytes);
-        let kind = info.kind;
-        if (kind === 'command' && this.options.policy) {
-          const verdict = this.options.policy(item.bytes, info.verb);
-          if (verdict !== 'forward') kind = verdict === 'forbid' ? 'forbidden' : 'restrictedQuery';
-        }
-        // Inside an INQUIRE every data line is handled alike; outside one, a D line is a command of its own.
+        const { kind, verb } = classifyClientLine(item.bytes);
+        // Inside a data INQUIRE every D line is handled alike; elsewhere a D line may end an inquiry or be a command.
         const line = kind === 'data' && snapshot.hasTag('inquiry') ? this.dataRun(this.clientFramer, item.bytes, isClientData) : item.bytes;
+        // The one policy check: every line but `#` and empty is judged as the command it is wherever the agent
+        // reads it as one; the machine decides where that is.
+        const refusedBy = this.options.policy && kind !== 'comment' && kind !== 'empty' ? this.options.policy(line, verb) : undefined;
+        const inquire = snapshot.context.inquire;
+        const secret = inquire !== '' && inquiryAnswerIsSecret(inquire);
+        if (secret) this.secretClientBytes += line.length;
         this.currentClientLine = line;
-        this.send({ type: 'CLIENT_LINE', kind, verb: info.verb, bytes: line.length });
+        this.send({ type: 'CLIENT_LINE', kind, verb, ...(secret ? {} : { bytes: line.length }), ...(refusedBy ? { refusedBy } : {}) });
         this.currentClientLine = undefined;
       }
       // While a command is in flight, an EOF behind no further line is passed on at once (see endAgentInput).
@@ -504,7 +546,7 @@ export class SessionRuntime {
   }
 
   private abort(failure: SessionFailure | null): void {
-    const [name, detail] = describeFailure(failure, this.options.upstreamPath);
+    const [name, detail] = describeFailure(failure, this.options.upstreamPath, this.options.timeouts);
     this.log.warn({ failure }, `session failed: ${detail}`);
     this.dropClientInput = true;
     // What was relayed before the failure goes first, then the ERR (the agent's side is torn down).
@@ -545,7 +587,8 @@ export class SessionRuntime {
       durationMs: round(performance.now() - this.startedAt),
       connectAttempts: this.actor.getSnapshot().context.connectAttempts,
       commands: this.commands,
-      bytesFromClient: this.bytesFromClient,
+      refused: this.refused,
+      bytesFromClient: this.publishedBytesFromClient(),
       bytesToClient: this.bytesToClient,
     };
     this.log.info(summary, 'session ended');
@@ -560,7 +603,7 @@ const clientFaultDetail: Record<'lineTooLong' | 'malformedEscape', string> = {
 };
 
 /** The ERR the client gets for a failed session, and a one-line reason for it and for the log. */
-function describeFailure(failure: SessionFailure | null, upstreamPath: string): [ProxyErrorName, string] {
+function describeFailure(failure: SessionFailure | null, upstreamPath: string, timeouts: SessionTimeouts): [ProxyErrorName, string] {
   switch (failure?.reason) {
     case 'connectFailed':
       return ['connectFailed', `cannot connect to gpg-agent at ${upstreamPath}: ${failure.code}`];
@@ -568,10 +611,14 @@ function describeFailure(failure: SessionFailure | null, upstreamPath: string): 
       return ['timeout', `gpg-agent did not accept the connection in time (${failure.attempts} attempts; its listen queue stayed full)`];
     case 'greetingTimeout':
       return ['timeout', 'gpg-agent did not greet in time'];
+    case 'restrictFailed':
+      return ['connectFailed', 'gpg-agent refused to run the connection restricted (pretend-request-origin)'];
     case 'responseTimeout':
       return ['timeout', 'gpg-agent did not answer in time'];
     case 'idleTimeout':
-      return ['timeout', 'no command within the idle timeout'];
+      return ['timeout', `no command for ${seconds(timeouts.idleMs)} (the idle limit); closing`];
+    case 'inquiryTimeout':
+      return ['timeout', `the INQUIRE was not answered within ${seconds(timeouts.inquiryMs)}; closing`];
     case 'badGreeting':
       return ['connectFailed', 'gpg-agent did not greet with OK'];
     case 'agentClosed':
@@ -585,6 +632,10 @@ function describeFailure(failure: SessionFailure | null, upstreamPath: string): 
     default:
       return ['endOfFile', 'session ended'];
   }
+}
+
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
 }
 
 function round(ms: number): number {

@@ -14,11 +14,7 @@ export type ClientLineKind =
   /** A D line with a `%` not followed by two hex digits: wedges gpg-agent 2.2.40 inside an INQUIRE. */
   | 'malformedData'
   | 'end'
-  | 'cancel'
-  /** A command the session's policy forbids (set by the runtime's command policy, never by the classifier). */
-  | 'forbidden'
-  /** `GETINFO restricted` in restricted mode (set by the command policy): the proxy answers OK. */
-  | 'restrictedQuery';
+  | 'cancel';
 
 export type AgentLineKind =
   | 'ok'
@@ -59,7 +55,8 @@ export const COMMAND_VERBS = [
 export type CommandVerb = (typeof COMMAND_VERBS)[number] | 'UNKNOWN' | '';
 
 const INQUIRE_KEYWORDS = [
-  'CIPHERTEXT', 'KEYDATA', 'KEYPARAM', 'NEEDPIN', 'NEWPASSWD', 'NEW_PASSPHRASE', 'PASSPHRASE', 'PINENTRY_LAUNCHED',
+  'CERTDATA', 'CIPHERTEXT', 'CONFIRM', 'DISMISSPINPADPROMPT', 'KEYDATA', 'KEYPARAM', 'KNOWNCARDP', 'NEEDPIN',
+  'NEWPASSWD', 'NEW_PASSPHRASE', 'PASSPHRASE', 'PINENTRY_LAUNCHED', 'POPUPPINPADPROMPT', 'SECRET', 'TBSDATA',
 ] as const;
 const STATUS_KEYWORDS = [
   'CACHE_NONCE', 'INQUIRE_MAXLEN', 'KEYINFO', 'PADDING', 'PASSWD_NONCE', 'PINENTRY_LAUNCHED', 'PROGRESS',

@@ -103,6 +103,17 @@ export class LineFramer {
     return lf !== -1 && lf < this.end;
   }
 
+  /**
+   * The bytes of an incomplete last line (a copy), taken: what a peer that ended mid-line sent of it. Empty while
+   * complete lines are pending or an over-long line is being dropped.
+   */
+  takePartial(): Buffer {
+    if (this.droppedBytes >= 0 || this.hasItem() || this.start === this.end) return EMPTY;
+    const partial = Buffer.from(this.buffer.subarray(this.start, this.end));
+    this.consumeTo(this.end);
+    return partial;
+  }
+
   /** Bytes of an incomplete line waiting for its LF (0 while dropping an over-long line). */
   get partialBytes(): number {
     return this.droppedBytes >= 0 ? 0 : this.end - this.start;

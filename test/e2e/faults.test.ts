@@ -50,6 +50,16 @@ async function inInquire(): Promise<{ client: RawClient; upstream: ScriptedConne
   return session;
 }
 
+/** A session in an INQUIRE that takes no data (PINENTRY_LAUNCHED), the agent running its pinentry. */
+async function inAcknowledging(): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
+  const session = await greeted();
+  session.client.write('GET_PASSPHRASE X\n');
+  await session.upstream.readLine();
+  session.upstream.send('INQUIRE PINENTRY_LAUNCHED 1 curses 1.2 -\n');
+  await session.client.readLine();
+  return session;
+}
+
 /** A session whose INQUIRE answer the proxy has refused (a lone %), so it owes the client its own ERR. */
 async function inDiscarding(): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
   const session = await inInquire();
@@ -110,7 +120,7 @@ describe('client faults', () => {
     expect(await upstream.readLine()).toBe('NOP');
     upstream.send('OK\n');
     expect(await client.response()).toEqual(['OK']);
-    expect(taken).toContain('session.bufferingCommand|CLIENT_LINE#1');
+    expect(taken).toContain('session.bufferingCommand|CLIENT_LINE#0');
     client.destroy();
   });
 
@@ -147,16 +157,27 @@ describe('client faults', () => {
     expect(taken).toContain('session.sendingToClient|CLIENT_EOF#0');
   });
 
-  it('an INQUIRE after the client has gone (EOF) closes the session', async () => {
+  it('an INQUIRE after the client has gone (EOF): the agent, which has the EOF, answers it, and that answer is relayed', async () => {
     const { client, upstream } = await greeted();
     upstream.holdOpenAfterEof();
     client.write('PKDECRYPT\n');
     await upstream.readLine();
     client.socket.end();
     expect(await upstream.readLineBytes()).toBeUndefined();
-    upstream.send('INQUIRE CIPHERTEXT\n');
-    expect(await client.rest()).toEqual(['INQUIRE CIPHERTEXT']);
+    // gpg-agent's inquiry reader reads the EOF at once and fails the command.
+    upstream.send('INQUIRE CIPHERTEXT\nERR 67125247 End of file <GPG Agent>\n');
+    upstream.end();
+    expect(await client.rest()).toEqual(['INQUIRE CIPHERTEXT', 'ERR 67125247 End of file <GPG Agent>']);
     expect(taken).toContain('session.bufferingInquire|always#0');
+  });
+
+  it('an agent line after OK closing connection is dropped while the session closes', async () => {
+    const { client, upstream } = await lingeringAfterBye(proxy.socket, agent);
+    await until(() => state() === 'closing');
+    upstream.send('S LATE\n');
+    await until(() => taken.includes('session.closing|AGENT_LINE#0'));
+    client.destroy();
+    upstream.destroy();
   });
 
   it('a client that never closes after BYE is cut after the close grace', async () => {
@@ -182,9 +203,9 @@ describe('agent faults while the client is busy', () => {
   });
 
   it.each([
-    ['ERR', 'ERR 67108881 No secret key\n', ['S PROGRESS x', 'ERR 67108881 No secret key'], 'session.sendingToClient|AGENT_LINE#5'],
-    ['OK closing connection', 'OK closing connection\n', ['S PROGRESS x', 'OK closing connection'], 'session.sendingToClient|AGENT_LINE#6'],
-    ['a non-Assuan line', 'garbage\n', ['S PROGRESS x', INVALID], 'session.sendingToClient|AGENT_LINE#7'],
+    ['ERR', 'ERR 67108881 No secret key\n', ['S PROGRESS x', 'ERR 67108881 No secret key'], 'session.sendingToClient|AGENT_LINE#6'],
+    ['OK closing connection', 'OK closing connection\n', ['S PROGRESS x', 'OK closing connection'], 'session.sendingToClient|AGENT_LINE#7'],
+    ['a non-Assuan line', 'garbage\n', ['S PROGRESS x', INVALID], 'session.sendingToClient|AGENT_LINE#8'],
   ] as const)('after a status line, %s ends the answer', async (_, final, expected, key) => {
     const { client, upstream } = await greeted();
     client.write('PKSIGN\n');
@@ -198,13 +219,59 @@ describe('agent faults while the client is busy', () => {
   });
 });
 
+describe('an INQUIRE that takes no data', () => {
+  it('after a status line: the client\'s D line ends it, and the line behind waits for the command to end', async () => {
+    const { client, upstream } = await greeted();
+    client.write('GET_PASSPHRASE X\n');
+    await upstream.readLine();
+    upstream.send('S PROGRESS x\n');
+    expect(await client.readLine()).toBe('S PROGRESS x');
+    upstream.send('INQUIRE PINENTRY_LAUNCHED 1 curses 1.2 -\n');
+    expect(await client.readLine()).toMatch(/^INQUIRE PINENTRY_LAUNCHED/);
+    client.write('D x\nNOP\n');
+    expect(await upstream.readLine()).toBe('D x');
+    upstream.send('OK 41\n');
+    expect(await client.response()).toEqual(['OK 41']);
+    expect(await upstream.readLine()).toBe('NOP');
+    upstream.send('OK\n');
+    expect(await client.response()).toEqual(['OK']);
+    expect(taken).toContain('session.sendingToClient|AGENT_LINE#2');
+    expect(taken).toContain('session.bufferingInquire.acknowledging|CLIENT_LINE#1');
+    client.destroy();
+  });
+
+  it.each([
+    ['a status line is relayed, and the answer goes on', 'S PROGRESS x\n', ['S PROGRESS x'], 'AGENT_LINE#0'],
+    ['OK ends the command: the agent reads commands again', 'OK 41\n', ['OK 41'], 'AGENT_LINE#1'],
+    ['ERR ends the command: the agent reads commands again', 'ERR 83886179 Operation cancelled <Pinentry>\n', ['ERR 83886179 Operation cancelled <Pinentry>'], 'AGENT_LINE#2'],
+  ] as const)('from the agent while it is open: %s', async (_, line, expected, key) => {
+    const { client, upstream } = await inAcknowledging();
+    upstream.send(line);
+    expect(await client.readLine()).toBe(expected[0]);
+    expect(taken).toContain(`session.bufferingInquire.acknowledging|${key}`);
+    client.destroy();
+  });
+
+  it.each([
+    ['OK closing connection', 'OK closing connection\n', 'OK closing connection', 'AGENT_LINE#3'],
+    ['a nested INQUIRE', 'INQUIRE NESTED\n', 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here', 'AGENT_LINE#4'],
+  ] as const)('%s from the agent while it is open ends the session', async (_, line, expected, key) => {
+    const { client, upstream } = await inAcknowledging();
+    upstream.send(line);
+    expect(await client.rest()).toEqual([expected]);
+    expect(taken).toContain(`session.bufferingInquire.acknowledging|${key}`);
+  });
+});
+
 describe('agent lines during an INQUIRE answer', () => {
-  it('status lines are relayed; an OK before the answer ends the command and the rest of the answer is dropped', async () => {
+  it('status lines are relayed; an OK before the answer ends the command, and the agent reads the rest as commands', async () => {
     const { client, upstream } = await inInquire();
     upstream.send('S PROGRESS x\nOK done early\n');
     expect(await client.readLine()).toBe('S PROGRESS x');
     expect(await client.readLine()).toBe('OK done early');
-    client.write('D late data\nEND\nNOP\n');
+    client.write('D late data\nNOP\n');
+    expect(await upstream.readLine()).toBe('D late data');
+    upstream.send('ERR 67108933 Not implemented <GPG Agent>\n');
     expect(await upstream.readLine()).toBe('NOP');
     expect(taken).toEqual(expect.arrayContaining([
       'session.bufferingInquire.answering|AGENT_LINE#0',
@@ -220,21 +287,51 @@ describe('agent lines during an INQUIRE answer', () => {
     expect(await client.readLine()).toMatch(/^ERR 67109137/);
     upstream.send('S UNASKED\n');
     expect(await client.rest()).toEqual(['ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent output with no command pending']);
-    expect(taken).toContain('session.bufferingInquire.draining|AGENT_LINE#0');
+    expect(taken).toContain('session.bufferingInquire.answering|AGENT_LINE#2');
+    expect(taken).toContain('session.ready|AGENT_LINE#0');
   });
 
-  it('an over-long line while draining the rest of an answer is dropped too', async () => {
-    const { client, upstream } = await inInquire();
-    upstream.send('ERR 67109137 Too much data for IPC layer\n');
-    expect(await client.readLine()).toMatch(/^ERR 67109137/);
-    client.write(`D ${'z'.repeat(1200)}\nEND\nNOP\n`);
+  it('an over-long line for an INQUIRE that takes no data: the agent gets CAN in its place, the client the proxy\'s ERR', async () => {
+    const { client, upstream } = await greeted();
+    client.write('GET_PASSPHRASE X\n');
+    await upstream.readLine();
+    upstream.send('INQUIRE PINENTRY_LAUNCHED 1 curses 1.2 -\n');
+    await client.readLine();
+    client.write(`D ${'z'.repeat(1200)}\nNOP\n`);
+    expect(await upstream.readLine()).toBe('CAN');
+    upstream.send('OK 7878\n');
+    expect(await client.response()).toEqual(['ERR 67109127 Line passed to IPC too long <assuan-proxy> - lines are limited to 1000 bytes']);
     expect(await upstream.readLine()).toBe('NOP');
-    expect(taken).toContain('session.bufferingInquire.draining|CLIENT_LINE_TOO_LONG#0');
+    upstream.send('OK\n');
+    expect(await client.response()).toEqual(['OK']);
+    expect(taken).toContain('session.bufferingInquire.acknowledging|CLIENT_LINE_TOO_LONG#0');
     client.destroy();
   });
 });
 
 describe('after the proxy refused part of an INQUIRE answer', () => {
+  it('a further malformed D line is dropped as well; the END that follows becomes the agent\'s CAN', async () => {
+    const { client, upstream } = await inDiscarding();
+    client.write('D 7%\nEND\n');
+    expect(await upstream.readLine()).toBe('CAN');
+    upstream.send('ERR 67109141 IPC call has been cancelled\n');
+    expect(await client.response()).toEqual([OWED]);
+    expect(taken).toContain('session.bufferingInquire.discarding|CLIENT_LINE#1');
+    client.destroy();
+  });
+
+  it('a half-close: the agent gets CAN and the EOF, the client the owed ERR in place of the agent\'s answer', async () => {
+    const { client, upstream } = await inDiscarding();
+    upstream.holdOpenAfterEof();
+    client.socket.end();
+    expect(await upstream.readLine()).toBe('CAN');
+    expect(await upstream.readLineBytes()).toBeUndefined();
+    upstream.send('ERR 67109141 IPC call has been cancelled\n');
+    upstream.end();
+    expect(await client.rest()).toEqual([OWED]);
+    expect(taken).toContain('session.bufferingInquire.discarding|CLIENT_EOF#0');
+  });
+
   it('a further over-long line is dropped as well', async () => {
     const { client, upstream } = await inDiscarding();
     client.write(`D ${'q'.repeat(1200)}\nEND\n`);
@@ -245,16 +342,14 @@ describe('after the proxy refused part of an INQUIRE answer', () => {
     client.destroy();
   });
 
-  it('status lines are relayed; the agent ending the command on its own still yields the owed ERR at the END', async () => {
+  it('status lines are relayed; the agent ending the command on its own yields the owed ERR in place of its answer', async () => {
     const { client, upstream } = await inDiscarding();
     upstream.send('S PROGRESS x\nERR 67109137 Too much data for IPC layer\n');
     expect(await client.readLine()).toBe('S PROGRESS x');
-    client.write('END\n');
     expect(await client.response()).toEqual([OWED]);
     expect(taken).toEqual(expect.arrayContaining([
       'session.bufferingInquire.discarding|AGENT_LINE#0',
       'session.bufferingInquire.discarding|AGENT_LINE#1',
-      'session.bufferingInquire.draining|CLIENT_LINE#0',
     ]));
     client.destroy();
   });
@@ -273,7 +368,7 @@ describe('after the proxy refused part of an INQUIRE answer', () => {
     const expected = before ? ['S PROGRESS x', OWED] : [OWED];
     expect(await client.response()).toEqual(expected);
     expect(taken).toContain(`session.${where}|AGENT_LINE#1`);
-    if (where === 'sendingToClient') expect(taken).toContain('session.sendingToClient|AGENT_LINE#3');
+    if (where === 'sendingToClient') expect(taken).toContain('session.sendingToClient|AGENT_LINE#4');
     client.destroy();
   });
 });
@@ -298,7 +393,7 @@ describe('bad greetings', () => {
     const upstream = await agent.nextConnection();
     upstream.send('ERR 67108865 General error\n');
     expect(await client.rest()).toEqual(['ERR 67109123 IPC connect call failed <assuan-proxy> - gpg-agent did not greet with OK']);
-    expect(taken).toContain('session.connecting.awaitingGreeting|AGENT_LINE#2');
+    expect(taken).toContain('session.connecting.awaitingGreeting|AGENT_LINE#3');
   });
 });
 
@@ -355,9 +450,10 @@ describe('events while the agent has not taken a request yet (sendingToAgent und
 
   it.each([
     ['a status line', 'S PROGRESS x\n', 0, 'sendingToClient'],
-    ['an INQUIRE', 'INQUIRE MORE\n', 2, 'bufferingInquire'],
-    ['OK', 'OK\n', 4, 'ready'],
-    ['ERR', 'ERR 67109138 Unexpected IPC command\n', 5, 'ready'],
+    ['an INQUIRE that takes no data', 'INQUIRE PINENTRY_LAUNCHED 1 curses 1.2 -\n', 2, 'bufferingInquire'],
+    ['an INQUIRE', 'INQUIRE MORE\n', 3, 'bufferingInquire'],
+    ['OK', 'OK\n', 5, 'ready'],
+    ['ERR', 'ERR 67109138 Unexpected IPC command\n', 6, 'ready'],
   ] as const)('%s from the agent counts as its answer', async (_, line, index, after) => {
     const { client, upstream } = await blocked();
     upstream.send(line);
@@ -367,8 +463,8 @@ describe('events while the agent has not taken a request yet (sendingToAgent und
   });
 
   it.each([
-    ['OK closing connection', (u: ScriptedConnection) => u.send('OK closing connection\n'), 'session.sendingToAgent|AGENT_LINE#6'],
-    ['a non-Assuan line', (u: ScriptedConnection) => u.send('garbage\n'), 'session.sendingToAgent|AGENT_LINE#7'],
+    ['OK closing connection', (u: ScriptedConnection) => u.send('OK closing connection\n'), 'session.sendingToAgent|AGENT_LINE#7'],
+    ['a non-Assuan line', (u: ScriptedConnection) => u.send('garbage\n'), 'session.sendingToAgent|AGENT_LINE#8'],
     ['a close', (u: ScriptedConnection) => u.destroy(), 'session.sendingToAgent|AGENT_CLOSED#0'],
   ] as const)('%s from the agent ends the session', async (_, act, key) => {
     const { client, upstream } = await blocked();
@@ -397,7 +493,7 @@ describe('events while the agent has not taken a request yet (sendingToAgent und
     await until(() => taken.includes('session.sendingToAgent|AGENT_LINE#1'));
     upstream.send('ERR 67109141 IPC call has been cancelled\n');
     expect(await client.response()).toEqual([OWED]);
-    expect(taken).toContain('session.sendingToAgent|AGENT_LINE#3');
+    expect(taken).toContain('session.sendingToAgent|AGENT_LINE#4');
     client.destroy();
   });
 

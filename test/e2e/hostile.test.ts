@@ -235,7 +235,8 @@ const CASES: Case[] = [
       expect(clockProxy.logs).toContainEqual(expect.objectContaining({ msg: 'session ended', failure: { reason: 'idleTimeout' } }));
       return { lines, closed: true };
     },
-    check: (o) => expect(o).toEqual({ lines: [], closed: true }),
+    // The client is told why, before the close.
+    check: (o) => expect(o).toEqual({ lines: ['ERR 67108926 Timeout <assuan-proxy> - no command for 10 s (the idle limit); closing'], closed: true }),
   },
   {
     name: '2,000 connections opened at once and held (past the 256-session limit: one ERR each)',

@@ -51,15 +51,70 @@ describe('session limit', () => {
   });
 });
 
+describe('idle sessions hold no slot forever (simulated clock, real gpg-agent)', () => {
+  let agent: AgentHome;
+  beforeAll(async () => {
+    agent = await createAgentHome();
+  });
+  afterAll(async () => {
+    await agent?.cleanup();
+  });
+
+  it('300 clients that each sent a NOP and then nothing: the 256 served are reclaimed at the idle limit, each told why; then new clients are served', async () => {
+    const clock = new SimulatedClock();
+    const proxy = await proxyWith({ upstream: agent.socket, clock, idleTimeoutMs: 60_000 });
+    const clients = await Promise.all(Array.from({ length: 300 }, () => RawClient.connect(proxy.socket)));
+    const greetings = await Promise.all(clients.map((c) => c.readLine()));
+    const served = clients.filter((_, i) => greetings[i]!.startsWith('OK Pleased'));
+    expect(served).toHaveLength(256);
+    for (const c of served) c.write('NOP\n');
+    expect(await Promise.all(served.map((c) => c.readLine()))).toEqual(served.map(() => 'OK'));
+    // Past the first command, the old idle timer no longer ran: these sessions were open for good.
+    clock.increment(59_999);
+    expect(proxy.proxy.sessionCount).toBe(256);
+    const refused = await RawClient.connect(proxy.socket);
+    expect(await refused.rest()).toEqual(['ERR 67109047 Limit reached <assuan-proxy> - the proxy serves at most 256 sessions at once']);
+    clock.increment(1);
+    const told = await Promise.all(served.map((c) => c.rest()));
+    expect(new Set(told.map((lines) => lines.join('|')))).toEqual(new Set(['ERR 67108926 Timeout <assuan-proxy> - no command for 60 s (the idle limit); closing']));
+    await sessionsDrained(proxy.proxy);
+    const fresh = await RawClient.connect(proxy.socket);
+    expect(await fresh.readLine()).toMatch(/^OK Pleased/);
+    expect(await fresh.request('GETINFO version')).toEqual(['D 2.2.40', 'OK']);
+    fresh.destroy();
+    for (const c of clients) c.destroy();
+    await sessionsDrained(proxy.proxy);
+  });
+
+  it('an INQUIRE left unanswered past --inquiry-timeout: the client is told, the session closes, the agent answers others', async () => {
+    const clock = new SimulatedClock();
+    const proxy = await proxyWith({ upstream: agent.socket, clock, inquiryTimeoutMs: 300_000 });
+    const client = await RawClient.connect(proxy.socket);
+    expect(await client.readLine()).toMatch(/^OK Pleased/);
+    expect(await client.request('PKDECRYPT')).toEqual(['S INQUIRE_MAXLEN 4096', 'INQUIRE CIPHERTEXT']);
+    // A person typing: minutes pass, and the idle limit (60 s) does not apply inside an INQUIRE.
+    clock.increment(299_999);
+    expect(proxy.proxy.sessions()[0]?.state).toBe('bufferingInquire');
+    clock.increment(1);
+    expect(await client.rest()).toEqual(['ERR 67108926 Timeout <assuan-proxy> - the INQUIRE was not answered within 300 s; closing']);
+    await sessionsDrained(proxy.proxy);
+    expect(proxy.logs).toContainEqual(expect.objectContaining({ msg: 'session ended', failure: { reason: 'inquiryTimeout' } }));
+    const other = await RawClient.connect(proxy.socket);
+    expect(await other.readLine()).toMatch(/^OK Pleased/);
+    expect(await other.request('GETINFO version')).toEqual(['D 2.2.40', 'OK']);
+    other.destroy();
+  });
+});
+
 describe('timeouts (simulated clock)', () => {
-  it('idle: a client that sends no command is closed after --idle-timeout, with a logged reason', async () => {
+  it('idle: a client that sends no command is told, then closed after --idle-timeout, with a logged reason', async () => {
     const clock = new SimulatedClock();
     const proxy = await proxyWith({ clock, idleTimeoutMs: 30_000 });
     const { client, upstream } = await greetedSession(proxy.socket, scripted);
     clock.increment(29_999);
     expect(proxy.proxy.sessions()[0]?.state).toBe('ready');
     clock.increment(1);
-    expect(await client.rest()).toEqual([]);
+    expect(await client.rest()).toEqual(['ERR 67108926 Timeout <assuan-proxy> - no command for 30 s (the idle limit); closing']);
     await upstream.closed;
     await sessionsDrained(proxy.proxy);
     expect(proxy.logs).toContainEqual(expect.objectContaining({ msg: 'session ended', outcome: 'failed', failure: { reason: 'idleTimeout' } }));
@@ -72,7 +127,7 @@ describe('timeouts (simulated clock)', () => {
     const sent = await sendSlowly(client, 'GETINFO version', proxy.proxy, clock);
     // Ten bytes in ten seconds, then the idle timeout (entering bufferingCommand restarts it once, at most).
     expect(sent).toBe(10);
-    expect(await client.rest()).toEqual([]);
+    expect(await client.rest()).toEqual(['ERR 67108926 Timeout <assuan-proxy> - no command for 10 s (the idle limit); closing']);
     await upstream.closed;
     await sessionsDrained(proxy.proxy);
     expect(proxy.logs).toContainEqual(expect.objectContaining({ msg: 'session ended', failure: { reason: 'idleTimeout' } }));

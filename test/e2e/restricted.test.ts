@@ -1,6 +1,7 @@
 /**
- * `--restricted`, `--allow`, `--deny`: the proxy answers forbidden commands itself, as gpg-agent's own extra
- * socket does, and a forwarded restricted socket still signs and decrypts with real gpg.
+ * `--restricted`, `--allow`, `--deny`: the agent itself is told the connection is remote, the proxy answers
+ * forbidden commands itself as gpg-agent's own extra socket does, and a forwarded restricted socket still signs
+ * and decrypts with real gpg.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -8,11 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
 import { createAgentHome, createClientHome, generateKey, gpgconfDir, makeTempDir, mustRun, runTool, type AgentHome, type KeyInfo } from '../support/gnupg.js';
 import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
-import { createScriptedAgent, type ScriptedAgent } from '../support/scriptedAgent.js';
+import { createScriptedAgent, type ScriptedAgent, type ScriptedConnection } from '../support/scriptedAgent.js';
 import { greetedSession, until } from '../support/sessions.js';
 
 const FORBIDDEN = 'ERR 67109115 Forbidden';
-const UNKNOWN_COMMAND = 'ERR 67109139';
 const ZERO_GRIP = '0'.repeat(40);
 
 let agent: AgentHome;
@@ -83,16 +83,22 @@ describe('--restricted', () => {
     expect(await finalLine(restricted.socket, 'GETINFO version')).toBe('OK');
   });
 
-  it('a forbidden command never reaches the agent; inside an INQUIRE no line is run as a command', async () => {
+  it('the agent is told first; a forbidden command never reaches it, in any state', async () => {
     const scripted: ScriptedAgent = await createScriptedAgent();
     cleanups.push(() => scripted.close());
     const proxy = await startTestProxy({ upstream: scripted.socket, restricted: true });
     cleanups.push(() => proxy.close());
     const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    // Before any client line: the agent itself is asked to run the connection restricted.
     client.write('KILLAGENT\nGETINFO pid\nOPTION pinentry-mode=loopback\nFROBNICATE\nGETINFO restricted\nNOP\n');
+    expect(await upstream.readLine()).toBe('OPTION pretend-request-origin=remote');
+    upstream.send('S PROGRESS x\nOK\n');
     for (const expected of ['KILLAGENT', 'GETINFO', 'OPTION', 'UNKNOWN']) {
       expect(await client.response()).toEqual([`${FORBIDDEN} <assuan-proxy> - ${expected} is not allowed through this socket`]);
     }
+    // The restricted agent answers this one itself, as its extra socket does.
+    expect(await upstream.readLine()).toBe('GETINFO restricted');
+    upstream.send('OK\n');
     expect(await client.response()).toEqual(['OK']);
     expect(await upstream.readLine()).toBe('NOP');
     upstream.send('OK\n');
@@ -100,26 +106,50 @@ describe('--restricted', () => {
 
     // The same when the line arrives in pieces (the session waits in bufferingCommand).
     const state = () => proxy.proxy.sessions()[0]?.state;
-    for (const [head, tail, answer] of [
-      ['KILLAG', 'ENT\n', `${FORBIDDEN} <assuan-proxy> - KILLAGENT is not allowed through this socket`],
-      ['GETINFO restr', 'icted\n', 'OK'],
-    ] as const) {
-      client.write(head);
-      await until(() => state() === 'bufferingCommand');
-      client.write(tail);
-      expect(await client.response()).toEqual([answer]);
-    }
+    client.write('KILLAG');
+    await until(() => state() === 'bufferingCommand');
+    client.write('ENT\n');
+    expect(await client.response()).toEqual([`${FORBIDDEN} <assuan-proxy> - KILLAGENT is not allowed through this socket`]);
 
-    // In an INQUIRE, the agent's inquire reader takes any other line as the end of the answer, unexecuted.
+    // In an INQUIRE the agent would consume the line unexecuted; the proxy does not send it at all, but CAN.
     client.write('PKDECRYPT\n');
     expect(await upstream.readLine()).toBe('PKDECRYPT');
     upstream.send('INQUIRE CIPHERTEXT\n');
     expect(await client.response()).toEqual(['INQUIRE CIPHERTEXT']);
     client.write('KILLAGENT\n');
-    expect(await upstream.readLine()).toBe('KILLAGENT');
-    upstream.send(`${UNKNOWN_COMMAND.replace('67109139', '67109138')} Unexpected IPC command\n`);
-    expect(await client.response()).toEqual(['ERR 67109138 Unexpected IPC command']);
+    expect(await upstream.readLine()).toBe('CAN');
+    upstream.send('ERR 67109141 IPC call has been cancelled <GPG Agent>\n');
+    expect(await client.response()).toEqual([`${FORBIDDEN} <assuan-proxy> - KILLAGENT is not allowed through this socket`]);
     client.destroy();
+    expect(scripted.journal.filter((e) => e.startsWith('recv'))).toEqual([
+      'recv OPTION pretend-request-origin=remote', 'recv GETINFO restricted', 'recv NOP', 'recv PKDECRYPT', 'recv CAN',
+    ]);
+  });
+
+  it('an agent that never answers the proxy\'s OPTION: the greeting timeout ends the session with one ERR', async () => {
+    const scripted: ScriptedAgent = await createScriptedAgent();
+    cleanups.push(() => scripted.close());
+    const proxy = await startTestProxy({ upstream: scripted.socket, restricted: true, greetingTimeoutMs: 50 });
+    cleanups.push(() => proxy.close());
+    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    expect(await upstream.readLine()).toBe('OPTION pretend-request-origin=remote');
+    expect(await client.rest()).toEqual(['ERR 67108926 Timeout <assuan-proxy> - gpg-agent did not greet in time']);
+  });
+
+  it.each([
+    ['refuses to run the connection restricted', (u: ScriptedConnection) => u.send('ERR 67109038 Unknown option <GPG Agent>\n'), 'ERR 67109123 IPC connect call failed <assuan-proxy> - gpg-agent refused to run the connection restricted (pretend-request-origin)'],
+    ['answers the OPTION with a line that is no answer', (u: ScriptedConnection) => u.send('INQUIRE WHAT\n'), 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here'],
+  ] as const)('an agent that %s: the client gets one ERR and a close, and no line of its reaches the agent', async (_, answer, expected) => {
+    const scripted: ScriptedAgent = await createScriptedAgent();
+    cleanups.push(() => scripted.close());
+    const proxy = await startTestProxy({ upstream: scripted.socket, restricted: true });
+    cleanups.push(() => proxy.close());
+    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    client.write('NOP\n');
+    expect(await upstream.readLine()).toBe('OPTION pretend-request-origin=remote');
+    answer(upstream);
+    expect(await client.rest()).toEqual([expected]);
+    expect(scripted.journal.filter((e) => e.startsWith('recv'))).toEqual(['recv OPTION pretend-request-origin=remote']);
   });
 
   it('signs and decrypts with real gpg through the restricted socket (the key has no passphrase)', async () => {

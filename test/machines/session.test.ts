@@ -3,7 +3,7 @@ import { createActor, SimulatedClock } from 'xstate';
 import { sessionMachine, type SessionEvent } from '../../machines/session.js';
 
 /** A live actor whose effects are recorded instead of performed. */
-function harness(options: { writeBlocks?: boolean; responseTimeoutOn?: boolean } = {}) {
+function harness(options: { writeBlocks?: boolean; responseTimeoutOn?: boolean; restrictAgent?: boolean } = {}) {
   const effects: string[] = [];
   const clock = new SimulatedClock();
   const record = (name: string) => (_: unknown, params?: unknown) => {
@@ -12,6 +12,8 @@ function harness(options: { writeBlocks?: boolean; responseTimeoutOn?: boolean }
   const machine = sessionMachine.provide({
     actions: {
       dialAgent: record('dialAgent'),
+      restrictAgent: record('restrictAgent'),
+      noteRefusal: record('noteRefusal'),
       relayToClient: record('relayToClient'),
       forwardToAgent: record('forwardToAgent'),
       watchAgentWrite: ({ self }) => {
@@ -30,9 +32,10 @@ function harness(options: { writeBlocks?: boolean; responseTimeoutOn?: boolean }
       destroySockets: record('destroySockets'),
       rejectEvent: record('rejectEvent'),
     },
-    delays: { connectTimeout: 100, greetingTimeout: 200, closeGrace: 300, retryBackoff: 10, idleTimeout: 400, responseTimeout: 500 },
+    delays: { connectTimeout: 100, greetingTimeout: 200, closeGrace: 300, retryBackoff: 10, idleTimeout: 400, inquiryTimeout: 600, responseTimeout: 500 },
   });
-  const actor = createActor(machine, { input: { sessionId: 't', responseTimeoutOn: options.responseTimeoutOn ?? false }, clock }).start();
+  const input = { sessionId: 't', responseTimeoutOn: options.responseTimeoutOn ?? false, restrictAgent: options.restrictAgent ?? false };
+  const actor = createActor(machine, { input, clock }).start();
   const send = (...events: SessionEvent[]) => {
     for (const event of events) actor.send(event);
   };
@@ -163,17 +166,82 @@ describe('session machine', () => {
     const h = greeted();
     h.send({ type: 'CLIENT_LINE_TOO_LONG', bytes: 2000 });
     expect(h.state()).toBe('ready');
-    expect(h.taken()).toEqual(['discardClientLine', 'endCommand {"outcome":"refused"}', 'answerClient {"answer":"lineTooLong"}']);
+    expect(h.taken()).toEqual(['discardClientLine', 'answerClient {"answer":"lineTooLong"}', 'endCommand {"outcome":"refused"}']);
   });
 
-  it('when the agent ends the command mid-answer, the rest of the answer never reaches it as commands', () => {
+  it('when the agent ends the command mid-answer, its reader is done: the rest of the answer goes to it as commands, as directly', () => {
     const h = greeted();
     h.send(client('command', 'PRESET_PASSPHRASE'), agent('inquire', 'PASSPHRASE'), client('data', 'D'), agent('err'));
-    expect(h.state()).toEqual({ bufferingInquire: 'draining' });
-    h.taken();
-    h.send(client('data', 'D'), client('end', 'END'));
     expect(h.state()).toBe('ready');
-    expect(h.taken()).toEqual(['discardClientLine', 'discardClientLine']);
+    h.taken();
+    h.send(client('data', 'D'));
+    expect(h.state()).toBe('waitingForAgent');
+    expect(h.taken()).toContain('forwardToAgent');
+  });
+
+  it('a D line ends an INQUIRE that takes no data: what follows waits for the command to end, then is a command', () => {
+    const h = greeted();
+    h.send(client('command', 'GET_PASSPHRASE'), agent('inquire', 'PINENTRY_LAUNCHED'));
+    expect(h.state()).toEqual({ bufferingInquire: 'acknowledging' });
+    h.send(client('data', 'D'));
+    // The agent runs the pinentry now; it reads nothing until the command ends.
+    expect(h.state()).toBe('waitingForAgent');
+    expect(h.actor.getSnapshot().hasTag('clientInput')).toBe(false);
+    h.send(agent('ok'));
+    expect(h.state()).toBe('ready');
+    h.taken();
+    h.send({ type: 'CLIENT_LINE', kind: 'command', verb: 'PRESET_PASSPHRASE', bytes: 10, refusedBy: 'deny' });
+    expect(h.taken()).toEqual([
+      `beginCommand ${JSON.stringify({ verb: 'PRESET_PASSPHRASE' })}`,
+      'discardClientLine',
+      `noteRefusal ${JSON.stringify({ verb: 'PRESET_PASSPHRASE', rule: 'deny', during: 'command' })}`,
+      `answerClient ${JSON.stringify({ answer: 'forbidden' })}`,
+      `endCommand ${JSON.stringify({ outcome: 'refused' })}`,
+    ]);
+  });
+
+  it('inside an INQUIRE, a line the policy forbids is replaced by CAN, and the client gets ERR Forbidden for the command', () => {
+    const h = greeted();
+    h.send(client('command', 'PKDECRYPT'), agent('inquire', 'CIPHERTEXT'), client('data', 'D'));
+    h.taken();
+    h.send({ type: 'CLIENT_LINE', kind: 'command', verb: 'KEYINFO', bytes: 10, refusedBy: 'allow' });
+    expect(h.taken()).toEqual(['discardClientLine', 'cancelAgentInquiry', `noteRefusal ${JSON.stringify({ verb: 'KEYINFO', rule: 'allow', during: 'inquire' })}`, 'watchAgentWrite']);
+    h.send(agent('err'));
+    expect(h.taken()).toEqual(['discardAgentLine', `answerClient ${JSON.stringify({ answer: 'forbidden' })}`, `endCommand ${JSON.stringify({ outcome: 'refused' })}`]);
+    expect(h.actor.getSnapshot().context.refusedVerb).toBe('KEYINFO');
+  });
+
+  it('a half-close inside an INQUIRE is passed on, unfinished line included, and the agent\'s answer awaited', () => {
+    const h = greeted();
+    h.send(client('command', 'PKDECRYPT'), agent('inquire', 'CIPHERTEXT'));
+    h.taken();
+    h.send({ type: 'CLIENT_EOF' });
+    expect(h.state()).toBe('waitingForAgent');
+    expect(h.taken()).toEqual([`endAgentInput ${JSON.stringify({ withPartialLine: true })}`]);
+    h.send(agent('err'));
+    expect(h.state()).toBe('closing');
+  });
+
+  it('restricted: the proxy\'s own OPTION goes to the agent after the greeting, before any client line is taken', () => {
+    const h = harness({ restrictAgent: true });
+    h.send({ type: 'AGENT_CONNECTED' }, agent('ok'));
+    expect(h.state()).toEqual({ connecting: 'restricting' });
+    expect(h.actor.getSnapshot().hasTag('clientInput')).toBe(false);
+    expect(h.taken()).toEqual(['dialAgent', 'relayToClient', 'restrictAgent']);
+    h.send(agent('ok'));
+    expect(h.state()).toBe('ready');
+    // The agent's OK is the proxy's, not the client's.
+    expect(h.taken()).toEqual(['discardAgentLine']);
+  });
+
+  it('inquiry timeout: a client that never finishes its answer is told, and the session closes', () => {
+    const h = greeted();
+    h.send(client('command', 'PKSIGN'), agent('inquire', 'PASSPHRASE'));
+    h.clock.increment(599);
+    expect(h.state()).toEqual({ bufferingInquire: 'answering' });
+    h.clock.increment(1);
+    expect(h.state()).toBe('fatal');
+    expect(h.actor.getSnapshot().context.failure).toEqual({ reason: 'inquiryTimeout' });
   });
 
   it('BYE: relays OK closing connection, closes both sides, ends when both sockets closed', () => {
@@ -190,15 +258,17 @@ describe('session machine', () => {
     const h = greeted();
     h.send(client('command', 'GETINFO'), { type: 'CLIENT_EOF' });
     expect(h.state()).toBe('waitingForAgent');
-    expect(h.taken()).toContain('endAgentInput');
+    expect(h.taken()).toContain(`endAgentInput ${JSON.stringify({ withPartialLine: true })}`);
     h.send(agent('data'), agent('ok'));
     expect(h.state()).toBe('closing');
     expect(h.taken()).toEqual(['relayToClient', 'relayToClient', 'endCommand {"outcome":"ok"}', 'closeGracefully']);
   });
 
-  it('an INQUIRE for a client that has already ended goes straight to closing', () => {
+  it('an INQUIRE for a client that has already ended is relayed, and the agent\'s answer to the EOF awaited', () => {
     const h = greeted();
     h.send(client('command', 'PKDECRYPT'), { type: 'CLIENT_EOF' }, agent('inquire', 'CIPHERTEXT'));
+    expect(h.state()).toBe('waitingForAgent');
+    h.send(agent('err'));
     expect(h.state()).toBe('closing');
   });
 
@@ -265,24 +335,36 @@ describe('session machine', () => {
   it.each([
     ['ready', []],
     ['bufferingCommand', [{ type: 'CLIENT_PARTIAL', bytes: 1 }]],
-  ] as const)('idle timeout: no complete command within it after the greeting (in %s) closes the session', (state, events) => {
+  ] as const)('idle timeout: no complete command within it after the greeting (in %s) tells the client and closes', (state, events) => {
     const h = greeted();
     h.send(...events);
     h.clock.increment(399);
     expect(h.state()).toBe(state);
     h.clock.increment(1);
-    expect(h.state()).toBe('closing');
+    expect(h.state()).toBe('fatal');
     expect(h.actor.getSnapshot().context.failure).toEqual({ reason: 'idleTimeout' });
-    expect(h.taken()).toContain('closeGracefully');
+    expect(h.taken()).toContain(`abortSession ${JSON.stringify({ failure: { reason: 'idleTimeout' } })}`);
   });
 
-  it('the idle timeout stops counting at the first command', () => {
+  it('the idle timeout pauses while a command is in flight and starts again when its answer ends', () => {
     const h = greeted();
     h.clock.increment(399);
-    h.send(client('command', 'NOP'), agent('ok'));
+    h.send(client('command', 'PKSIGN'));
     h.clock.increment(10 * 400);
+    expect(h.state()).toBe('waitingForAgent');
+    h.send(agent('ok'));
+    h.clock.increment(399);
     expect(h.state()).toBe('ready');
-    expect(h.actor.getSnapshot().context.failure).toBeNull();
+    h.clock.increment(1);
+    expect(h.state()).toBe('fatal');
+  });
+
+  it('comment lines do not keep an idle session open', () => {
+    const h = greeted();
+    h.clock.increment(300);
+    h.send(client('comment'));
+    h.clock.increment(100);
+    expect(h.state()).toBe('fatal');
   });
 
   it('response timeout (when on): the agent silent past it ends the session with ERR Timeout', () => {
@@ -302,23 +384,16 @@ describe('session machine', () => {
     h.send(agent('ok'), client('command', 'NOP'));
     h.clock.increment(499);
     h.send(agent('ok'));
-    h.clock.increment(10_000);
+    // Past the response timeout, within the idle timeout (400 here).
+    h.clock.increment(399);
     expect(h.state()).toBe('ready');
   });
 
-  it.each([
-    ['forbidden', 'PKSIGN', 'forbidden', 'refused'],
-    ['restrictedQuery', 'GETINFO', 'restrictedOk', 'ok'],
-  ] as const)('a %s line is answered by the proxy (%s), never forwarded', (kind, verb, answer, outcome) => {
+  it.each(['command', 'data', 'end', 'cancel', 'malformedData'] as const)('a %s line the policy forbids is answered by the proxy, never forwarded', (kind) => {
     const h = greeted();
-    h.send(client(kind, verb));
+    h.send({ type: 'CLIENT_LINE', kind, verb: 'PKSIGN', bytes: 10, refusedBy: 'restricted' });
     expect(h.state()).toBe('ready');
-    expect(h.taken()).toEqual([
-      `beginCommand ${JSON.stringify({ verb })}`,
-      'discardClientLine',
-      `endCommand ${JSON.stringify({ outcome })}`,
-      `answerClient ${JSON.stringify({ answer })}`,
-    ]);
+    expect(h.taken()).not.toContain('forwardToAgent');
   });
 
   it.each([
@@ -347,7 +422,9 @@ describe('session machine', () => {
   it('context holds no protocol bytes, only kinds, verbs and reasons', () => {
     const h = greeted();
     h.send(client('command', 'PKDECRYPT'), agent('inquire', 'PASSPHRASE'), client('malformedData', 'D'));
-    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual(['clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'owedAnswer', 'responseTimeoutOn', 'sessionId', 'stopRequested']);
+    expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual([
+      'clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'owedAnswer', 'refusedVerb', 'responseTimeoutOn', 'restrictAgent', 'sessionId', 'stopRequested',
+    ]);
     expect(h.actor.getSnapshot().context).toEqual({
       sessionId: 't',
       connectAttempts: 1,
@@ -356,8 +433,10 @@ describe('session machine', () => {
       clientEnded: false,
       stopRequested: false,
       owedAnswer: 'malformedEscape',
+      refusedVerb: '',
       failure: null,
       responseTimeoutOn: false,
+      restrictAgent: false,
     });
   });
 });

@@ -13,14 +13,15 @@ const RESTING_STATES = [
   'connecting.reaching.dialing',
   'connecting.reaching.backingOff',
   'connecting.awaitingGreeting',
+  'connecting.restricting',
   'ready',
   'bufferingCommand',
   'sendingToAgent',
   'waitingForAgent',
   'sendingToClient',
   'bufferingInquire.answering',
+  'bufferingInquire.acknowledging',
   'bufferingInquire.discarding',
-  'bufferingInquire.draining',
   'closing',
   'closed',
   'fatal',
@@ -34,11 +35,15 @@ type EventKey =
   /** A full listen queue: the one connect failure that is retried. */
   | 'AGENT_CONNECT_FAILED:EAGAIN'
   | `AGENT_LINE:${AgentLineKind}`
-  | `CLIENT_LINE:${ClientLineKind}`;
+  /** An INQUIRE whose reader takes no data (PINENTRY_LAUNCHED). */
+  | 'AGENT_LINE:inquireNoData'
+  | `CLIENT_LINE:${ClientLineKind}`
+  /** A command line the session's policy forbids. */
+  | 'CLIENT_LINE:refused';
 type Outcome = State | 'stay' | 'reject' | 'final';
 type Row = Record<EventKey, Outcome>;
 
-const agentLine = (kind: AgentLineKind): SessionEvent => ({ type: 'AGENT_LINE', kind, keyword: kind === 'inquire' ? 'PASSPHRASE' : '', bytes: 8 });
+const agentLine = (kind: AgentLineKind, keyword = kind === 'inquire' ? 'PASSPHRASE' : ''): SessionEvent => ({ type: 'AGENT_LINE', kind, keyword, bytes: 8 });
 const clientLine = (kind: ClientLineKind): SessionEvent => ({ type: 'CLIENT_LINE', kind, verb: kind === 'command' ? 'NOP' : '', bytes: 8 });
 
 const SAMPLES: Record<EventKey, SessionEvent> = {
@@ -51,6 +56,7 @@ const SAMPLES: Record<EventKey, SessionEvent> = {
   'AGENT_LINE:okClosing': agentLine('okClosing'),
   'AGENT_LINE:err': agentLine('err'),
   'AGENT_LINE:inquire': agentLine('inquire'),
+  'AGENT_LINE:inquireNoData': agentLine('inquire', 'PINENTRY_LAUNCHED'),
   'AGENT_LINE:status': agentLine('status'),
   'AGENT_LINE:comment': agentLine('comment'),
   'AGENT_LINE:data': agentLine('data'),
@@ -64,8 +70,7 @@ const SAMPLES: Record<EventKey, SessionEvent> = {
   'CLIENT_LINE:malformedData': clientLine('malformedData'),
   'CLIENT_LINE:end': clientLine('end'),
   'CLIENT_LINE:cancel': clientLine('cancel'),
-  'CLIENT_LINE:forbidden': clientLine('forbidden'),
-  'CLIENT_LINE:restrictedQuery': clientLine('restrictedQuery'),
+  'CLIENT_LINE:refused': { type: 'CLIENT_LINE', kind: 'command', verb: 'KEYINFO', bytes: 8, refusedBy: 'deny' },
   CLIENT_LINE_TOO_LONG: { type: 'CLIENT_LINE_TOO_LONG', bytes: 2000 },
   CLIENT_EOF: { type: 'CLIENT_EOF' },
   CLIENT_GONE: { type: 'CLIENT_GONE', code: 'ECONNRESET' },
@@ -79,23 +84,22 @@ const SAMPLES: Record<EventKey, SessionEvent> = {
 const EVENT_KEYS = Object.keys(SAMPLES) as EventKey[];
 const row = (fill: Outcome, cells: Partial<Row>): Row => ({ ...(Object.fromEntries(EVENT_KEYS.map((k) => [k, fill])) as Row), ...cells });
 
-const ALL_AGENT_LINES = (outcome: Outcome): Partial<Row> =>
-  Object.fromEntries((['ok', 'okClosing', 'err', 'inquire', 'status', 'comment', 'data', 'end', 'invalid'] as const).map((k) => [`AGENT_LINE:${k}`, outcome]));
+const AGENT_KINDS = ['ok', 'okClosing', 'err', 'inquire', 'inquireNoData', 'status', 'comment', 'data', 'end', 'invalid'] as const;
+const ALL_AGENT_LINES = (outcome: Outcome): Partial<Row> => Object.fromEntries(AGENT_KINDS.map((k) => [`AGENT_LINE:${k}`, outcome]));
 
 /** Server shutdown: idle sessions close at once; a command in flight finishes first (STOP is remembered). */
 const closeOnStop: Partial<Row> = { STOP: 'closing', STOP_NOW: 'closing' };
 const finishThenClose: Partial<Row> = { STOP: 'stay', STOP_NOW: 'closing' };
 
-/** ready and bufferingCommand: waiting for the client's next command. */
+/** ready and bufferingCommand: the agent's command loop reads the next line. */
 const awaitingCommand: Partial<Row> = {
+  // Outside an INQUIRE every line but # and empty is a command to the agent (it answers stray D/END/CAN itself).
   'CLIENT_LINE:command': 'sendingToAgent',
   'CLIENT_LINE:data': 'sendingToAgent',
-  'CLIENT_LINE:malformedData': 'sendingToAgent', // outside an INQUIRE the agent answers a stray D line itself
+  'CLIENT_LINE:malformedData': 'sendingToAgent',
   'CLIENT_LINE:end': 'sendingToAgent',
   'CLIENT_LINE:cancel': 'sendingToAgent',
-  // Through the transient error state, which answers ERR Forbidden, or OK to GETINFO restricted.
-  'CLIENT_LINE:forbidden': 'ready',
-  'CLIENT_LINE:restrictedQuery': 'ready',
+  'CLIENT_LINE:refused': 'ready', // through the transient error state, which answers ERR Forbidden
   'CLIENT_LINE:comment': 'ready',
   'CLIENT_LINE:empty': 'ready',
   CLIENT_LINE_TOO_LONG: 'ready', // through the transient error state, which answers the ERR
@@ -103,7 +107,7 @@ const awaitingCommand: Partial<Row> = {
   CLIENT_GONE: 'closing',
   ...ALL_AGENT_LINES('fatal'),
   AGENT_CLOSED: 'fatal',
-  IDLE_TIMEOUT: 'closing', // raised only while no command has been sent since the greeting
+  IDLE_TIMEOUT: 'fatal', // the client is told (ERR Timeout), then the session closes
   ...closeOnStop,
 };
 
@@ -114,6 +118,7 @@ const relayingAnswer: Partial<Row> = {
   'AGENT_LINE:data': 'sendingToClient',
   'AGENT_LINE:end': 'sendingToClient',
   'AGENT_LINE:inquire': 'bufferingInquire.answering',
+  'AGENT_LINE:inquireNoData': 'bufferingInquire.acknowledging',
   'AGENT_LINE:ok': 'ready',
   'AGENT_LINE:err': 'ready',
   'AGENT_LINE:okClosing': 'closing',
@@ -124,17 +129,19 @@ const relayingAnswer: Partial<Row> = {
   ...finishThenClose,
 };
 
-/** The three inquire sub-states share their reactions to the client leaving and the agent closing. */
-const inquireCommon: Partial<Row> = { CLIENT_EOF: 'closing', CLIENT_GONE: 'closing', AGENT_CLOSED: 'fatal', ...finishThenClose };
+/** The inquire sub-states share their reactions to the client leaving and the agent closing. */
+const inquireCommon: Partial<Row> = { CLIENT_EOF: 'waitingForAgent', CLIENT_GONE: 'closing', AGENT_CLOSED: 'fatal', ...finishThenClose };
 const agentDuringInquiry: Partial<Row> = {
   'AGENT_LINE:status': 'stay',
   'AGENT_LINE:comment': 'stay',
   'AGENT_LINE:data': 'stay',
   'AGENT_LINE:end': 'stay',
-  'AGENT_LINE:ok': 'bufferingInquire.draining',
-  'AGENT_LINE:err': 'bufferingInquire.draining',
+  // The agent's reader had returned already: it reads commands again.
+  'AGENT_LINE:ok': 'ready',
+  'AGENT_LINE:err': 'ready',
   'AGENT_LINE:okClosing': 'closing',
   'AGENT_LINE:inquire': 'fatal', // nested INQUIRE: libassuan never does this
+  'AGENT_LINE:inquireNoData': 'fatal',
   'AGENT_LINE:invalid': 'fatal',
 };
 
@@ -155,6 +162,17 @@ const SPEC: Record<State, Row> = {
   'connecting.awaitingGreeting': row('reject', {
     ...ALL_AGENT_LINES('fatal'),
     'AGENT_LINE:comment': 'stay',
+    'AGENT_LINE:ok': 'ready',
+    AGENT_CLOSED: 'fatal',
+    CLIENT_GONE: 'closing',
+    ...closeOnStop,
+  }),
+  'connecting.restricting': row('reject', {
+    ...ALL_AGENT_LINES('fatal'),
+    'AGENT_LINE:status': 'stay',
+    'AGENT_LINE:comment': 'stay',
+    'AGENT_LINE:data': 'stay',
+    'AGENT_LINE:end': 'stay',
     'AGENT_LINE:ok': 'ready',
     AGENT_CLOSED: 'fatal',
     CLIENT_GONE: 'closing',
@@ -182,8 +200,21 @@ const SPEC: Record<State, Row> = {
     'CLIENT_LINE:end': 'sendingToAgent',
     'CLIENT_LINE:cancel': 'sendingToAgent',
     'CLIENT_LINE:command': 'sendingToAgent', // the agent ends the INQUIRE with ERR 274 and consumes the line
-    'CLIENT_LINE:forbidden': 'sendingToAgent', // the same: inside an INQUIRE no line is run as a command
-    'CLIENT_LINE:restrictedQuery': 'sendingToAgent',
+    'CLIENT_LINE:refused': 'sendingToAgent', // never sent: the agent gets CAN in its place
+  }),
+  'bufferingInquire.acknowledging': row('reject', {
+    ...inquireCommon,
+    ...agentDuringInquiry,
+    'CLIENT_LINE:comment': 'stay',
+    'CLIENT_LINE:empty': 'stay',
+    // Any other line ends an inquiry that takes no data, a D line too.
+    'CLIENT_LINE:data': 'sendingToAgent',
+    'CLIENT_LINE:malformedData': 'sendingToAgent',
+    'CLIENT_LINE:end': 'sendingToAgent',
+    'CLIENT_LINE:cancel': 'sendingToAgent',
+    'CLIENT_LINE:command': 'sendingToAgent',
+    'CLIENT_LINE:refused': 'sendingToAgent',
+    CLIENT_LINE_TOO_LONG: 'sendingToAgent',
   }),
   'bufferingInquire.discarding': row('reject', {
     ...inquireCommon,
@@ -196,22 +227,7 @@ const SPEC: Record<State, Row> = {
     'CLIENT_LINE:end': 'sendingToAgent',
     'CLIENT_LINE:cancel': 'sendingToAgent',
     'CLIENT_LINE:command': 'sendingToAgent',
-    'CLIENT_LINE:forbidden': 'sendingToAgent',
-    'CLIENT_LINE:restrictedQuery': 'sendingToAgent',
-  }),
-  'bufferingInquire.draining': row('reject', {
-    ...inquireCommon,
-    ...ALL_AGENT_LINES('fatal'),
-    'CLIENT_LINE:data': 'stay',
-    'CLIENT_LINE:comment': 'stay',
-    'CLIENT_LINE:empty': 'stay',
-    'CLIENT_LINE:malformedData': 'stay',
-    CLIENT_LINE_TOO_LONG: 'stay',
-    'CLIENT_LINE:end': 'ready',
-    'CLIENT_LINE:cancel': 'ready',
-    'CLIENT_LINE:command': 'ready',
-    'CLIENT_LINE:forbidden': 'ready',
-    'CLIENT_LINE:restrictedQuery': 'ready',
+    'CLIENT_LINE:refused': 'sendingToAgent',
   }),
   closing: row('reject', {
     ...ALL_AGENT_LINES('stay'),
@@ -234,8 +250,10 @@ const BASE_CONTEXT: SessionContext = {
   clientEnded: false,
   stopRequested: false,
   owedAnswer: null,
+  refusedVerb: '',
   failure: null,
   responseTimeoutOn: false,
+  restrictAgent: false,
 };
 
 function toValue(state: string): StateValue {
@@ -306,14 +324,15 @@ describe('session machine: outcomes that depend on context', () => {
         expect(actions).toContain('answerClient');
         expect(actions).not.toContain('relayToClient');
       }
-      const { actions } = check(state, 'AGENT_LINE:inquire', 'stay', owing);
-      expect(actions).toEqual(expect.arrayContaining(['discardAgentLine', 'cancelAgentInquiry']));
+      for (const key of ['AGENT_LINE:inquire', 'AGENT_LINE:inquireNoData'] as const) {
+        const { actions } = check(state, key, 'stay', owing);
+        expect(actions).toEqual(expect.arrayContaining(['discardAgentLine', 'cancelAgentInquiry']));
+      }
     },
   );
 
-  it('owing the client an ERR, draining answers it at the end of the client\'s answer', () => {
-    expect(check('bufferingInquire.draining', 'CLIENT_LINE:end', 'ready', owing).actions).toContain('answerClient');
-    expect(check('bufferingInquire.draining', 'CLIENT_LINE:end', 'ready').actions).not.toContain('answerClient');
+  it('owing the client an ERR, discarding answers it when the agent ends the command', () => {
+    expect(check('bufferingInquire.discarding', 'AGENT_LINE:err', 'ready', owing).actions).toContain('answerClient');
   });
 
   it('once the server asked to stop, a completed answer leads to closing; an INQUIRE may still be answered', () => {
@@ -324,17 +343,36 @@ describe('session machine: outcomes that depend on context', () => {
     check('bufferingInquire.answering', 'CLIENT_LINE:end', 'sendingToAgent', stopping);
   });
 
-  it('a forbidden command and GETINFO restricted are answered by the proxy and never forwarded', () => {
-    for (const key of ['CLIENT_LINE:forbidden', 'CLIENT_LINE:restrictedQuery'] as const) {
-      const { actions } = check('ready', key, 'ready');
-      expect(actions).toEqual(expect.arrayContaining(['discardClientLine', 'beginCommand', 'endCommand', 'answerClient']));
+  it('a line the policy forbids is never forwarded: answered by the proxy, or (inside an INQUIRE) replaced by CAN', () => {
+    for (const state of ['ready', 'bufferingCommand'] as const) {
+      const { actions } = check(state, 'CLIENT_LINE:refused', 'ready');
+      expect(actions).toEqual(expect.arrayContaining(['discardClientLine', 'noteRefusal', 'beginCommand', 'endCommand', 'answerClient']));
       expect(actions).not.toContain('forwardToAgent');
     }
+    for (const state of ['bufferingInquire.answering', 'bufferingInquire.acknowledging'] as const) {
+      const { actions } = check(state, 'CLIENT_LINE:refused', 'sendingToAgent');
+      expect(actions).toEqual(expect.arrayContaining(['discardClientLine', 'cancelAgentInquiry', 'noteRefusal']));
+      expect(actions).not.toContain('forwardToAgent');
+    }
+    const { actions } = check('bufferingInquire.discarding', 'CLIENT_LINE:refused', 'sendingToAgent');
+    expect(actions).not.toContain('forwardToAgent');
   });
 
-  it('once the client has ended, a completed answer or an INQUIRE leads to closing, not ready', () => {
+  it('a D line is the answer\'s data for an INQUIRE that takes data, and ends one that takes none', () => {
+    expect(check('bufferingInquire.answering', 'CLIENT_LINE:data', 'stay').actions).toContain('forwardToAgent');
+    expect(check('bufferingInquire.acknowledging', 'CLIENT_LINE:data', 'sendingToAgent').actions).toContain('forwardToAgent');
+  });
+
+  it('restricted: the greeting is followed by the proxy\'s own OPTION, whose ERR ends the session', () => {
+    const restricting: SessionContext = { ...BASE_CONTEXT, restrictAgent: true };
+    check('connecting.awaitingGreeting', 'AGENT_LINE:ok', 'connecting.restricting', restricting);
+    const { actions } = check('connecting.restricting', 'AGENT_LINE:err', 'fatal', restricting);
+    expect(actions).toContain('abortSession');
+  });
+
+  it('once the client has ended, a completed answer leads to closing, and an INQUIRE waits for the agent\'s answer to the EOF', () => {
     check('waitingForAgent', 'AGENT_LINE:ok', 'closing', ended);
-    check('waitingForAgent', 'AGENT_LINE:inquire', 'closing', ended);
-    check('bufferingInquire.draining', 'CLIENT_LINE:end', 'closing', ended);
+    check('waitingForAgent', 'AGENT_LINE:inquire', 'waitingForAgent', ended);
+    check('waitingForAgent', 'AGENT_LINE:inquireNoData', 'waitingForAgent', ended);
   });
 });

@@ -5,9 +5,11 @@
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
+const PINENTRY_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'pinentry.py');
 
 export interface RunResult {
   code: number;
@@ -58,9 +60,31 @@ export interface AgentHome {
   cleanup(): Promise<void>;
 }
 
-export async function createAgentHome(): Promise<AgentHome> {
+/** A pinentry the agent runs (see test/support/pinentry.py): what it was sent, and how it answers GETPIN. */
+export interface ScriptedPinentry {
+  /** Every line the agent sent it, percent escapes decoded, over every run so far. */
+  lines(): string[];
+  /** What GETPIN answers from now on: this passphrase, or `cancel` (as a person pressing Cancel). */
+  answer(passphrase: string | { cancel: true }): void;
+}
+
+export async function createAgentHome(options: { pinentryPassphrase?: string } = {}): Promise<AgentHome & { pinentry: ScriptedPinentry }> {
   const home = makeTempDir('gpgh.');
-  fs.writeFileSync(path.join(home, 'gpg-agent.conf'), 'allow-loopback-pinentry\nallow-preset-passphrase\n');
+  const pinentryDir = path.join(home, 'pinentry');
+  fs.mkdirSync(pinentryDir, { mode: 0o700 });
+  const answerFile = path.join(pinentryDir, 'answer');
+  const logFile = path.join(pinentryDir, 'log');
+  fs.writeFileSync(answerFile, options.pinentryPassphrase ?? 'cancel');
+  fs.writeFileSync(path.join(pinentryDir, 'pinentry.py'), fs.readFileSync(PINENTRY_SCRIPT), { mode: 0o700 });
+  fs.writeFileSync(
+    path.join(home, 'gpg-agent.conf'),
+    `allow-loopback-pinentry\nallow-preset-passphrase\npinentry-program ${path.join(pinentryDir, 'pinentry.py')}\n`,
+  );
+  const pinentry: ScriptedPinentry = {
+    lines: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l !== '') : []),
+    answer: (passphrase) => fs.writeFileSync(answerFile, typeof passphrase === 'string' ? `=${passphrase}` : 'cancel'),
+  };
+  if (options.pinentryPassphrase !== undefined) pinentry.answer(options.pinentryPassphrase);
   const env = { ...process.env, GNUPGHOME: home };
   const launch = async () => {
     await execFileAsync('gpgconf', ['--launch', 'gpg-agent'], { env });
@@ -70,6 +94,7 @@ export async function createAgentHome(): Promise<AgentHome> {
   return {
     home,
     socket,
+    pinentry,
     launch,
     async pid() {
       const out = await mustRun('gpg-connect-agent', home, ['GETINFO pid', '/bye']);
