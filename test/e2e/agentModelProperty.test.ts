@@ -56,6 +56,17 @@ afterAll(async () => {
 
 const withoutGreetingPid = (text: string) => text.replace(/^OK Pleased to meet you.*$/m, 'OK greeting');
 
+/** Runs `use` against a proxy with these policy options in front of the model agent, whose record starts empty. */
+async function withPolicyProxy(options: Parameters<typeof createCommandPolicy>[0], use: (proxy: TestProxy) => Promise<void>): Promise<void> {
+  const proxy = await startTestProxy({ upstream: model.socket, ...options });
+  try {
+    model.executed.length = 0;
+    await use(proxy);
+  } finally {
+    await proxy.close();
+  }
+}
+
 describe('against a model of the agent\'s reader', () => {
   it(`with no policy, the client reads the same bytes as directly (${RUNS} random sessions)`, async () => {
     await fc.assert(
@@ -78,9 +89,7 @@ describe('against a model of the agent\'s reader', () => {
         async (steps, deny, allow, restricted) => {
           const options = { deny, ...(allow ? { allow } : {}), restricted };
           const policy = createCommandPolicy(options);
-          const proxy = await startTestProxy({ upstream: model.socket, ...options });
-          try {
-            model.executed.length = 0;
+          await withPolicyProxy(options, async (proxy) => {
             await transcript(proxy.socket, steps);
             // In restricted mode the first line is the proxy's own OPTION pretend-request-origin=remote.
             const fromClient = restricted ? model.executed.slice(1) : model.executed;
@@ -89,9 +98,7 @@ describe('against a model of the agent\'s reader', () => {
               const bytes = Buffer.from(`${line}\n`, 'latin1');
               expect(policy?.(bytes, classifyClientLine(bytes).verb), line).toBeUndefined();
             }
-          } finally {
-            await proxy.close();
-          }
+          });
         },
       ),
       { numRuns: RUNS },
@@ -101,44 +108,32 @@ describe('against a model of the agent\'s reader', () => {
 
 describe('the policy judges every line the agent would run as a command, in every state', () => {
   it('--allow HAVEKEY: stray D, END and CAN lines are refused like commands, and never reach the agent', async () => {
-    const proxy = await startTestProxy({ upstream: model.socket, allow: ['HAVEKEY'] });
-    try {
-      model.executed.length = 0;
+    await withPolicyProxy({ allow: ['HAVEKEY'] }, async (proxy) => {
       const got = await transcript(proxy.socket, [{ send: 'D 0102\nEND\nCAN\nCANCEL\nd x\nNOP\n' }]);
       const forbidden = (verb: string) => `ERR 67109115 Forbidden <assuan-proxy> - ${verb} is not allowed through this socket\n`;
       expect(got.replace(/^OK Pleased.*\n/, '')).toBe(`${forbidden('D')}${forbidden('END')}${forbidden('CAN')}${forbidden('CANCEL')}${forbidden('D')}OK\n`);
       expect(model.executed).toEqual(['NOP']);
-    } finally {
-      await proxy.close();
-    }
+    });
   });
 
   it('--deny CANCEL refuses CANCEL outside an INQUIRE; inside one, a CANCEL line is the answer\'s cancel, not a command', async () => {
-    const proxy = await startTestProxy({ upstream: model.socket, deny: ['CANCEL'] });
-    try {
-      model.executed.length = 0;
+    await withPolicyProxy({ deny: ['CANCEL'] }, async (proxy) => {
       const got = await transcript(proxy.socket, [{ send: 'CANCEL\nPKDECRYPT\n' }, { until: /^INQUIRE CIPHERTEXT\n/m }, { send: 'CANCEL\n' }]);
       expect(got.replace(/^OK Pleased.*\n/, '')).toBe(
         'ERR 67109115 Forbidden <assuan-proxy> - CANCEL is not allowed through this socket\nINQUIRE CIPHERTEXT\nERR 67109141 IPC call has been cancelled <GPG Agent>\n',
       );
       expect(model.executed).toEqual(['PKDECRYPT']);
-    } finally {
-      await proxy.close();
-    }
+    });
   });
 
   it('a forbidden command inside an INQUIRE never reaches the agent: the agent gets CAN in its place, the client ERR Forbidden', async () => {
-    const proxy = await startTestProxy({ upstream: model.socket, deny: ['KEYINFO'] });
-    try {
-      model.executed.length = 0;
+    await withPolicyProxy({ deny: ['KEYINFO'] }, async (proxy) => {
       const got = await transcript(proxy.socket, [{ send: 'PKSIGN\n' }, { until: /^INQUIRE PASSPHRASE\n/m }, { send: 'D 01\nKEYINFO --list\nNOP\n' }]);
       expect(got.replace(/^OK Pleased.*\n/, '')).toBe(
         'INQUIRE PASSPHRASE\nERR 67109115 Forbidden <assuan-proxy> - KEYINFO is not allowed through this socket\nOK\n',
       );
       expect(model.executed).toEqual(['PKSIGN', 'NOP']);
       expect(proxy.logs).toContainEqual(expect.objectContaining({ msg: 'refused by policy', verb: 'KEYINFO', rule: 'deny', during: 'inquire' }));
-    } finally {
-      await proxy.close();
-    }
+    });
   });
 });

@@ -33,6 +33,15 @@ afterAll(async () => {
   await agent?.cleanup();
 });
 
+/** A --restricted proxy in front of a scripted agent, and a client it has greeted (removed after the file). */
+async function restrictedInFrontOfScripted(options: { greetingTimeoutMs?: number } = {}) {
+  const scripted: ScriptedAgent = await createScriptedAgent();
+  cleanups.push(() => scripted.close());
+  const proxy = await startTestProxy({ upstream: scripted.socket, restricted: true, ...options });
+  cleanups.push(() => proxy.close());
+  return { scripted, proxy, ...(await greetedSession(proxy.socket, scripted)) };
+}
+
 /** Sends one command on a fresh connection and returns its final line (an INQUIRE is cancelled). */
 async function finalLine(socket: string, command: string): Promise<string> {
   const client = await RawClient.connect(socket);
@@ -84,11 +93,7 @@ describe('--restricted', () => {
   });
 
   it('the agent is told first; a forbidden command never reaches it, in any state', async () => {
-    const scripted: ScriptedAgent = await createScriptedAgent();
-    cleanups.push(() => scripted.close());
-    const proxy = await startTestProxy({ upstream: scripted.socket, restricted: true });
-    cleanups.push(() => proxy.close());
-    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    const { scripted, proxy, client, upstream } = await restrictedInFrontOfScripted();
     // Before any client line: the agent itself is asked to run the connection restricted.
     client.write('KILLAGENT\nGETINFO pid\nOPTION pinentry-mode=loopback\nFROBNICATE\nGETINFO restricted\nNOP\n');
     expect(await upstream.readLine()).toBe('OPTION pretend-request-origin=remote');
@@ -127,11 +132,7 @@ describe('--restricted', () => {
   });
 
   it('an agent that never answers the proxy\'s OPTION: the greeting timeout ends the session with one ERR', async () => {
-    const scripted: ScriptedAgent = await createScriptedAgent();
-    cleanups.push(() => scripted.close());
-    const proxy = await startTestProxy({ upstream: scripted.socket, restricted: true, greetingTimeoutMs: 50 });
-    cleanups.push(() => proxy.close());
-    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    const { client, upstream } = await restrictedInFrontOfScripted({ greetingTimeoutMs: 50 });
     expect(await upstream.readLine()).toBe('OPTION pretend-request-origin=remote');
     expect(await client.rest()).toEqual(['ERR 67108926 Timeout <assuan-proxy> - gpg-agent did not greet in time']);
   });
@@ -140,11 +141,7 @@ describe('--restricted', () => {
     ['refuses to run the connection restricted', (u: ScriptedConnection) => u.send('ERR 67109038 Unknown option <GPG Agent>\n'), 'ERR 67109123 IPC connect call failed <assuan-proxy> - gpg-agent refused to run the connection restricted (pretend-request-origin)'],
     ['answers the OPTION with a line that is no answer', (u: ScriptedConnection) => u.send('INQUIRE WHAT\n'), 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here'],
   ] as const)('an agent that %s: the client gets one ERR and a close, and no line of its reaches the agent', async (_, answer, expected) => {
-    const scripted: ScriptedAgent = await createScriptedAgent();
-    cleanups.push(() => scripted.close());
-    const proxy = await startTestProxy({ upstream: scripted.socket, restricted: true });
-    cleanups.push(() => proxy.close());
-    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    const { scripted, client, upstream } = await restrictedInFrontOfScripted();
     client.write('NOP\n');
     expect(await upstream.readLine()).toBe('OPTION pretend-request-origin=remote');
     answer(upstream);
