@@ -10,14 +10,14 @@
  * Inquiries made with no buffer, read at the tags gnupg-2.2.40 / 2.4.8 and libassuan-2.5.5:
  * - PINENTRY_LAUNCHED (gpg-agent, agent/command.c:343; 2.4: :389), only after `OPTION allow-pinentry-notify`:
  *   the agent ignores the inquiry's error (END, CAN, a D line, EOF alike) and carries on with the pinentry;
- * - CONFIRM 0|1 (gpg-agent 2.4, agent/command.c:4538, loopback pinentry mode);
- * - KNOWNCARDP (scdaemon, scd/command.c:440, LEARN without --force).
- * The SCD pass-through always reads the client's answer with a buffer. See README "What the proxy knows about
- * gpg-agent's reader".
+ * - CONFIRM 0|1 (gpg-agent 2.4, agent/command.c:4538, loopback pinentry mode).
+ * scdaemon's KNOWNCARDP (scd/command.c:440) takes no data at scdaemon, but a client of gpg-agent only sees it
+ * through the SCD pass-through, which always reads the answer with a buffer (agent/call-scd.c:771): for the
+ * agent's client it takes data. See README "What the proxy knows about gpg-agent's reader".
  */
 
-/** Inquiries whose reader takes no data: a `D` line ends them, like any line but `#` and empty. */
-const NO_DATA_INQUIRIES: ReadonlySet<string> = new Set(['PINENTRY_LAUNCHED', 'CONFIRM', 'KNOWNCARDP']);
+/** Inquiries whose reader at gpg-agent takes no data: a `D` line ends them, like any line but `#` and empty. */
+const NO_DATA_INQUIRIES: ReadonlySet<string> = new Set(['PINENTRY_LAUNCHED', 'CONFIRM']);
 
 /**
  * Inquiries whose answer is a secret (protocol notes §11): a passphrase, a PIN, or key material. An unknown

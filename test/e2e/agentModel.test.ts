@@ -146,6 +146,26 @@ describe('the same bytes directly and through the proxy', () => {
   });
 });
 
+describe('an INQUIRE a card daemon makes, passed through by gpg-agent', () => {
+  let carded: AgentHome;
+  let proxy: TestProxy;
+  beforeAll(async () => {
+    carded = await createAgentHome({ scdaemon: true });
+    proxy = await startTestProxy({ upstream: carded.socket });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await carded?.cleanup();
+  });
+
+  it('KNOWNCARDP takes no data at scdaemon, but gpg-agent reads the answer with a buffer: D lines are data, the same bytes come back', async () => {
+    const steps: Step[] = [{ send: 'SCD LEARN\n' }, { until: /^INQUIRE KNOWNCARDP .*\n/m }, { send: 'D 1\nEND\nNOP\n' }];
+    const direct = normalized(await transcript(carded.socket, steps));
+    expect(direct).toMatch(/INQUIRE KNOWNCARDP .*\nOK\nOK\n$/);
+    expect(normalized(await transcript(proxy.socket, steps))).toBe(direct);
+  });
+});
+
 describe('--restricted: the agent itself runs the connection as its extra socket would', () => {
   const signingCommands = (grip: string) => [
     `SIGKEY ${grip}`,

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
 const PINENTRY_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'pinentry.py');
+const SCDAEMON_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'scdaemon.py');
 
 export interface RunResult {
   code: number;
@@ -68,7 +69,11 @@ export interface ScriptedPinentry {
   answer(passphrase: string | { cancel: true }): void;
 }
 
-export async function createAgentHome(options: { pinentryPassphrase?: string } = {}): Promise<AgentHome & { pinentry: ScriptedPinentry }> {
+/**
+ * A home with a running gpg-agent whose pinentry is test/support/pinentry.py; with `scdaemon`, its card daemon is
+ * test/support/scdaemon.py, so that `SCD LEARN` gets an INQUIRE passed through from it.
+ */
+export async function createAgentHome(options: { pinentryPassphrase?: string; scdaemon?: boolean } = {}): Promise<AgentHome & { pinentry: ScriptedPinentry }> {
   const home = makeTempDir('gpgh.');
   const pinentryDir = path.join(home, 'pinentry');
   fs.mkdirSync(pinentryDir, { mode: 0o700 });
@@ -78,7 +83,8 @@ export async function createAgentHome(options: { pinentryPassphrase?: string } =
   fs.writeFileSync(path.join(pinentryDir, 'pinentry.py'), fs.readFileSync(PINENTRY_SCRIPT), { mode: 0o700 });
   fs.writeFileSync(
     path.join(home, 'gpg-agent.conf'),
-    `allow-loopback-pinentry\nallow-preset-passphrase\npinentry-program ${path.join(pinentryDir, 'pinentry.py')}\n`,
+    `allow-loopback-pinentry\nallow-preset-passphrase\npinentry-program ${path.join(pinentryDir, 'pinentry.py')}\n` +
+      (options.scdaemon ? `scdaemon-program ${SCDAEMON_SCRIPT}\n` : ''),
   );
   const pinentry: ScriptedPinentry = {
     lines: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l !== '') : []),
