@@ -68,7 +68,8 @@ export interface SessionContext {
 export type SessionEvent =
   | { type: 'AGENT_CONNECTED' }
   | { type: 'AGENT_CONNECT_FAILED'; code: string }
-  | { type: 'AGENT_LINE'; kind: AgentLineKind; keyword: string; bytes: number }
+  /** An agent line; `bytes` is absent for the answer of a command whose answer is secret (GET_PASSPHRASE). */
+  | { type: 'AGENT_LINE'; kind: AgentLineKind; keyword: string; bytes?: number }
   /** The line just forwarded was accepted by the upstream socket without backpressure. */
   | { type: 'AGENT_WRITTEN' }
   | { type: 'AGENT_CLOSED'; code: string }

@@ -17,7 +17,7 @@ import { errLine, type ProxyErrorName } from './protocol/errors.js';
 import { LineFramer } from './protocol/framer.js';
 import { CoalescingWriter, extendView, followsInMemory } from './coalescingWriter.js';
 import type { CommandPolicy } from './policy.js';
-import { inquiryAnswerIsSecret } from './protocol/inquiries.js';
+import { commandAnswerIsSecret, inquiryAnswerIsSecret } from './protocol/inquiries.js';
 
 export interface SessionTimeouts {
   connectMs: number;
@@ -60,6 +60,7 @@ export interface SessionSummary {
   refused: number;
   /** Bytes from the client, not counting answers to INQUIREs whose answer is secret (not even their length is shown). */
   bytesFromClient: number;
+  /** Bytes to the client, not counting the answers of commands whose answer is secret (GET_PASSPHRASE, GETVAL). */
   bytesToClient: number;
 }
 
@@ -140,6 +141,10 @@ export class SessionRuntime {
   private bytesFromClient = 0;
   /** Bytes of lines taken as the answer to an INQUIRE whose answer is secret: never published. */
   private secretClientBytes = 0;
+  /** Bytes of the answers to commands whose answer is secret (GET_PASSPHRASE): never published. */
+  private secretBytesToClient = 0;
+  /** The command in flight carried a secret either way: its sizes are not logged. */
+  private commandCarriesSecret = false;
   private bytesToClient = 0;
 
   /**
@@ -155,9 +160,14 @@ export class SessionRuntime {
       actions: {
         dialAgent: ({ self }) => of(self).dialAgent(),
         restrictAgent: ({ self }) => of(self).writeUpstream(RESTRICT_LINE),
-        relayToClient: ({ self }) => {
+        relayToClient: ({ self, context }) => {
           const rt = of(self);
-          rt.writeClient(rt.takeAgentLine());
+          const line = rt.takeAgentLine();
+          if (line && commandAnswerIsSecret(context.command)) {
+            rt.secretBytesToClient += line.length;
+            rt.commandCarriesSecret = true;
+          }
+          rt.writeClient(line);
         },
         forwardToAgent: ({ self }) => {
           const rt = of(self);
@@ -188,13 +198,16 @@ export class SessionRuntime {
           rt.commandStartedAt = performance.now();
           rt.commandBytesToAgent = 0;
           rt.commandBytesToClient = 0;
+          rt.commandCarriesSecret = false;
           if (rt.debug) rt.log.debug({ verb }, 'command');
         },
         endCommand: ({ self, context }, { outcome }) => {
           const rt = of(self);
           if (rt.debug) {
             const ms = round(performance.now() - rt.commandStartedAt);
-            rt.log.debug({ verb: context.command, outcome, ms, toAgent: rt.commandBytesToAgent, toClient: rt.commandBytesToClient }, 'command done');
+            // A command that carried a secret either way gets no sizes: they would give away its length.
+            const sizes = rt.commandCarriesSecret ? { sizes: 'withheld' } : { toAgent: rt.commandBytesToAgent, toClient: rt.commandBytesToClient };
+            rt.log.debug({ verb: context.command, outcome, ms, ...sizes }, 'command done');
           }
         },
         abortSession: ({ self }, { failure }) => of(self).abort(failure),
@@ -293,7 +306,7 @@ export class SessionRuntime {
       command: snapshot.context.command,
       ageMs: round(performance.now() - this.startedAt),
       bytesFromClient: this.publishedBytesFromClient(),
-      bytesToClient: this.bytesToClient,
+      bytesToClient: this.bytesToClient - this.secretBytesToClient,
       bufferedClientBytes: this.inSecretInquiry() ? 0 : this.clientFramer.bufferedBytes,
       clientPaused: this.client.isPaused(),
       upstreamPendingBytes: this.upstream?.writableLength ?? 0,
@@ -372,7 +385,10 @@ export class SessionRuntime {
         const refusedBy = this.options.policy && kind !== 'comment' && kind !== 'empty' ? this.options.policy(line, verb) : undefined;
         const inquire = snapshot.context.inquire;
         const secret = inquire !== '' && inquiryAnswerIsSecret(inquire);
-        if (secret) this.secretClientBytes += line.length;
+        if (secret) {
+          this.secretClientBytes += line.length;
+          this.commandCarriesSecret = true;
+        }
         this.currentClientLine = line;
         this.send({ type: 'CLIENT_LINE', kind, verb, ...(secret ? {} : { bytes: line.length }), ...(refusedBy ? { refusedBy } : {}) });
         this.currentClientLine = undefined;
@@ -414,8 +430,9 @@ export class SessionRuntime {
         }
         const info = classifyAgentLine(item.bytes);
         const line = info.kind === 'data' ? this.dataRun(this.agentFramer, item.bytes, isAgentData) : item.bytes;
+        const secret = commandAnswerIsSecret(this.actor.getSnapshot().context.command);
         this.currentAgentLine = line;
-        this.send({ type: 'AGENT_LINE', kind: info.kind, keyword: info.keyword, bytes: line.length });
+        this.send({ type: 'AGENT_LINE', kind: info.kind, keyword: info.keyword, ...(secret ? {} : { bytes: line.length }) });
         this.currentAgentLine = undefined;
       }
     } finally {
@@ -589,7 +606,7 @@ export class SessionRuntime {
       commands: this.commands,
       refused: this.refused,
       bytesFromClient: this.publishedBytesFromClient(),
-      bytesToClient: this.bytesToClient,
+      bytesToClient: this.bytesToClient - this.secretBytesToClient,
     };
     this.log.info(summary, 'session ended');
     if (this.actor.getSnapshot().status === 'active') this.actor.stop();

@@ -25,6 +25,16 @@ const NO_DATA_INQUIRIES: ReadonlySet<string> = new Set(['PINENTRY_LAUNCHED', 'CO
  */
 const SECRET_INQUIRIES: ReadonlySet<string> = new Set(['PASSPHRASE', 'NEW_PASSPHRASE', 'NEWPASSWD', 'KEYDATA', 'NEEDPIN', 'SECRET', 'OTHER']);
 
+/**
+ * Commands whose answer is a secret (protocol notes §11): GET_PASSPHRASE returns the passphrase (hex in its OK
+ * line, or D lines with --data), GETVAL a stored value (historically a passphrase).
+ */
+const SECRET_ANSWER_COMMANDS: ReadonlySet<string> = new Set(['GET_PASSPHRASE', 'GETVAL']);
+
+export function commandAnswerIsSecret(verb: string): boolean {
+  return SECRET_ANSWER_COMMANDS.has(verb);
+}
+
 export function inquiryTakesData(keyword: string): boolean {
   return !NO_DATA_INQUIRIES.has(keyword);
 }

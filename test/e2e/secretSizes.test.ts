@@ -12,6 +12,7 @@ import { greetedSession } from '../support/sessions.js';
 let agent: ScriptedAgent;
 let proxy: TestProxy;
 const clientLines: Array<Record<string, unknown>> = [];
+const agentLines: Array<Record<string, unknown>> = [];
 
 beforeAll(async () => {
   agent = await createScriptedAgent();
@@ -19,6 +20,7 @@ beforeAll(async () => {
     upstream: agent.socket,
     inspect: (event: InspectionEvent) => {
       if (event.type === '@xstate.event' && event.event.type === 'CLIENT_LINE') clientLines.push({ ...event.event });
+      if (event.type === '@xstate.event' && event.event.type === 'AGENT_LINE') agentLines.push({ ...event.event });
     },
   });
 });
@@ -56,5 +58,33 @@ describe('the size of a secret answer', () => {
     await sessionsDrained(proxy.proxy);
     const summary = proxy.logs.filter((r) => r.msg === 'session ended').at(-1)!;
     expect(summary.bytesFromClient).toBe('PKSIGN\n'.length + (secret ? 0 : answerBytes));
+    // The debug record of the command gives no sizes once it carried a secret (its bytes to the agent would).
+    const done = proxy.logs.filter((r) => r.msg === 'command done' && r.verb === 'PKSIGN').at(-1)!;
+    if (secret) {
+      expect(done.sizes).toBe('withheld');
+      expect(done).not.toHaveProperty('toAgent');
+    } else {
+      expect(done.toAgent).toBe('PKSIGN\n'.length + answerBytes);
+    }
+  });
+
+  it.each([
+    ['GET_PASSPHRASE', true],
+    ['GETINFO', false],
+  ] as const)('the answer of %s: secret = %s', async (verb, secret) => {
+    agentLines.length = 0;
+    const { client, upstream } = await greetedSession(proxy.socket, agent);
+    client.write(`${verb} x\n`);
+    await upstream.readLine();
+    // GET_PASSPHRASE without --data answers with the passphrase in hex in its OK line.
+    const answer = 'OK 636F727265637420686F727365\n';
+    upstream.send(answer);
+    expect(await client.response()).toEqual([answer.trimEnd()]);
+    expect(proxy.proxy.sessions()[0]!.bytesToClient).toBe('OK hi\n'.length + (secret ? 0 : answer.length));
+    expect(agentLines.filter((e) => e.kind === 'ok').map((e) => 'bytes' in e)).toEqual([true, !secret]); // greeting, answer
+    client.destroy();
+    await sessionsDrained(proxy.proxy);
+    const done = proxy.logs.filter((r) => r.msg === 'command done' && r.verb === verb).at(-1)!;
+    expect(done.sizes === 'withheld').toBe(secret);
   });
 });
