@@ -121,6 +121,8 @@ export class SessionRuntime {
   private upstreamConnected = false;
   private agentClosedReported = false;
   private upstreamBlocked = false;
+  /** The client's socket has not taken all we wrote (CLIENT_BLOCKED sent, CLIENT_DRAINED not yet). */
+  private clientBlocked = false;
   private awaitingAgentWrite = false;
   private clientEnded = false;
   private clientEofSent = false;
@@ -287,7 +289,13 @@ export class SessionRuntime {
       if (!this.clientEnded) this.send({ type: 'CLIENT_GONE', code: 'CLOSED' });
       this.checkSocketsClosed();
     });
-    this.client.on('drain', () => this.upstream?.resume());
+    this.client.on('drain', () => {
+      this.upstream?.resume();
+      if (this.clientBlocked) {
+        this.clientBlocked = false;
+        this.send({ type: 'CLIENT_DRAINED' });
+      }
+    });
   }
 
   start(): this {
@@ -524,8 +532,14 @@ export class SessionRuntime {
 
   private flushToClient(bytes: Buffer): void {
     if (this.client.destroyed || this.client.writableEnded) return;
-    // A client that does not read pauses the agent instead of growing our buffer.
-    if (!this.client.write(bytes)) this.upstream?.pause();
+    // A client that does not read pauses the agent instead of growing our buffer, for the idle timeout at most.
+    if (!this.client.write(bytes)) {
+      this.upstream?.pause();
+      if (!this.clientBlocked) {
+        this.clientBlocked = true;
+        this.send({ type: 'CLIENT_BLOCKED' });
+      }
+    }
   }
 
   private writeUpstream(bytes: Buffer | undefined): void {
@@ -634,6 +648,8 @@ function describeFailure(failure: SessionFailure | null, upstreamPath: string, t
       return ['timeout', 'gpg-agent did not answer in time'];
     case 'idleTimeout':
       return ['timeout', `no command for ${seconds(timeouts.idleMs)} (the idle limit); closing`];
+    case 'clientStalled':
+      return ['timeout', `the client read nothing for ${seconds(timeouts.idleMs)} (the idle limit); closing`];
     case 'inquiryTimeout':
       return ['timeout', `the INQUIRE was not answered within ${seconds(timeouts.inquiryMs)}; closing`];
     case 'badGreeting':

@@ -106,6 +106,54 @@ describe('idle sessions hold no slot forever (simulated clock, real gpg-agent)',
   });
 });
 
+describe('a client that stops reading (simulated clock)', () => {
+  it('holds its slot no longer than the idle limit: the session ends with the reason logged, and the slot is free again', async () => {
+    const clock = new SimulatedClock();
+    const proxy = await proxyWith({ clock, idleTimeoutMs: 10_000, maxSessions: 1 });
+    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    client.socket.pause(); // it reads nothing from now on
+    client.write('EXPORT_KEY 00\n');
+    await upstream.readLine();
+    // An answer far larger than the socket buffers: the client's side fills, and the agent is paused.
+    upstream.send(`D ${'x'.repeat(990)}\n`.repeat(4000));
+    await until(() => proxy.proxy.sessions()[0]?.agentPaused === true);
+    clock.increment(9_999);
+    expect(proxy.proxy.sessionCount).toBe(1);
+    clock.increment(1);
+    await sessionsDrained(proxy.proxy);
+    expect(proxy.logs).toContainEqual(expect.objectContaining({ msg: 'session ended', outcome: 'failed', failure: { reason: 'clientStalled' } }));
+    client.destroy();
+    const next = await greetedSession(proxy.socket, scripted);
+    next.client.write('NOP\n');
+    expect(await next.upstream.readLine()).toBe('NOP');
+    next.upstream.send('OK\n');
+    expect(await next.client.response()).toEqual(['OK']);
+    next.client.destroy();
+    await sessionsDrained(proxy.proxy);
+  });
+
+  it('reading again in time keeps the session: the rest of the answer arrives', async () => {
+    const clock = new SimulatedClock();
+    const proxy = await proxyWith({ clock, idleTimeoutMs: 10_000 });
+    const { client, upstream } = await greetedSession(proxy.socket, scripted);
+    client.socket.pause();
+    client.write('EXPORT_KEY 00\n');
+    await upstream.readLine();
+    const lines = 4000;
+    upstream.send(`${`D ${'y'.repeat(990)}\n`.repeat(lines)}OK\n`);
+    await until(() => proxy.proxy.sessions()[0]?.agentPaused === true);
+    clock.increment(9_000);
+    client.socket.resume();
+    const answer = await client.response();
+    expect(answer).toHaveLength(lines + 1);
+    // Well past the first stall's limit: reading again cancelled it.
+    clock.increment(9_000);
+    expect(proxy.proxy.sessions()[0]?.state).toBe('ready');
+    client.destroy();
+    await sessionsDrained(proxy.proxy);
+  });
+});
+
 describe('timeouts (simulated clock)', () => {
   it('idle: a client that sends no command is told, then closed after --idle-timeout, with a logged reason', async () => {
     const clock = new SimulatedClock();

@@ -29,9 +29,12 @@ const events: SessionEvent[] = [
   { type: 'SOCKETS_CLOSED' },
   { type: 'STOP' },
   { type: 'STOP_NOW' },
+  { type: 'CLIENT_BLOCKED' },
+  { type: 'CLIENT_DRAINED' },
   // Raised by the machine's own timers; the traversal delivers them like any other event.
   { type: 'IDLE_TIMEOUT' },
   { type: 'RESPONSE_TIMEOUT' },
+  { type: 'CLIENT_STALLED' },
 ];
 
 // State value plus the context that guards read: the traversal must tell these snapshots apart.

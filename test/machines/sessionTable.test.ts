@@ -79,10 +79,19 @@ const SAMPLES: Record<EventKey, SessionEvent> = {
   STOP_NOW: { type: 'STOP_NOW' },
   IDLE_TIMEOUT: { type: 'IDLE_TIMEOUT' },
   RESPONSE_TIMEOUT: { type: 'RESPONSE_TIMEOUT' },
+  CLIENT_BLOCKED: { type: 'CLIENT_BLOCKED' },
+  CLIENT_DRAINED: { type: 'CLIENT_DRAINED' },
+  CLIENT_STALLED: { type: 'CLIENT_STALLED' },
 };
 
 const EVENT_KEYS = Object.keys(SAMPLES) as EventKey[];
-const row = (fill: Outcome, cells: Partial<Row>): Row => ({ ...(Object.fromEntries(EVENT_KEYS.map((k) => [k, fill])) as Row), ...cells });
+/** Every live state, from the machine's root: a client that stops reading has the idle timeout to read on. */
+const readingBound: Partial<Row> = { CLIENT_BLOCKED: 'stay', CLIENT_DRAINED: 'stay', CLIENT_STALLED: 'fatal' };
+const row = (fill: Outcome, cells: Partial<Row>): Row => ({
+  ...(Object.fromEntries(EVENT_KEYS.map((k) => [k, fill])) as Row),
+  ...(fill === 'final' ? {} : readingBound),
+  ...cells,
+});
 
 const AGENT_KINDS = ['ok', 'okClosing', 'err', 'inquire', 'inquireNoData', 'status', 'comment', 'data', 'end', 'invalid'] as const;
 const ALL_AGENT_LINES = (outcome: Outcome): Partial<Row> => Object.fromEntries(AGENT_KINDS.map((k) => [`AGENT_LINE:${k}`, outcome]));
