@@ -13,6 +13,8 @@ import { resolveUpstream } from './upstream.js';
 import { createCommandPolicy, PolicyError, type CommandPolicy } from './policy.js';
 import { errLine } from './protocol/errors.js';
 import { combineObservers, transitionRecorder } from './machineTools/trace.js';
+import { warmUpOnce } from './machineTools/warmUp.js';
+import { sessionMachine } from '../machines/session.js';
 
 export interface ProxyOptions {
   /** Socket to listen on. Default: S.gpg-agent in a private directory under $XDG_RUNTIME_DIR or the temp dir. */
@@ -107,6 +109,8 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     responseMs: options.responseTimeoutMs,
     closeGraceMs: options.closeGraceMs ?? DEFAULT_TIMEOUTS.closeGraceMs,
   };
+  // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
+  warmUpOnce(sessionMachine);
   const inspect = combineObservers([
     options.inspect,
     options.traceTransitions
