@@ -254,25 +254,28 @@ const stopResponseTimer = session.enqueueActions(({ context, enqueue }) => {
 /** A command's answer is complete: the agent reads commands again, and the client has the idle timeout for its next. */
 const commandDone = (outcome: CommandOutcome) => [{ type: 'endCommand', params: { outcome } } as const, startIdleTimer];
 
-/** Inside an INQUIRE the policy refused the current line: log it, and owe the client ERR Forbidden naming the verb. */
-const refuseInInquiry = session.enqueueActions(({ event, enqueue }) => {
-  if (event.type !== 'CLIENT_LINE') return;
-  enqueue({ type: 'noteRefusal', params: { verb: event.verb, rule: event.refusedBy, during: 'inquire' } });
-  enqueue.assign({ owedAnswer: 'forbidden', refusedVerb: event.verb });
-});
-
-/** A command the proxy answers itself: it is logged as a command, and never reaches the agent. */
-const refuseCommand = session.enqueueActions(({ event, enqueue }) => {
-  if (event.type !== 'CLIENT_LINE') return;
-  enqueue.assign({ command: event.verb, owedAnswer: 'forbidden', refusedVerb: event.verb });
-  enqueue.cancel(IDLE_TIMER);
-  enqueue({ type: 'beginCommand', params: { verb: event.verb } });
-  enqueue('discardClientLine');
-  enqueue({ type: 'noteRefusal', params: { verb: event.verb, rule: event.refusedBy, during: 'command' } });
-});
+/**
+ * The policy refused the current line: it never reaches the agent; the refusal is logged with where the agent's
+ * reader was, and the client is owed ERR Forbidden naming the verb. Read as a command, the line is also logged as
+ * a command of its own, answered by the proxy (through the error state); inside an INQUIRE the agent gets CAN.
+ */
+const refuse = (during: 'command' | 'inquire') =>
+  session.enqueueActions(({ event, enqueue }) => {
+    if (event.type !== 'CLIENT_LINE') return;
+    if (during === 'command') {
+      enqueue.assign({ command: event.verb });
+      enqueue.cancel(IDLE_TIMER);
+      enqueue({ type: 'beginCommand', params: { verb: event.verb } });
+    }
+    enqueue('discardClientLine');
+    // Inside an INQUIRE the agent's reader still waits: CAN ends it in place of the refused line.
+    if (during === 'inquire') enqueue('cancelAgentInquiry');
+    enqueue({ type: 'noteRefusal', params: { verb: event.verb, rule: event.refusedBy, during } });
+    enqueue.assign({ owedAnswer: 'forbidden', refusedVerb: event.verb });
+  });
 
 /** Inside an INQUIRE, a line the policy forbids never reaches the agent: the inquiry is cancelled in its place. */
-const refuseInsideInquiry = ['discardClientLine', 'cancelAgentInquiry', refuseInInquiry] as const;
+const refuseInsideInquiry = refuse('inquire');
 
 /** ready and bufferingCommand: the agent's command loop reads the next line; the client's lines wait for it. */
 const awaitingCommand = session.createStateConfig({
@@ -284,7 +287,7 @@ const awaitingCommand = session.createStateConfig({
       { guard: 'clientNoReply', target: 'ready', actions: 'forwardToAgent' },
       // Every other line is a command to the agent's command loop (it answers stray D/END/CAN too): the policy
       // decides each of them.
-      { guard: 'clientRefused', target: 'error', actions: refuseCommand },
+      { guard: 'clientRefused', target: 'error', actions: refuse('command') },
       {
         target: 'sendingToAgent',
         actions: [
