@@ -107,16 +107,21 @@ describe('idle sessions hold no slot forever (simulated clock, real gpg-agent)',
 });
 
 describe('a client that stops reading (simulated clock)', () => {
-  it('holds its slot no longer than the idle limit: the session ends with the reason logged, and the slot is free again', async () => {
+  /** A session whose client reads nothing while an answer far larger than the socket buffers is sent: the agent is paused. */
+  async function stalledOnAnswer(options: { maxSessions?: number }, answer: string) {
     const clock = new SimulatedClock();
-    const proxy = await proxyWith({ clock, idleTimeoutMs: 10_000, maxSessions: 1 });
+    const proxy = await proxyWith({ clock, idleTimeoutMs: 10_000, ...options });
     const { client, upstream } = await greetedSession(proxy.socket, scripted);
-    client.socket.pause(); // it reads nothing from now on
+    client.socket.pause();
     client.write('EXPORT_KEY 00\n');
     await upstream.readLine();
-    // An answer far larger than the socket buffers: the client's side fills, and the agent is paused.
-    upstream.send(`D ${'x'.repeat(990)}\n`.repeat(4000));
+    upstream.send(answer);
     await until(() => proxy.proxy.sessions()[0]?.agentPaused === true);
+    return { clock, proxy, client };
+  }
+
+  it('holds its slot no longer than the idle limit: the session ends with the reason logged, and the slot is free again', async () => {
+    const { clock, proxy, client } = await stalledOnAnswer({ maxSessions: 1 }, `D ${'x'.repeat(990)}\n`.repeat(4000));
     clock.increment(9_999);
     expect(proxy.proxy.sessionCount).toBe(1);
     clock.increment(1);
@@ -133,15 +138,8 @@ describe('a client that stops reading (simulated clock)', () => {
   });
 
   it('reading again in time keeps the session: the rest of the answer arrives', async () => {
-    const clock = new SimulatedClock();
-    const proxy = await proxyWith({ clock, idleTimeoutMs: 10_000 });
-    const { client, upstream } = await greetedSession(proxy.socket, scripted);
-    client.socket.pause();
-    client.write('EXPORT_KEY 00\n');
-    await upstream.readLine();
     const lines = 4000;
-    upstream.send(`${`D ${'y'.repeat(990)}\n`.repeat(lines)}OK\n`);
-    await until(() => proxy.proxy.sessions()[0]?.agentPaused === true);
+    const { clock, proxy, client } = await stalledOnAnswer({}, `${`D ${'y'.repeat(990)}\n`.repeat(lines)}OK\n`);
     clock.increment(9_000);
     client.socket.resume();
     const answer = await client.response();
