@@ -1,17 +1,23 @@
 /**
  * One client connection relayed to gpg-agent.
  *
- * Pure definition: effects are named actions the runtime (src/session.ts) provides, timeouts are named delays.
- * Events and context carry line kinds, fixed-vocabulary verbs and byte counts; the runtime holds the bytes of
- * the line an event describes and the actions act on that line.
+ * Pure definition: effects are named actions the runtime (src/session/effects.ts) provides, timeouts are named
+ * delays. Each line is one event named after what it is on the wire (`AGENT.OK`, `CLIENT.DATA`, …); the event
+ * carries its kind, a fixed-vocabulary verb or keyword, a byte count that may be published, and an opaque handle
+ * on the bytes (src/protocol/line.ts) that the action relaying the line writes.
  *
  * Assuan is strictly one command at a time: a command line goes to the agent, the agent answers with any number
  * of S/#/D lines and INQUIREs and ends with OK or ERR. While an INQUIRE is open the client's D/#/empty lines go
  * to the agent until END or CAN. `#` and empty lines outside a command get no reply, so they never make us wait.
+ *
+ * Shared behaviour lives in parents: the root handles what every state does (stop, a client gone, the agent
+ * closed, a client that stops reading), `awaitingCommand` what ready and bufferingCommand share, `command` how
+ * an answer is relayed in all the states of a command in flight.
  */
-import { and, assign, setup } from 'xstate';
-import type { AgentLineKind, ClientLineKind, CommandVerb } from '../src/protocol/classify.js';
+import { assign, setup } from 'xstate';
+import type { CommandVerb } from '../src/protocol/classify.js';
 import { inquiryTakesData } from '../src/protocol/inquiries.js';
+import type { LineHandle } from '../src/protocol/line.js';
 
 /**
  * What the proxy answers itself, in place of the agent: an ERR for a line it refused (too long, a `%` escape that
@@ -24,6 +30,8 @@ export type SessionFailure =
   | { reason: 'connectFailed'; code: string }
   | { reason: 'connectTimeout'; attempts: number }
   | { reason: 'greetingTimeout' }
+  /** The agent did not answer the proxy's `OPTION pretend-request-origin=remote` in time. */
+  | { reason: 'restrictTimeout' }
   /** The agent refused `OPTION pretend-request-origin=remote` (restricted mode cannot be enforced by the agent). */
   | { reason: 'restrictFailed' }
   /** The client sent no complete command within the idle timeout (after the greeting, or after its last answer). */
@@ -67,23 +75,68 @@ export interface SessionContext {
   readonly restrictAgent: boolean;
 }
 
+/**
+ * A line from the agent. `bytes` is its length where it may be published (absent in the answer of a command whose
+ * answer is secret, GET_PASSPHRASE); `line` holds the bytes for the action that relays them.
+ */
+interface AgentLine<T extends string> {
+  type: T;
+  line: LineHandle;
+  bytes?: number;
+}
+export type AgentLineEvent =
+  | AgentLine<'AGENT.OK'>
+  /** `OK closing connection`: the agent closes the connection next (BYE, KILLAGENT). */
+  | AgentLine<'AGENT.OK_CLOSING'>
+  | AgentLine<'AGENT.ERR'>
+  /** `keyword` from a fixed vocabulary (OTHER otherwise). */
+  | (AgentLine<'AGENT.INQUIRE'> & { keyword: string })
+  | (AgentLine<'AGENT.STATUS'> & { keyword: string })
+  | AgentLine<'AGENT.COMMENT'>
+  /** A D line, or a run of D lines that arrived back to back (every state handles each alike). */
+  | AgentLine<'AGENT.DATA'>
+  | AgentLine<'AGENT.END'>
+  /** Not an Assuan response line (or longer than libassuan allows): a libassuan client would abort on it. */
+  | AgentLine<'AGENT.INVALID'>;
+
+/**
+ * A complete line from the client. Whether it is a command depends on where the agent's reader is, so each
+ * carries the verb it would be as one, and `refusedBy`, the policy rule that forbids it as a command (absent:
+ * allowed). `bytes` is absent for the answer to an INQUIRE whose answer is secret: not even its length is shown.
+ */
+interface ClientLine<T extends string> {
+  type: T;
+  verb: CommandVerb;
+  line: LineHandle;
+  bytes?: number;
+  refusedBy?: PolicyRule;
+}
+export type ClientLineEvent =
+  | ClientLine<'CLIENT.COMMAND'>
+  /** A `#` comment or an empty line: every reader of the agent skips it, and none answers it. */
+  | ClientLine<'CLIENT.COMMENT'>
+  /** A D line (or a run of them, inside an INQUIRE's answer). */
+  | ClientLine<'CLIENT.DATA'>
+  /** A D line with a `%` not followed by two hex digits: wedges gpg-agent 2.2.40 inside an INQUIRE. */
+  | ClientLine<'CLIENT.MALFORMED_DATA'>
+  | ClientLine<'CLIENT.END'>
+  /** Any line starting with CAN (libassuan's inquiry reader takes each as a cancel). */
+  | ClientLine<'CLIENT.CAN'>;
+
 export type SessionEvent =
+  | AgentLineEvent
+  | ClientLineEvent
+  /** A client line longer than libassuan accepts; its bytes were dropped as they arrived. */
+  | { type: 'CLIENT.TOO_LONG'; bytes: number }
   | { type: 'AGENT_CONNECTED' }
   | { type: 'AGENT_CONNECT_FAILED'; code: string }
-  /** An agent line; `bytes` is absent for the answer of a command whose answer is secret (GET_PASSPHRASE). */
-  | { type: 'AGENT_LINE'; kind: AgentLineKind; keyword: string; bytes?: number }
-  /** The line just forwarded was accepted by the upstream socket without backpressure. */
-  | { type: 'AGENT_WRITTEN' }
+  /** The agent's socket took a write only in part: the agent is not reading what we send. */
+  | { type: 'AGENT_BLOCKED' }
+  /** The agent read what was pending. */
+  | { type: 'AGENT_DRAINED' }
   | { type: 'AGENT_CLOSED'; code: string }
   /** Bytes of a command line have arrived, its LF not yet. */
   | { type: 'CLIENT_PARTIAL'; bytes: number }
-  /**
-   * A complete client line. `refusedBy` names the policy rule that forbids it as a command (absent: allowed);
-   * whether it is a command depends on where the agent's reader is. `bytes` is absent for the answer to an
-   * INQUIRE whose answer is secret: not even its length is published.
-   */
-  | { type: 'CLIENT_LINE'; kind: ClientLineKind; verb: CommandVerb; bytes?: number; refusedBy?: PolicyRule }
-  | { type: 'CLIENT_LINE_TOO_LONG'; bytes: number }
   /** The client finished sending, and every line it sent before has been taken by the machine. */
   | { type: 'CLIENT_EOF' }
   /** The client connection failed (reset, or a write to it failed). */
@@ -113,11 +166,7 @@ export interface SessionInput {
   restrictAgent?: boolean;
 }
 
-const agentKind = (event: SessionEvent): AgentLineKind | undefined =>
-  event.type === 'AGENT_LINE' ? event.kind : undefined;
-const clientKind = (event: SessionEvent): ClientLineKind | undefined =>
-  event.type === 'CLIENT_LINE' ? event.kind : undefined;
-const refused = (event: SessionEvent): boolean => event.type === 'CLIENT_LINE' && event.refusedBy !== undefined;
+export type CommandOutcome = 'ok' | 'err' | 'refused';
 
 const session = setup({
   types: {
@@ -131,21 +180,15 @@ const session = setup({
     dialAgent: () => {},
     /** Send `OPTION pretend-request-origin=remote` to the agent: from now on it runs this connection restricted. */
     restrictAgent: () => {},
-    /** Write the agent line of the current event to the client, unchanged. */
+    /** Write the event's agent line to the client, unchanged. */
     relayToClient: () => {},
-    /** Write the client line of the current event to the agent, unchanged. */
+    /** Write the event's client line to the agent, unchanged. */
     forwardToAgent: () => {},
-    /** Send AGENT_WRITTEN once the upstream socket has taken what was forwarded (at once, or when it drains). */
-    watchAgentWrite: () => {},
-    /** Drop the client line of the current event (the proxy answers for it instead). */
-    discardClientLine: () => {},
-    /** Drop the agent line of the current event (the client is owed the proxy's own answer instead). */
-    discardAgentLine: () => {},
     /** End the open INQUIRE at the agent with CAN, in place of a client line the proxy refused. */
     cancelAgentInquiry: () => {},
     /** Write the proxy's own ERR line for a client line that did not go to the agent. */
     answerClient: (_, _params: { answer: ProxyAnswer | null }) => {},
-    /** Record (and log) that the policy refused the current client line, read as a command or inside an INQUIRE. */
+    /** Record (and log) that the policy refused a client line, read as a command or inside an INQUIRE. */
     noteRefusal: (_, _params: { verb: CommandVerb; rule: PolicyRule | undefined; during: 'command' | 'inquire' }) => {},
     beginCommand: (_, _params: { verb: CommandVerb }) => {},
     endCommand: (_, _params: { outcome: CommandOutcome }) => {},
@@ -165,39 +208,18 @@ const session = setup({
     rejectEvent: (_, _params: { type: string }) => {},
   },
   guards: {
-    agentIntermediate: ({ event }) => {
-      const kind = agentKind(event);
-      return kind === 'status' || kind === 'comment' || kind === 'data' || kind === 'end';
-    },
-    agentInquire: ({ event }) => agentKind(event) === 'inquire',
     /** An INQUIRE whose reader takes no data (PINENTRY_LAUNCHED): a D line ends it, as any other line does. */
-    agentInquireNoData: ({ event }) => event.type === 'AGENT_LINE' && event.kind === 'inquire' && !inquiryTakesData(event.keyword),
-    agentOk: ({ event }) => agentKind(event) === 'ok',
-    agentErr: ({ event }) => agentKind(event) === 'err',
-    agentFinal: ({ event }) => agentKind(event) === 'ok' || agentKind(event) === 'err',
-    agentClosing: ({ event }) => agentKind(event) === 'okClosing',
-    agentComment: ({ event }) => agentKind(event) === 'comment',
+    inquiryTakesNoData: ({ event }) => event.type === 'AGENT.INQUIRE' && !inquiryTakesData(event.keyword),
+    /** The proxy refused a line of this command: the client gets its ERR in place of the agent's answer. */
     owesAnswer: ({ context }) => context.owedAnswer !== null,
     /** The agent's listen queue is full (EAGAIN on a Unix socket): it is there, just busy. */
-    connectRetryable: ({ event }) => event.type === 'AGENT_CONNECT_FAILED' && event.code === 'EAGAIN',
+    agentBusy: ({ event }) => event.type === 'AGENT_CONNECT_FAILED' && event.code === 'EAGAIN',
     restrictAgent: ({ context }) => context.restrictAgent,
     clientEnded: ({ context }) => context.clientEnded,
     /** Nothing more will be taken from the client: it ended, or the server is shutting down. */
     noMoreCommands: ({ context }) => context.clientEnded || context.stopRequested,
-    /** `#` and empty lines: every reader of the agent skips them, and none answers them. */
-    clientNoReply: ({ event }) => clientKind(event) === 'comment' || clientKind(event) === 'empty',
-    /** A line the policy forbids as a command. */
-    clientRefused: ({ event }) => refused(event),
-    /** Lines a data INQUIRE's reader takes as part of the answer. */
-    clientInquiryData: ({ event }) => {
-      const kind = clientKind(event);
-      return kind === 'data' || kind === 'comment' || kind === 'empty';
-    },
-    clientMalformedData: ({ event }) => clientKind(event) === 'malformedData',
-    /** END or CAN…: the client's own end of its answer. */
-    clientEndsAnswer: ({ event }) => clientKind(event) === 'end' || clientKind(event) === 'cancel',
-    /** A D line (well-formed or not): ends an INQUIRE that takes no data. */
-    clientData: ({ event }) => clientKind(event) === 'data' || clientKind(event) === 'malformedData',
+    /** The policy forbids this line as a command. */
+    refusedByPolicy: ({ event }) => 'refusedBy' in event && event.refusedBy !== undefined,
   },
   delays: {
     /** Bounds reaching the agent, retries included. */
@@ -217,12 +239,11 @@ const session = setup({
   },
 });
 
-export type CommandOutcome = 'ok' | 'err' | 'refused';
-
 const failWith = (failure: SessionFailure) => session.assign({ failure: () => failure });
 const agentClosed = session.assign({
   failure: ({ event }): SessionFailure => ({ reason: 'agentClosed', code: event.type === 'AGENT_CLOSED' ? event.code : 'EOF' }),
 });
+const protocolViolation = { target: '#session.fatal', actions: failWith({ reason: 'agentProtocolViolation' }) } as const;
 /** Write the ERR the client is owed for a line the proxy refused, and forget the debt. */
 const answerOwed = session.enqueueActions(({ context, enqueue }) => {
   enqueue({ type: 'answerClient', params: { answer: context.owedAnswer } });
@@ -253,104 +274,40 @@ const stopResponseTimer = session.enqueueActions(({ context, enqueue }) => {
 
 /** A command's answer is complete: the agent reads commands again, and the client has the idle timeout for its next. */
 const commandDone = (outcome: CommandOutcome) => [{ type: 'endCommand', params: { outcome } } as const, startIdleTimer];
+const clientEndsInput = (withPartialLine: boolean) =>
+  [session.assign({ clientEnded: true }), { type: 'endAgentInput', params: { withPartialLine } }] as const;
 
 /**
- * The policy refused the current line: it never reaches the agent; the refusal is logged with where the agent's
- * reader was, and the client is owed ERR Forbidden naming the verb. Read as a command, the line is also logged as
- * a command of its own, answered by the proxy (through the error state); inside an INQUIRE the agent gets CAN.
+ * The policy refused the event's line: it never reaches the agent; the refusal is logged with where the agent's
+ * reader was, and the client is owed ERR Forbidden naming the verb. Read as a command, the line is also counted
+ * as a command of its own, answered by the proxy (through the error state); inside an INQUIRE the agent gets CAN.
  */
 const refuse = (during: 'command' | 'inquire') =>
   session.enqueueActions(({ event, enqueue }) => {
-    if (event.type !== 'CLIENT_LINE') return;
+    if (!('verb' in event)) return;
     if (during === 'command') {
       enqueue.assign({ command: event.verb });
       enqueue.cancel(IDLE_TIMER);
       enqueue({ type: 'beginCommand', params: { verb: event.verb } });
     }
-    enqueue('discardClientLine');
     // Inside an INQUIRE the agent's reader still waits: CAN ends it in place of the refused line.
     if (during === 'inquire') enqueue('cancelAgentInquiry');
     enqueue({ type: 'noteRefusal', params: { verb: event.verb, rule: event.refusedBy, during } });
     enqueue.assign({ owedAnswer: 'forbidden', refusedVerb: event.verb });
   });
 
-/** Inside an INQUIRE, a line the policy forbids never reaches the agent: the inquiry is cancelled in its place. */
-const refuseInsideInquiry = refuse('inquire');
+/** A line that ends an INQUIRE at the agent: the reader returns and the command goes on. */
+const endsInquiry = { target: '#session.command.waitingForAgent', actions: 'forwardToAgent' } as const;
+/** Inside an INQUIRE a command line ends it unexecuted (ERR 274); one the policy forbids is not sent at all. */
+const commandInsideInquiry = [
+  { guard: 'refusedByPolicy', target: '#session.command.waitingForAgent', actions: refuse('inquire') },
+  endsInquiry,
+] as const;
 
-/** ready and bufferingCommand: the agent's command loop reads the next line; the client's lines wait for it. */
-const awaitingCommand = session.createStateConfig({
-  tags: ['clientInput'],
-  on: {
-    // A client that neither sends a command nor leaves would hold a session slot and an agent connection.
-    IDLE_TIMEOUT: { target: 'fatal', actions: failWith({ reason: 'idleTimeout' }) },
-    CLIENT_LINE: [
-      { guard: 'clientNoReply', target: 'ready', actions: 'forwardToAgent' },
-      // Every other line is a command to the agent's command loop (it answers stray D/END/CAN too): the policy
-      // decides each of them.
-      { guard: 'clientRefused', target: 'error', actions: refuse('command') },
-      {
-        target: 'sendingToAgent',
-        actions: [
-          stopIdleTimer,
-          assign({ command: ({ event }) => event.verb }),
-          { type: 'beginCommand', params: ({ event }) => ({ verb: event.verb }) },
-          'forwardToAgent',
-        ],
-      },
-    ],
-    CLIENT_LINE_TOO_LONG: { target: 'error', actions: [stopIdleTimer, 'discardClientLine', assign({ owedAnswer: 'lineTooLong' })] },
-    CLIENT_EOF: 'closing',
-    CLIENT_GONE: 'closing',
-    AGENT_LINE: { target: 'fatal', actions: ['discardAgentLine', failWith({ reason: 'unsolicitedAgentOutput' })] },
-    AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
-  },
-});
-
-/**
- * sendingToAgent, waitingForAgent, sendingToClient: a command is in flight and its answer is relayed line by line
- * as it arrives. OK/ERR end it; INQUIRE hands the turn to the client. The agent reads nothing meanwhile, so no
- * client line is taken: what the client sends waits, in order, for the agent's command loop.
- */
-const relayingAnswer = session.createStateConfig({
-  on: {
-    AGENT_LINE: [
-      { guard: 'agentIntermediate', target: 'sendingToClient', actions: 'relayToClient' },
-      // After the proxy has cancelled an INQUIRE for the client, a further INQUIRE is refused for it too.
-      { guard: and(['agentInquire', 'owesAnswer']), actions: ['discardAgentLine', 'cancelAgentInquiry'] },
-      { guard: 'agentInquireNoData', target: 'bufferingInquire.acknowledging', actions: 'relayToClient' },
-      { guard: 'agentInquire', target: 'bufferingInquire.answering', actions: 'relayToClient' },
-      { guard: and(['agentFinal', 'owesAnswer']), target: 'ready', actions: ['discardAgentLine', answerOwed, ...commandDone('refused')] },
-      { guard: 'agentOk', target: 'ready', actions: ['relayToClient', ...commandDone('ok')] },
-      { guard: 'agentErr', target: 'ready', actions: ['relayToClient', ...commandDone('err')] },
-      { guard: 'agentClosing', target: 'closing', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
-      { target: 'fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
-    ],
-    AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
-    CLIENT_GONE: 'closing',
-    // Delivered only once every line the client sent has gone to the agent; the answer is still relayed. An
-    // unfinished last line goes too: should the command INQUIRE next, the agent's reader fails on it as directly.
-    CLIENT_EOF: { actions: [session.assign({ clientEnded: true }), { type: 'endAgentInput', params: { withPartialLine: true } }] },
-    STOP: { actions: session.assign({ stopRequested: true }) },
-  },
-});
-
-/**
- * Agent lines while its inquiry reader is open. It cannot end the command before its reader returns, so OK/ERR
- * here mean the inquiry was over at the agent already (one this model does not know, e.g. a daemon's inquiry
- * that takes no data): the agent reads commands now, and so the client's next lines go to it as commands, as
- * they would directly.
- */
-const agentLinesDuringInquiry = session.createStateConfig({
-  on: {
-    AGENT_LINE: [
-      { guard: 'agentIntermediate', actions: 'relayToClient' },
-      { guard: 'agentOk', target: '#session.ready', actions: ['relayToClient', ...commandDone('ok')] },
-      { guard: 'agentErr', target: '#session.ready', actions: ['relayToClient', ...commandDone('err')] },
-      { guard: 'agentClosing', target: '#session.closing', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
-      { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
-    ],
-  },
-});
+/** S, #, D and END lines from the agent: part of an answer, relayed as they come. */
+const INTERMEDIATE_AGENT_LINES = ['AGENT.STATUS', 'AGENT.COMMENT', 'AGENT.DATA', 'AGENT.END'] as const;
+const forIntermediateAgentLines = <T>(transition: T) =>
+  Object.fromEntries(INTERMEDIATE_AGENT_LINES.map((type) => [type, transition])) as Record<(typeof INTERMEDIATE_AGENT_LINES)[number], T>;
 
 export const sessionMachine = session.createMachine({
   id: 'session',
@@ -371,21 +328,22 @@ export const sessionMachine = session.createMachine({
   on: {
     // Server shutdown past its drain time: close now, whatever is in flight.
     STOP_NOW: '.closing',
-    // Server shutdown: a command in flight may finish (states that hold one override this).
+    // Server shutdown: a command in flight may finish (the command state overrides this).
     STOP: '.closing',
+    CLIENT_GONE: '.closing',
+    AGENT_CLOSED: { target: '.fatal', actions: agentClosed },
     // In every state: a client that reads nothing of what it is sent must not hold the session for ever.
     CLIENT_BLOCKED: { actions: startStallTimer },
     CLIENT_DRAINED: { actions: stopStallTimer },
     CLIENT_STALLED: { target: '.fatal', actions: failWith({ reason: 'clientStalled' }) },
+    // Flow control towards the agent is the runtime's (it stops taking client lines); only a request matters here.
+    AGENT_BLOCKED: {},
+    AGENT_DRAINED: {},
     '*': { actions: { type: 'rejectEvent', params: ({ event }) => ({ type: event.type }) } },
   },
   states: {
     connecting: {
       initial: 'reaching',
-      on: {
-        AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
-        CLIENT_GONE: 'closing',
-      },
       states: {
         reaching: {
           initial: 'dialing',
@@ -401,11 +359,8 @@ export const sessionMachine = session.createMachine({
               on: {
                 AGENT_CONNECTED: '#session.connecting.awaitingGreeting',
                 AGENT_CONNECT_FAILED: [
-                  { guard: 'connectRetryable', target: 'backingOff' },
-                  {
-                    target: '#session.fatal',
-                    actions: assign({ failure: ({ event }) => ({ reason: 'connectFailed', code: event.code }) }),
-                  },
+                  { guard: 'agentBusy', target: 'backingOff' },
+                  { target: '#session.fatal', actions: assign({ failure: ({ event }) => ({ reason: 'connectFailed', code: event.code }) }) },
                 ],
               },
             },
@@ -417,13 +372,13 @@ export const sessionMachine = session.createMachine({
         awaitingGreeting: {
           after: { greetingTimeout: { target: '#session.fatal', actions: failWith({ reason: 'greetingTimeout' }) } },
           on: {
-            AGENT_LINE: [
-              // A server may send `#` lines before its OK greeting; libassuan clients skip them.
-              { guard: 'agentComment', actions: 'relayToClient' },
-              { guard: and(['agentOk', 'restrictAgent']), target: 'restricting', actions: 'relayToClient' },
-              { guard: 'agentOk', target: '#session.ready', actions: ['relayToClient', startIdleTimer] },
-              { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'badGreeting' })] },
+            // A server may send `#` lines before its OK greeting; libassuan clients skip them.
+            'AGENT.COMMENT': { actions: 'relayToClient' },
+            'AGENT.OK': [
+              { guard: 'restrictAgent', target: 'restricting', actions: 'relayToClient' },
+              { target: '#session.awaitingCommand', actions: ['relayToClient', startIdleTimer] },
             ],
+            'AGENT.*': { target: '#session.fatal', actions: failWith({ reason: 'badGreeting' }) },
           },
         },
         /**
@@ -433,138 +388,174 @@ export const sessionMachine = session.createMachine({
          */
         restricting: {
           entry: 'restrictAgent',
-          after: { greetingTimeout: { target: '#session.fatal', actions: failWith({ reason: 'greetingTimeout' }) } },
+          after: { greetingTimeout: { target: '#session.fatal', actions: failWith({ reason: 'restrictTimeout' }) } },
           on: {
-            AGENT_LINE: [
-              { guard: 'agentIntermediate', actions: 'discardAgentLine' },
-              { guard: 'agentOk', target: '#session.ready', actions: ['discardAgentLine', startIdleTimer] },
-              { guard: 'agentErr', target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'restrictFailed' })] },
-              { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
-            ],
+            ...forIntermediateAgentLines({}),
+            'AGENT.OK': { target: '#session.awaitingCommand', actions: startIdleTimer },
+            'AGENT.ERR': { target: '#session.fatal', actions: failWith({ reason: 'restrictFailed' }) },
+            'AGENT.*': protocolViolation,
           },
         },
       },
     },
 
-    ready: {
-      ...awaitingCommand,
-      tags: ['clientInput', 'idle'],
-      // The client left, or the server is shutting down, while a command was in flight: that answer was the last.
-      always: { guard: 'noMoreCommands', target: 'closing' },
-      on: { ...awaitingCommand.on, CLIENT_PARTIAL: 'bufferingCommand' },
-    },
-
-    bufferingCommand: awaitingCommand,
-
-    sendingToAgent: {
-      entry: 'watchAgentWrite',
+    /** The agent's command loop reads the next line; the client's lines are taken one at a time. */
+    awaitingCommand: {
+      tags: ['clientInput'],
+      initial: 'ready',
       on: {
-        ...relayingAnswer.on,
-        AGENT_WRITTEN: 'waitingForAgent',
+        // A client that neither sends a command nor leaves would hold a session slot and an agent connection.
+        IDLE_TIMEOUT: { target: '#session.fatal', actions: failWith({ reason: 'idleTimeout' }) },
+        'CLIENT.COMMENT': { target: '.ready', actions: 'forwardToAgent' },
+        'CLIENT.TOO_LONG': { target: '#session.error', actions: [stopIdleTimer, assign({ owedAnswer: 'lineTooLong' })] },
+        // Every other client line is a command to the agent's command loop (it answers stray D/END/CAN too), and
+        // the policy decides each of them.
+        'CLIENT.*': [
+          { guard: 'refusedByPolicy', target: '#session.error', actions: refuse('command') },
+          {
+            target: '#session.command',
+            actions: [
+              stopIdleTimer,
+              assign({ command: ({ event }) => ('verb' in event ? event.verb : '') }),
+              { type: 'beginCommand', params: ({ event }) => ({ verb: 'verb' in event ? event.verb : '' }) },
+              'forwardToAgent',
+            ],
+          },
+        ],
+        CLIENT_EOF: '#session.closing',
+        'AGENT.*': { target: '#session.fatal', actions: failWith({ reason: 'unsolicitedAgentOutput' }) },
       },
-    },
-
-    waitingForAgent: {
-      entry: startResponseTimer,
-      exit: stopResponseTimer,
-      on: {
-        ...relayingAnswer.on,
-        RESPONSE_TIMEOUT: { target: 'fatal', actions: failWith({ reason: 'responseTimeout' }) },
-      },
-    },
-
-    sendingToClient: {
-      on: {
-        ...relayingAnswer.on,
-        AGENT_LINE: [{ guard: 'agentIntermediate', actions: 'relayToClient' }, ...relayingAnswer.on.AGENT_LINE.slice(1)],
+      states: {
+        ready: {
+          tags: ['idle'],
+          // The client left, or the server is shutting down, while a command was in flight: that answer was the last.
+          always: { guard: 'noMoreCommands', target: '#session.closing' },
+          on: { CLIENT_PARTIAL: 'bufferingCommand' },
+        },
+        /** Part of a command line has arrived. */
+        bufferingCommand: {},
       },
     },
 
     /**
-     * The agent's inquiry reader is open: the client's lines are its answer until one ends the inquiry at the
-     * agent. After that line the agent reads nothing until the command ends, so the proxy takes nothing either.
+     * A command is in flight: its answer is relayed line by line as it arrives. OK/ERR end it; INQUIRE hands the
+     * turn to the client. Outside an INQUIRE the agent reads nothing, so no client line is taken: what the client
+     * sends waits, in order, for the agent's command loop.
      */
-    bufferingInquire: {
-      tags: ['clientInput'],
-      initial: 'answering',
-      entry: assign({ inquire: ({ event }) => (event.type === 'AGENT_LINE' ? event.keyword : '') }),
-      exit: assign({ inquire: '' }),
-      // A person may take a while to type a passphrase; a client that never answers must not hold the slot.
-      after: { inquiryTimeout: { target: 'fatal', actions: failWith({ reason: 'inquiryTimeout' }) } },
-      // The client ended while the command was in flight: the agent already has our EOF and its reader fails on it.
-      always: { guard: 'clientEnded', target: 'waitingForAgent' },
+    command: {
+      initial: 'waitingForAgent',
       on: {
-        // Half-close: the agent reads EOF inside its inquiry and answers (ERR End of file), as it would directly.
-        CLIENT_EOF: {
-          target: 'waitingForAgent',
-          actions: [session.assign({ clientEnded: true }), { type: 'endAgentInput', params: { withPartialLine: true } }],
-        },
-        CLIENT_GONE: 'closing',
-        AGENT_CLOSED: { target: 'fatal', actions: agentClosed },
-        // The INQUIRE is part of the command in flight: the client may still answer it.
+        ...forIntermediateAgentLines({ actions: 'relayToClient' }),
+        'AGENT.INQUIRE': [
+          // After the proxy has cancelled an INQUIRE for the client, a further INQUIRE is refused for it too.
+          { guard: 'owesAnswer', actions: 'cancelAgentInquiry' },
+          { guard: 'inquiryTakesNoData', target: '.bufferingInquire.acknowledging', actions: 'relayToClient' },
+          { target: '.bufferingInquire.answering', actions: 'relayToClient' },
+        ],
+        'AGENT.OK': [
+          { guard: 'owesAnswer', target: '#session.awaitingCommand', actions: [answerOwed, ...commandDone('refused')] },
+          { target: '#session.awaitingCommand', actions: ['relayToClient', ...commandDone('ok')] },
+        ],
+        'AGENT.ERR': [
+          { guard: 'owesAnswer', target: '#session.awaitingCommand', actions: [answerOwed, ...commandDone('refused')] },
+          { target: '#session.awaitingCommand', actions: ['relayToClient', ...commandDone('err')] },
+        ],
+        'AGENT.OK_CLOSING': { target: '#session.closing', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
+        'AGENT.*': protocolViolation,
+        // Delivered only once every line the client sent has gone to the agent; the answer is still relayed. An
+        // unfinished last line goes too: should the command INQUIRE next, the agent's reader fails on it as directly.
+        CLIENT_EOF: { actions: clientEndsInput(true) },
         STOP: { actions: session.assign({ stopRequested: true }) },
       },
       states: {
-        /** An inquiry that takes data: D, `#` and empty lines go to the agent until END, CAN or any other line. */
-        answering: {
-          // Client D lines are the answer's data, each handled as the one before it (the runtime batches them).
-          tags: ['inquiry'],
+        /** The agent's socket has not taken the whole request yet (it is not reading). */
+        sendingToAgent: {
           on: {
-            ...agentLinesDuringInquiry.on,
-            CLIENT_LINE: [
-              { guard: 'clientInquiryData', actions: 'forwardToAgent' },
-              { guard: 'clientMalformedData', target: 'discarding', actions: ['discardClientLine', assign({ owedAnswer: 'malformedEscape' })] },
-              { guard: 'clientEndsAnswer', target: '#session.sendingToAgent', actions: 'forwardToAgent' },
-              // Any other line ends the inquiry unexecuted (ERR 274); one the policy forbids is not sent at all.
-              { guard: 'clientRefused', target: '#session.sendingToAgent', actions: refuseInsideInquiry },
-              { target: '#session.sendingToAgent', actions: 'forwardToAgent' },
-            ],
-            CLIENT_LINE_TOO_LONG: { target: 'discarding', actions: ['discardClientLine', assign({ owedAnswer: 'lineTooLong' })] },
+            ...forIntermediateAgentLines({ target: 'sendingToClient', actions: 'relayToClient' }),
+            AGENT_DRAINED: 'waitingForAgent',
           },
         },
-        /** An inquiry that takes no data (PINENTRY_LAUNCHED): any line but `#` and empty ends it, a D line too. */
-        acknowledging: {
+        /** The request is with the agent; no line of its answer yet. */
+        waitingForAgent: {
+          entry: startResponseTimer,
+          exit: stopResponseTimer,
           on: {
-            ...agentLinesDuringInquiry.on,
-            CLIENT_LINE: [
-              { guard: 'clientNoReply', actions: 'forwardToAgent' },
-              { guard: 'clientData', target: '#session.sendingToAgent', actions: 'forwardToAgent' },
-              { guard: 'clientEndsAnswer', target: '#session.sendingToAgent', actions: 'forwardToAgent' },
-              { guard: 'clientRefused', target: '#session.sendingToAgent', actions: refuseInsideInquiry },
-              { target: '#session.sendingToAgent', actions: 'forwardToAgent' },
-            ],
-            // The agent would end the inquiry on it and read the rest of the line as a command: CAN instead.
-            CLIENT_LINE_TOO_LONG: {
-              target: '#session.sendingToAgent',
-              actions: ['discardClientLine', 'cancelAgentInquiry', assign({ owedAnswer: 'lineTooLong' })],
-            },
+            ...forIntermediateAgentLines({ target: 'sendingToClient', actions: 'relayToClient' }),
+            AGENT_BLOCKED: 'sendingToAgent',
+            RESPONSE_TIMEOUT: { target: '#session.fatal', actions: failWith({ reason: 'responseTimeout' }) },
           },
         },
+        /** The agent is answering: its lines go to the client as they come. */
+        sendingToClient: {},
+
         /**
-         * The proxy refused a line of a data answer (too long, or a `%` escape that wedges gpg-agent). The agent is
-         * still reading; the rest of the answer is dropped, and where it ends the agent gets CAN and the client the
-         * proxy's ERR for the command.
+         * The agent's inquiry reader is open: the client's lines are its answer until one ends the inquiry at the
+         * agent. After that line the agent reads nothing until the command ends, so the proxy takes nothing either.
+         * It cannot end the command before its reader returns, so OK/ERR here mean the inquiry was over at the agent
+         * already (one this model does not know): the client's next lines go to it as commands, as they would
+         * directly.
          */
-        discarding: {
-          tags: ['inquiry'],
+        bufferingInquire: {
+          tags: ['clientInput'],
+          initial: 'answering',
+          entry: assign({ inquire: ({ event }) => (event.type === 'AGENT.INQUIRE' ? event.keyword : '') }),
+          exit: assign({ inquire: '' }),
+          // A person may take a while to type a passphrase; a client that never answers must not hold the slot.
+          after: { inquiryTimeout: { target: '#session.fatal', actions: failWith({ reason: 'inquiryTimeout' }) } },
+          // The client ended while the command was in flight: the agent already has our EOF and its reader fails on it.
+          always: { guard: 'clientEnded', target: 'waitingForAgent' },
           on: {
-            CLIENT_LINE: [
-              { guard: 'clientInquiryData', actions: 'discardClientLine' },
-              { guard: 'clientMalformedData', actions: 'discardClientLine' },
-              { target: '#session.sendingToAgent', actions: ['discardClientLine', 'cancelAgentInquiry'] },
-            ],
-            CLIENT_LINE_TOO_LONG: { actions: 'discardClientLine' },
-            CLIENT_EOF: {
-              target: '#session.waitingForAgent',
-              actions: [session.assign({ clientEnded: true }), 'cancelAgentInquiry', { type: 'endAgentInput', params: { withPartialLine: false } }],
+            // The agent cannot inquire again while its reader is open.
+            'AGENT.INQUIRE': protocolViolation,
+            'CLIENT.COMMAND': commandInsideInquiry,
+            // Half-close: the agent reads EOF inside its inquiry and answers (ERR End of file), as it would directly.
+            CLIENT_EOF: { target: 'waitingForAgent', actions: clientEndsInput(true) },
+          },
+          states: {
+            /** An inquiry that takes data: D, `#` and empty lines go to the agent until END, CAN or any other line. */
+            answering: {
+              // Client D lines are the answer's data, each handled as the one before it (the runtime batches them).
+              tags: ['inquiry'],
+              on: {
+                'CLIENT.DATA': { actions: 'forwardToAgent' },
+                'CLIENT.COMMENT': { actions: 'forwardToAgent' },
+                'CLIENT.MALFORMED_DATA': { target: 'discarding', actions: assign({ owedAnswer: 'malformedEscape' }) },
+                'CLIENT.TOO_LONG': { target: 'discarding', actions: assign({ owedAnswer: 'lineTooLong' }) },
+                'CLIENT.END': endsInquiry,
+                'CLIENT.CAN': endsInquiry,
+              },
             },
-            AGENT_LINE: [
-              { guard: 'agentIntermediate', actions: 'relayToClient' },
-              // The agent ended the command on its own: the client gets the proxy's ERR in place of its answer.
-              { guard: 'agentFinal', target: '#session.ready', actions: ['discardAgentLine', answerOwed, ...commandDone('refused')] },
-              { guard: 'agentClosing', target: '#session.closing', actions: ['relayToClient', { type: 'endCommand', params: { outcome: 'ok' } }] },
-              { target: '#session.fatal', actions: ['discardAgentLine', failWith({ reason: 'agentProtocolViolation' })] },
-            ],
+            /** An inquiry that takes no data (PINENTRY_LAUNCHED): any line but `#` and empty ends it, a D line too. */
+            acknowledging: {
+              on: {
+                'CLIENT.COMMENT': { actions: 'forwardToAgent' },
+                'CLIENT.DATA': endsInquiry,
+                'CLIENT.MALFORMED_DATA': endsInquiry,
+                'CLIENT.END': endsInquiry,
+                'CLIENT.CAN': endsInquiry,
+                // The agent would end the inquiry on it and read the rest of the line as a command: CAN instead.
+                'CLIENT.TOO_LONG': {
+                  target: '#session.command.waitingForAgent',
+                  actions: ['cancelAgentInquiry', assign({ owedAnswer: 'lineTooLong' })],
+                },
+              },
+            },
+            /**
+             * The proxy refused a line of a data answer (too long, or a `%` escape that wedges gpg-agent). The agent
+             * is still reading; the rest of the answer is dropped, and where it ends the agent gets CAN and the
+             * client the proxy's ERR for the command.
+             */
+            discarding: {
+              tags: ['inquiry'],
+              on: {
+                'CLIENT.DATA': {},
+                'CLIENT.COMMENT': {},
+                'CLIENT.MALFORMED_DATA': {},
+                'CLIENT.TOO_LONG': {},
+                'CLIENT.*': { target: '#session.command.waitingForAgent', actions: 'cancelAgentInquiry' },
+                CLIENT_EOF: { target: '#session.command.waitingForAgent', actions: ['cancelAgentInquiry', ...clientEndsInput(false)] },
+              },
+            },
           },
         },
       },
@@ -573,7 +564,7 @@ export const sessionMachine = session.createMachine({
     /** The proxy answers a client line itself (it never reached the agent) with an ERR, then is ready again. */
     error: {
       entry: [answerOwed, ...commandDone('refused')],
-      always: 'ready',
+      always: '#session.awaitingCommand',
     },
 
     closing: {
@@ -583,13 +574,13 @@ export const sessionMachine = session.createMachine({
       after: { closeGrace: { target: 'closed', actions: 'destroySockets' } },
       on: {
         SOCKETS_CLOSED: 'closed',
-        // Expected while both sides wind down.
+        // Expected while both sides wind down; what the agent still says goes nowhere.
         STOP: {},
         STOP_NOW: {},
         AGENT_CLOSED: {},
         CLIENT_GONE: {},
         CLIENT_EOF: {},
-        AGENT_LINE: { actions: 'discardAgentLine' },
+        'AGENT.*': {},
       },
     },
 
@@ -601,3 +592,15 @@ export const sessionMachine = session.createMachine({
     },
   },
 });
+
+/** The states a person names a session by (the design card's), for listings and logs: `command.sendingToClient` is sendingToClient. */
+const WRAPPERS: ReadonlySet<string> = new Set(['awaitingCommand', 'command']);
+export function stateName(value: string | Record<string, unknown>): string {
+  let current: unknown = value;
+  for (;;) {
+    if (typeof current === 'string') return current;
+    const [key, child] = Object.entries(current as Record<string, unknown>)[0] ?? ['', ''];
+    if (!WRAPPERS.has(key)) return key;
+    current = child;
+  }
+}

@@ -1,5 +1,5 @@
 /**
- * The listening side: a Unix socket server that gives each accepted connection its own SessionRuntime (and so
+ * The listening side: a Unix socket server that gives each accepted connection its own Session (and so
  * its own actor and its own upstream connection). Sessions are independent: one failing never touches another.
  */
 import net from 'node:net';
@@ -8,10 +8,10 @@ import type { InspectionEvent, Observer } from 'xstate';
 import { createActor, waitFor } from 'xstate';
 import { serverMachine, type ServerEvent } from '../machines/server.js';
 import { closeListener, defaultListenPath, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
-import { SessionRuntime, type SessionInfo, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session.js';
+import { Session, type SessionInfo, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session/session.js';
 import { resolveUpstream } from './upstream.js';
 import { createCommandPolicy, PolicyError, type CommandPolicy } from './policy.js';
-import { errLine } from './protocol/errors.js';
+import { sessionLimitReached } from './session/answers.js';
 import { combineObservers, transitionRecorder } from './machineTools/trace.js';
 import { warmUpOnce } from './machineTools/warmUp.js';
 import { sessionMachine } from '../machines/session.js';
@@ -123,7 +123,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
       : undefined,
   ]);
 
-  const sessions = new Map<string, SessionRuntime>();
+  const sessions = new Map<string, Session>();
   let nextSessionId = 1;
   let socketPath = requestedPath;
   let ownSocket: SocketIdentity | undefined;
@@ -137,7 +137,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     }
     const sessionId = String(nextSessionId++);
     try {
-      const session = new SessionRuntime({
+      const session = new Session({
         sessionId,
         client,
         upstreamPath,
@@ -172,7 +172,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
       logger.warn({ openSessions: sessions.size, maxSessions, refusedConnections }, 'session limit reached: connection refused');
     }
     client.on('error', () => client.destroy());
-    client.end(errLine('limitReached', `the proxy serves at most ${maxSessions} sessions at once`), () => client.destroy());
+    client.end(sessionLimitReached(maxSessions), () => client.destroy());
     // A client that does not read must not keep the socket.
     setTimeout(() => client.destroy(), timeouts.closeGraceMs).unref();
   }

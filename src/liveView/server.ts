@@ -17,7 +17,7 @@ import type { AnyStateMachine } from 'xstate';
 import { toMermaid } from '../machineTools/mermaid.js';
 import { closeServer, isLoopbackRequest, listenOnLoopback, refuse } from '../http/loopback.js';
 import { ViewerAccess } from '../http/viewerAccess.js';
-import type { SessionInfo } from '../session.js';
+import type { SessionInfo } from '../session/session.js';
 import type { LiveActors, LiveChange } from './liveActors.js';
 
 export const DEFAULT_UI_PORT = 7878;

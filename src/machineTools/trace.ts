@@ -53,7 +53,9 @@ export function transitionRecorder(onTransition: (record: TransitionRecord) => v
     for (const transition of inspection._transitions as Transition[]) {
       const described = describeTransition(transition);
       if (described === null) continue;
-      const { key, event } = described;
+      const { key } = described;
+      // A wildcard handler (`CLIENT.*`) took it: the record names the event that came, not the descriptor.
+      const event = described.event.endsWith('*') ? inspection.event.type : described.event;
       const changesState = Boolean(transition.target?.length);
       onTransition({ actor: (inspection.actorRef as { id?: string }).id ?? '', machine: transition.source.machine.id, from, event, to, key, changesState });
     }

@@ -1,7 +1,9 @@
 /**
  * The inventory of a machine's transitions, with stable keys, shared by the reachability test and the
- * real-socket transition coverage. A key names the source state, the event (or `after <delay>` / `always`)
- * and the position among that state's candidates for the event: `session.ready|CLIENT_LINE#0`.
+ * real-socket transition coverage. A key names the source state, the event descriptor (or `after <delay>` /
+ * `always`) and, for a guarded candidate, its guard: `session.command|AGENT.OK[owesAnswer]`,
+ * `session.command|AGENT.OK`. Reordering candidates renames nothing; a state may not hold two candidates for one
+ * event with the same guard (the keys would clash: test/machines/transitionKeys.test.ts checks).
  * The root's catch-all `*` (explicit rejection) changes nothing and is not a transition here.
  */
 import type { AnyStateMachine, AnyStateNode } from 'xstate';
@@ -26,9 +28,9 @@ export function definedTransitions(machine: AnyStateMachine): TransitionInfo[] {
   const visit = (node: AnyStateNode) => {
     for (const [eventType, candidates] of node.transitions) {
       if (eventType === '*') continue;
-      candidates.forEach((t, index) => out.push(info(node, eventLabel(node, eventType), index, t)));
+      for (const t of candidates) out.push(info(node, eventLabel(node, eventType), t));
     }
-    (node.always ?? []).forEach((t, index) => out.push(info(node, 'always', index, t)));
+    for (const t of node.always ?? []) out.push(info(node, 'always', t));
     for (const child of Object.values(node.states) as AnyStateNode[]) visit(child);
   };
   visit(machine.root);
@@ -39,11 +41,10 @@ export function definedTransitions(machine: AnyStateMachine): TransitionInfo[] {
 export function describeTransition(transition: TransitionLike): { key: string; event: string } | null {
   const node = transition.source;
   if (transition.eventType === '*') return null;
-  const alwaysIndex = (node.always ?? []).indexOf(transition as never);
-  if (alwaysIndex !== -1) return { key: `${node.id}|always#${alwaysIndex}`, event: 'always' };
+  const guard = (transition as { guard?: unknown }).guard;
+  if ((node.always ?? []).includes(transition as never)) return { key: keyOf(node, 'always', guard), event: 'always' };
   const event = eventLabel(node, transition.eventType);
-  const index = (node.transitions.get(transition.eventType) ?? []).indexOf(transition as never);
-  return { key: `${node.id}|${event}#${index}`, event };
+  return { key: keyOf(node, event, guard), event };
 }
 
 export function transitionKey(transition: TransitionLike): string | null {
@@ -56,9 +57,14 @@ function eventLabel(node: AnyStateNode, eventType: string): string {
   return delay ? `after ${String(delay.delay)}` : eventType;
 }
 
-function info(node: AnyStateNode, event: string, index: number, t: { target?: readonly AnyStateNode[] | undefined; guard?: unknown }): TransitionInfo {
+function keyOf(node: AnyStateNode, event: string, guard: unknown): string {
+  const text = guardText(guard);
+  return `${node.id}|${event}${text ? `[${text}]` : ''}`;
+}
+
+function info(node: AnyStateNode, event: string, t: { target?: readonly AnyStateNode[] | undefined; guard?: unknown }): TransitionInfo {
   return {
-    key: `${node.id}|${event}#${index}`,
+    key: keyOf(node, event, t.guard),
     source: node.id,
     event,
     targets: (t.target ?? []).map((n) => n.id),
@@ -70,6 +76,7 @@ export function guardText(guard: unknown): string {
   if (guard === undefined) return '';
   if (typeof guard === 'string') return guard;
   const composite = guard as { guards?: unknown[]; type?: string };
+  if (composite.type === 'xstate.not' && Array.isArray(composite.guards)) return `!${composite.guards.map(guardText).join('')}`;
   if (Array.isArray(composite.guards)) return composite.guards.map(guardText).join(composite.type === 'xstate.or' ? ' || ' : ' && ');
   return composite.type ?? 'guard';
 }

@@ -6,7 +6,9 @@
  * against a fresh proxy, the first signing session's time in the proxy went from ~27 to ~18 ms (median of 8).
  */
 import { createActor, SimulatedClock, type AnyStateMachine } from 'xstate';
-import type { SessionEvent } from '../../machines/session.js';
+import type { AgentLineEvent, ClientLineEvent, SessionEvent } from '../../machines/session.js';
+import type { CommandVerb } from '../protocol/classify.js';
+import { LineHandle } from '../protocol/line.js';
 
 /** The machine's named actions, each doing nothing, and a count of rejected events (there should be none). */
 function withoutEffects(machine: AnyStateMachine, rejected: { count: number }): AnyStateMachine {
@@ -16,28 +18,25 @@ function withoutEffects(machine: AnyStateMachine, rejected: { count: number }): 
   return machine.provide({ actions });
 }
 
-const agentLine = (kind: Extract<SessionEvent, { type: 'AGENT_LINE' }>['kind'], keyword = ''): SessionEvent => ({ type: 'AGENT_LINE', kind, keyword, bytes: 8 });
-const clientLine = (kind: Extract<SessionEvent, { type: 'CLIENT_LINE' }>['kind'], verb: Extract<SessionEvent, { type: 'CLIENT_LINE' }>['verb']): SessionEvent => ({ type: 'CLIENT_LINE', kind, verb, bytes: 8 });
+const line = new LineHandle(Buffer.from('NOP\n'));
+const agent = (type: AgentLineEvent['type'], keyword = ''): SessionEvent => ({ type, keyword, line, bytes: 8 }) as SessionEvent;
+const client = (type: ClientLineEvent['type'], verb: CommandVerb): SessionEvent => ({ type, verb, line, bytes: 8 });
 
 /** What one gpg operation looks like to the machine: greeting, commands with status and data, a data INQUIRE, an INQUIRE that takes no data, EOF. */
 const GPG_LIKE_SESSION: SessionEvent[] = [
   { type: 'AGENT_CONNECTED' },
-  agentLine('ok'),
-  ...[0, 1, 2, 3, 4, 5].flatMap((): SessionEvent[] => [clientLine('command', 'OPTION'), { type: 'AGENT_WRITTEN' }, agentLine('status', 'KEYINFO'), agentLine('data'), agentLine('ok')]),
-  clientLine('command', 'PKDECRYPT'),
-  { type: 'AGENT_WRITTEN' },
-  agentLine('inquire', 'CIPHERTEXT'),
-  clientLine('data', 'D'),
-  clientLine('end', 'END'),
-  { type: 'AGENT_WRITTEN' },
-  agentLine('data'),
-  agentLine('ok'),
-  clientLine('command', 'GET_PASSPHRASE'),
-  { type: 'AGENT_WRITTEN' },
-  agentLine('inquire', 'PINENTRY_LAUNCHED'),
-  clientLine('end', 'END'),
-  { type: 'AGENT_WRITTEN' },
-  agentLine('err'),
+  agent('AGENT.OK'),
+  ...[0, 1, 2, 3, 4, 5].flatMap((): SessionEvent[] => [client('CLIENT.COMMAND', 'OPTION'), agent('AGENT.STATUS', 'KEYINFO'), agent('AGENT.DATA'), agent('AGENT.OK')]),
+  client('CLIENT.COMMAND', 'PKDECRYPT'),
+  agent('AGENT.INQUIRE', 'CIPHERTEXT'),
+  client('CLIENT.DATA', 'D'),
+  client('CLIENT.END', 'END'),
+  agent('AGENT.DATA'),
+  agent('AGENT.OK'),
+  client('CLIENT.COMMAND', 'GET_PASSPHRASE'),
+  agent('AGENT.INQUIRE', 'PINENTRY_LAUNCHED'),
+  client('CLIENT.END', 'END'),
+  agent('AGENT.ERR'),
   { type: 'CLIENT_EOF' },
   { type: 'SOCKETS_CLOSED' },
 ];

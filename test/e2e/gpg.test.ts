@@ -112,7 +112,7 @@ async function forgetPassphrases(): Promise<void> {
   await execFileAsync('gpgconf', ['--reload', 'gpg-agent'], { env: { ...process.env, GNUPGHOME: agent.home } });
 }
 
-const inquiries = () => events.filter((e) => e.type === 'AGENT_LINE' && e.kind === 'inquire').map((e) => (e as { keyword: string }).keyword);
+const inquiries = () => events.filter((e) => e.type === 'AGENT.INQUIRE').map((e) => (e as { keyword: string }).keyword);
 const commandLog = (verb: string) => proxy.logs.filter((r) => r.msg === 'command done' && r.verb === verb);
 
 describe('real gpg through the proxy', () => {

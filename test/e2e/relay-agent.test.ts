@@ -185,15 +185,14 @@ describe('relay in front of gpg-agent', () => {
       );
       expect(trace.map((r) => `${r.from} -${r.event}-> ${r.to}`)).toEqual([
         'connecting.reaching.dialing -AGENT_CONNECTED-> connecting.awaitingGreeting',
-        'connecting.awaitingGreeting -AGENT_LINE-> ready',
-        'ready -CLIENT_LINE-> ready',
-        'ready -CLIENT_LINE-> sendingToAgent',
-        'sendingToAgent -AGENT_WRITTEN-> waitingForAgent',
-        'waitingForAgent -AGENT_LINE-> sendingToClient',
-        'sendingToClient -AGENT_LINE-> ready',
-        'ready -CLIENT_LINE_TOO_LONG-> error',
-        'error -always-> ready',
-        'ready -CLIENT_EOF-> closing',
+        'connecting.awaitingGreeting -AGENT.OK-> awaitingCommand.ready',
+        'awaitingCommand.ready -CLIENT.COMMENT-> awaitingCommand.ready',
+        'awaitingCommand.ready -CLIENT.COMMAND-> command.waitingForAgent',
+        'command.waitingForAgent -AGENT.DATA-> command.sendingToClient',
+        'command.sendingToClient -AGENT.OK-> awaitingCommand.ready',
+        'awaitingCommand.ready -CLIENT.TOO_LONG-> error',
+        'error -always-> awaitingCommand.ready',
+        'awaitingCommand.ready -CLIENT_EOF-> closing',
         'closing -SOCKETS_CLOSED-> closed',
       ]);
       expect(new Set(trace.map((r) => r.session))).toEqual(new Set(['1']));

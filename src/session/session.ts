@@ -1,0 +1,311 @@
+/**
+ * One client connection: the session actor, the client's endpoint, the agent's endpoint once dialed, and the
+ * intake between them. No bytes are handled here, only routed:
+ *
+ *   socket → endpoint (framer) → intake (line → event) → machine → effects (endpoint write) → socket
+ *
+ * The machine decides when client lines may be taken (states tagged `clientInput`): lines pipelined behind a
+ * command in flight stay in the client's framer, in order, and are taken when the answer is complete.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
+import { stateName, type SessionEvent, type SessionFailure } from '../../machines/session.js';
+import type { CommandPolicy } from '../policy.js';
+import { commandAnswerIsSecret, inquiryAnswerIsSecret } from '../protocol/inquiries.js';
+import { bindEffects, SessionEffects, sessionMachineFor, type SessionTimeouts } from './effects.js';
+import { takeAgentEvent, takeClientEvent } from './intake.js';
+import { LineEndpoint } from './lineEndpoint.js';
+import { SessionStats, type SessionInfo, type SessionSummary } from './stats.js';
+
+export type { SessionInfo, SessionSummary } from './stats.js';
+export type { SessionTimeouts } from './effects.js';
+
+export interface SessionOptions {
+  sessionId: string;
+  client: net.Socket;
+  upstreamPath: string;
+  timeouts: SessionTimeouts;
+  logger: Logger;
+  /** Client bytes held while not being taken (pipelined lines, a partial line) before the client is paused. */
+  maxBufferedClientBytes: number;
+  /** Which lines may reach the agent as commands; undefined relays all. */
+  policy?: CommandPolicy | undefined;
+  /** Ask the agent itself to run this connection restricted (`OPTION pretend-request-origin=remote`) first. */
+  restrictAgent?: boolean;
+  clock?: { setTimeout(fn: (...args: unknown[]) => void, ms: number): unknown; clearTimeout(id: unknown): void };
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  onEnd?: (summary: SessionSummary) => void;
+}
+
+type SessionActor = Actor<ReturnType<typeof sessionMachineFor>>;
+
+export class Session {
+  readonly sessionId: string;
+  private readonly actor: SessionActor;
+  private readonly client: LineEndpoint;
+  private agent: LineEndpoint | undefined;
+  private readonly stats = new SessionStats();
+  private readonly log: Logger;
+  /** Above 0 while received lines are turned into events: writes wait for the end of the batch. */
+  private batching = 0;
+  /** The re-entry guard of the client pump (an event it sends may end in a call back to it). */
+  private pumping = false;
+  /** CLIENT_EOF has been delivered (once). */
+  private eofDelivered = false;
+  private socketsClosedReported = false;
+  private finished = false;
+
+  constructor(private readonly options: SessionOptions) {
+    this.sessionId = options.sessionId;
+    this.log = options.logger.child({ session: options.sessionId });
+    this.client = new LineEndpoint(options.client, {
+      readable: () => this.pump(),
+      ended: () => {
+        if (this.client.framer.midLine) this.log.debug('client closed in the middle of a line');
+        this.pump();
+      },
+      failed: (code) => this.send({ type: 'CLIENT_GONE', code }),
+      closed: () => {
+        if (!this.client.ended) this.send({ type: 'CLIENT_GONE', code: 'CLOSED' });
+        this.reportSocketsClosed();
+      },
+      // A client that does not read pauses the agent instead of growing our buffer, for the idle timeout at most.
+      blocked: () => {
+        this.agent?.setReading(false);
+        this.send({ type: 'CLIENT_BLOCKED' });
+      },
+      drained: () => {
+        this.agent?.setReading(true);
+        this.send({ type: 'CLIENT_DRAINED' });
+      },
+    });
+
+    const effects = new SessionEffects({
+      client: this.client,
+      agent: () => this.agent,
+      dialAgent: () => this.dialAgent(),
+      stats: this.stats,
+      log: this.log,
+      failureSetting: { upstreamPath: options.upstreamPath, idleMs: options.timeouts.idleMs, inquiryMs: options.timeouts.inquiryMs },
+      closeGraceMs: options.timeouts.closeGraceMs,
+    });
+    this.actor = createActor(sessionMachineFor(options.timeouts), {
+      id: `session-${options.sessionId}`,
+      input: {
+        sessionId: options.sessionId,
+        responseTimeoutOn: options.timeouts.responseMs !== undefined,
+        restrictAgent: options.restrictAgent ?? false,
+      },
+      ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.inspect ? { inspect: options.inspect } : {}),
+    });
+    bindEffects(this.actor, effects);
+    this.actor.subscribe({
+      next: (snapshot) => {
+        if (snapshot.status === 'done') this.finish(snapshot.context.failure);
+      },
+      error: (err) => {
+        // A bug in an action must end this session only, never the process or other sessions.
+        this.log.error({ err }, 'session machine failed');
+        effects.destroySockets();
+        this.finish({ reason: 'internalError' });
+      },
+    });
+    // Client bytes are not read before the agent's greeting has been relayed (the server pauses new sockets).
+    options.client.pause();
+  }
+
+  start(): this {
+    this.log.debug('session opened');
+    this.actor.start();
+    return this;
+  }
+
+  /** Server shutdown: close once the command in flight (if any) is done. */
+  stop(): void {
+    this.send({ type: 'STOP' });
+  }
+
+  /** Server shutdown past its drain time: close now, gracefully. */
+  stopNow(): void {
+    this.send({ type: 'STOP_NOW' });
+  }
+
+  /** What a listing of live sessions shows: no payload, only state, verb and counts. */
+  info(): SessionInfo {
+    const snapshot = this.actor.getSnapshot();
+    const secretAnswerOpen = this.inSecretInquiry();
+    return {
+      sessionId: this.sessionId,
+      state: stateName(snapshot.value),
+      command: snapshot.context.command,
+      ageMs: this.stats.ageMs(),
+      bytesFromClient: this.publishedFromClient(),
+      bytesToClient: this.stats.publishedToClient(),
+      bufferedClientBytes: secretAnswerOpen ? 0 : this.client.framer.bufferedBytes,
+      clientPaused: this.client.paused,
+      upstreamPendingBytes: this.agent?.pendingBytes ?? 0,
+      clientPendingBytes: this.client.pendingBytes,
+      agentPaused: this.agent?.paused ?? false,
+    };
+  }
+
+  // ---- events in -------------------------------------------------------------------------------------------
+
+  private send(event: SessionEvent): void {
+    if (this.finished) return;
+    this.actor.send(event);
+    if (this.batching === 0) this.flushWrites();
+  }
+
+  /** Writes what the effects have queued for each socket: a batch's lines, contiguous in memory, as one write. */
+  private flushWrites(): void {
+    this.agent?.flush();
+    this.client.flush();
+  }
+
+  /** Hands queued client lines to the machine for as long as its state takes client input. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    this.batching++;
+    const { client } = this;
+    try {
+      while (!this.finished && !this.agent?.blocked) {
+        const snapshot = this.actor.getSnapshot();
+        if (!snapshot.hasTag('clientInput')) break;
+        const inquire = snapshot.context.inquire;
+        const secret = inquire !== '' && inquiryAnswerIsSecret(inquire);
+        const event = takeClientEvent(client.framer, { dataRuns: snapshot.hasTag('inquiry'), secret, policy: this.options.policy });
+        if (event === undefined) {
+          if (!client.ended && client.framer.midLine && snapshot.hasTag('idle')) {
+            this.send({ type: 'CLIENT_PARTIAL', bytes: client.framer.partialBytes });
+          }
+          break;
+        }
+        if (secret && 'line' in event) this.stats.tookSecretAnswer(event.line.length);
+        this.send(event);
+      }
+      // While a command is in flight, an EOF behind no further line is passed on at once (see endAgentInput).
+      if (client.ended && !this.eofDelivered && !this.finished && !client.framer.hasItem()) {
+        this.eofDelivered = true;
+        this.send({ type: 'CLIENT_EOF' });
+      }
+    } finally {
+      this.pumping = false;
+      this.batching--;
+    }
+    if (this.batching === 0) this.flushWrites();
+    this.updateClientFlow();
+  }
+
+  /** Reads the client only after the greeting, while the agent takes our writes, and up to the buffer bound. */
+  private updateClientFlow(): void {
+    const { client } = this;
+    if (this.finished || client.ended || client.droppingInput) return;
+    const greeted = !this.actor.getSnapshot().matches('connecting');
+    client.setReading(greeted && !this.agent?.blocked && client.framer.bufferedBytes < this.options.maxBufferedClientBytes);
+  }
+
+  /** Every complete agent line goes to the machine as it arrives; the batch's writes go out once at its end. */
+  private takeAgentLines(agent: LineEndpoint): void {
+    this.batching++;
+    try {
+      while (!this.finished) {
+        const event = takeAgentEvent(agent.framer, commandAnswerIsSecret(this.actor.getSnapshot().context.command));
+        if (event === undefined) break;
+        this.send(event);
+      }
+    } finally {
+      this.batching--;
+    }
+    if (this.batching === 0) this.flushWrites();
+    this.pump();
+  }
+
+  private dialAgent(): void {
+    const socket = net.connect({ path: this.options.upstreamPath });
+    let connected = false;
+    let goneReported = false;
+    // A retry replaces the endpoint: events of an earlier, failed attempt must not reach the machine.
+    const current = () => this.agent === endpoint;
+    const gone = (code: string) => {
+      if (goneReported) return;
+      goneReported = true;
+      if (endpoint.framer.midLine) this.log.debug('agent closed in the middle of a line');
+      this.send({ type: 'AGENT_CLOSED', code });
+    };
+    const endpoint = new LineEndpoint(socket, {
+      readable: () => this.takeAgentLines(endpoint),
+      ended: () => {
+        if (current()) gone('EOF');
+      },
+      failed: (code) => {
+        if (!current()) return;
+        if (connected) gone(code);
+        else this.send({ type: 'AGENT_CONNECT_FAILED', code });
+      },
+      closed: () => {
+        if (!current()) return;
+        if (connected) gone('EOF');
+        this.reportSocketsClosed();
+      },
+      // An agent that does not read pauses the client instead of growing our buffer.
+      blocked: () => {
+        this.client.setReading(false);
+        this.send({ type: 'AGENT_BLOCKED' });
+      },
+      drained: () => {
+        this.send({ type: 'AGENT_DRAINED' });
+        this.pump();
+      },
+    });
+    socket.on('connect', () => {
+      if (!current()) return;
+      connected = true;
+      this.send({ type: 'AGENT_CONNECTED' });
+    });
+    this.agent = endpoint;
+  }
+
+  private reportSocketsClosed(): void {
+    const agentDone = this.agent === undefined || this.agent.closed;
+    if (this.client.closed && agentDone && !this.socketsClosedReported) {
+      this.socketsClosedReported = true;
+      this.send({ type: 'SOCKETS_CLOSED' });
+    }
+  }
+
+  // ---- secrets kept out of the counts ----------------------------------------------------------------------
+
+  private inSecretInquiry(): boolean {
+    const inquire = this.actor.getSnapshot().context.inquire;
+    return inquire !== '' && inquiryAnswerIsSecret(inquire);
+  }
+
+  /** What the client sent, less the answers to secret INQUIREs, whole or (while one is open) in part. */
+  private publishedFromClient(): number {
+    const unfinished = !this.finished && this.inSecretInquiry() ? this.client.framer.bufferedBytes : 0;
+    return this.stats.publishedFromClient(this.client.bytesIn, unfinished);
+  }
+
+  private finish(failure: SessionFailure | null): void {
+    if (this.finished) return;
+    this.finished = true;
+    const summary: SessionSummary = {
+      sessionId: this.sessionId,
+      outcome: failure ? 'failed' : 'closed',
+      failure,
+      durationMs: this.stats.ageMs(),
+      connectAttempts: this.actor.getSnapshot().context.connectAttempts,
+      commands: this.stats.commands,
+      refused: this.stats.refused,
+      bytesFromClient: this.publishedFromClient(),
+      bytesToClient: this.stats.publishedToClient(),
+    };
+    this.log.info(summary, 'session ended');
+    if (this.actor.getSnapshot().status === 'active') this.actor.stop();
+    this.options.onEnd?.(summary);
+  }
+}
