@@ -79,7 +79,7 @@ export interface SessionContext {
  * A line from the agent. `bytes` is its length where it may be published (absent in the answer of a command whose
  * answer is secret, GET_PASSPHRASE); `line` holds the bytes for the action that relays them.
  */
-interface AgentLine<T extends string> {
+export interface AgentLine<T extends string> {
   type: T;
   line: LineHandle;
   bytes?: number;
@@ -104,7 +104,7 @@ export type AgentLineEvent =
  * carries the verb it would be as one, and `refusedBy`, the policy rule that forbids it as a command (absent:
  * allowed). `bytes` is absent for the answer to an INQUIRE whose answer is secret: not even its length is shown.
  */
-interface ClientLine<T extends string> {
+export interface ClientLine<T extends string> {
   type: T;
   verb: CommandVerb;
   line: LineHandle;

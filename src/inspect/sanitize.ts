@@ -16,6 +16,7 @@ const STRING_FIELDS: ReadonlySet<string> = new Set([
   'code', // errno name, e.g. ECONNREFUSED
   'reason',
   'startFailure', // the server's own message about its listen path
+  'refusedBy', // the policy rule that refused a line: deny, allow or restricted
 ]);
 
 const MAX_DEPTH = 4;
@@ -29,7 +30,7 @@ const MAX_DEPTH = 4;
 export function withoutInquirySizes<T extends { type: string; actorRef?: unknown; snapshot?: unknown; event?: unknown }>(inspection: T): T {
   if (inspection.type !== '@xstate.event' && inspection.type !== '@xstate.snapshot') return inspection;
   const event = inspection.event as { type?: unknown; bytes?: unknown } | undefined;
-  if (typeof event?.type !== 'string' || !event.type.startsWith('CLIENT_') || !('bytes' in event)) return inspection;
+  if (typeof event?.type !== 'string' || !event.type.startsWith('CLIENT.') || !('bytes' in event)) return inspection;
   const current = (inspection.actorRef as { getSnapshot?: () => unknown } | undefined)?.getSnapshot?.();
   if (!inquiryOpen(inspection.snapshot) && !inquiryOpen(current)) return inspection;
   const { bytes: _hidden, ...rest } = event;

@@ -44,9 +44,9 @@ describe('gpg-agent SIGKILLed while a session is in each state with an upstream'
       'connecting.awaitingGreeting (the agent stopped before it greets)',
       async (pid) => {
         process.kill(pid, 'SIGSTOP');
-        const before = taken.filter((k) => k === 'session.connecting.reaching.dialing|AGENT_CONNECTED#0').length;
+        const before = taken.filter((k) => k === 'session.connecting.reaching.dialing|AGENT_CONNECTED').length;
         const client = await RawClient.connect(proxy.socket);
-        await until(() => taken.filter((k) => k === 'session.connecting.reaching.dialing|AGENT_CONNECTED#0').length > before);
+        await until(() => taken.filter((k) => k === 'session.connecting.reaching.dialing|AGENT_CONNECTED').length > before);
         return client;
       },
     ],
@@ -248,7 +248,7 @@ describe('SIGTERM with 50 commands in flight', () => {
       const socket = (await stderrMatch(run, /listening on (\S+)/))[1]!;
       const clients = await Promise.all(Array.from({ length: 50 }, () => RawClient.connect(socket)));
       for (const client of clients) expect(await client.readLine()).toMatch(/^OK Pleased/);
-      const inFlight = () => (run.stdout().match(/"to":"waitingForAgent"/g) ?? []).length;
+      const inFlight = () => (run.stdout().match(/"to":"command.waitingForAgent"/g) ?? []).length;
       await whileStopped(await agent.pid(), async () => {
         for (const client of clients) client.write('GETINFO version\n');
         await until(() => inFlight() >= 50);

@@ -21,10 +21,10 @@ beforeAll(async () => {
     inspect: (e: InspectionEvent) => {
       const actorId = (e.actorRef as AnyActorRef).id;
       if (e.type !== '@xstate.event' || !actorId.startsWith('session-')) return;
-      const event = e.event as { type: string; kind?: string; bytes?: number };
-      if (event.type !== 'AGENT_LINE' && event.type !== 'CLIENT_LINE') return;
+      const event = e.event as { type: string; bytes?: number };
+      if (!event.type.startsWith('AGENT.') && !event.type.startsWith('CLIENT.')) return;
       const list = lineEvents.get(actorId) ?? [];
-      list.push(`${event.type} ${event.kind} ${event.bytes}`);
+      list.push(`${event.type} ${event.bytes}`);
       lineEvents.set(actorId, list);
     },
   });
@@ -45,7 +45,7 @@ async function session() {
 }
 
 describe('runs of D lines', () => {
-  it("an answer's D lines in one chunk are one AGENT_LINE event, relayed byte for byte", async () => {
+  it("an answer's D lines in one chunk are one AGENT.DATA event, relayed byte for byte", async () => {
     const { client, upstream, id } = await session();
     client.write('GETINFO bench\n');
     expect(await upstream.readLine()).toBe('GETINFO bench');
@@ -58,15 +58,15 @@ describe('runs of D lines', () => {
     upstream.send(answer);
     expect(Buffer.concat(await client.responseBytes()).equals(answer)).toBe(true);
     expect(events(id).slice(-4)).toEqual([
-      `AGENT_LINE data ${9 + 9 + 503}`, // the three D lines, one run
-      'AGENT_LINE status 13',
-      'AGENT_LINE data 15',
-      'AGENT_LINE ok 3',
+      `AGENT.DATA ${9 + 9 + 503}`, // the three D lines, one run
+      'AGENT.STATUS 13',
+      'AGENT.DATA 15',
+      'AGENT.OK 3',
     ]);
     client.destroy();
   });
 
-  it("an INQUIRE answer's D lines in one chunk are one CLIENT_LINE event; END is its own", async () => {
+  it("an INQUIRE answer's D lines in one chunk are one CLIENT.DATA event; END is its own", async () => {
     const { client, upstream, id } = await session();
     client.write('PKDECRYPT\n');
     expect(await upstream.readLine()).toBe('PKDECRYPT');
@@ -79,12 +79,12 @@ describe('runs of D lines', () => {
     expect(Buffer.concat(received).equals(data)).toBe(true);
     upstream.send('OK\n');
     expect(await client.response()).toEqual(['OK']);
-    expect(events(id).filter((e) => e.startsWith('CLIENT_LINE'))).toEqual([
-      'CLIENT_LINE command 10', // PKDECRYPT
-      'CLIENT_LINE data 5', // D \x80\x81 (a comment follows: the run ends)
-      'CLIENT_LINE comment 12',
-      'CLIENT_LINE data 12', // D 1, D 2, D 3
-      'CLIENT_LINE end 4',
+    expect(events(id).filter((e) => e.startsWith('CLIENT.'))).toEqual([
+      'CLIENT.COMMAND 10', // PKDECRYPT
+      'CLIENT.DATA 5', // D \x80\x81 (a comment follows: the run ends)
+      'CLIENT.COMMENT 12',
+      'CLIENT.DATA 12', // D 1, D 2, D 3
+      'CLIENT.END 4',
     ]);
     client.destroy();
   });
@@ -113,7 +113,7 @@ describe('runs of D lines', () => {
     expect(await upstream.readLine()).toBe('D 2');
     upstream.send('ERR 67109139 Unknown IPC command\n');
     expect(await client.response()).toEqual(['ERR 67109139 Unknown IPC command']);
-    expect(events(id).filter((e) => e.startsWith('CLIENT_LINE'))).toEqual(['CLIENT_LINE data 4', 'CLIENT_LINE data 4']);
+    expect(events(id).filter((e) => e.startsWith('CLIENT.'))).toEqual(['CLIENT.DATA 4', 'CLIENT.DATA 4']);
     client.destroy();
     await sessionsDrained(proxy.proxy);
     expect(rejectedEvents(proxy.logs)).toEqual([]);

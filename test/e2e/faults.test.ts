@@ -64,7 +64,7 @@ async function inAcknowledging(): Promise<{ client: RawClient; upstream: Scripte
 async function inDiscarding(): Promise<{ client: RawClient; upstream: ScriptedConnection }> {
   const session = await inInquire();
   session.client.write('D 50%\n');
-  await until(() => state() === 'bufferingInquire' && taken.includes('session.bufferingInquire.answering|CLIENT_LINE#1'));
+  await until(() => state() === 'bufferingInquire' && taken.includes('session.command.bufferingInquire.answering|CLIENT.MALFORMED_DATA'));
   return session;
 }
 
@@ -78,8 +78,8 @@ describe('client faults', () => {
     client.destroy();
     upstream.send('# a comment before the greeting\n');
     await upstream.closed;
-    expect(taken).toContain('session.connecting.awaitingGreeting|AGENT_LINE#0');
-    expect(taken).toContain('session.connecting|CLIENT_GONE#0');
+    expect(taken).toContain('session.connecting.awaitingGreeting|AGENT.COMMENT');
+    expect(taken).toContain('session|CLIENT_GONE');
   });
 
   it.each([
@@ -108,7 +108,7 @@ describe('client faults', () => {
     await until(() => state() === where);
     client.destroy();
     await upstream.closed;
-    expect(taken).toContain(`session.${where}|CLIENT_GONE#0`);
+    expect(taken).toContain('session|CLIENT_GONE');
   });
 
   it('a comment line completing a partial line in bufferingCommand', async () => {
@@ -120,7 +120,7 @@ describe('client faults', () => {
     expect(await upstream.readLine()).toBe('NOP');
     upstream.send('OK\n');
     expect(await client.response()).toEqual(['OK']);
-    expect(taken).toContain('session.bufferingCommand|CLIENT_LINE#0');
+    expect(taken).toContain('session.awaitingCommand|CLIENT.COMMENT');
     client.destroy();
   });
 
@@ -130,7 +130,7 @@ describe('client faults', () => {
     await until(() => state() === 'bufferingCommand');
     client.write(`${'y'.repeat(600)}\n`);
     expect(await client.response()).toEqual(['ERR 67109127 Line passed to IPC too long <assuan-proxy> - lines are limited to 1000 bytes']);
-    expect(taken).toContain('session.bufferingCommand|CLIENT_LINE_TOO_LONG#0');
+    expect(taken).toContain('session.awaitingCommand|CLIENT.TOO_LONG');
     client.destroy();
   });
 
@@ -140,7 +140,7 @@ describe('client faults', () => {
     await until(() => state() === 'bufferingCommand');
     client.socket.end();
     expect(await upstream.readLineBytes()).toBeUndefined();
-    expect(taken).toContain('session.bufferingCommand|CLIENT_EOF#0');
+    expect(taken).toContain('session.awaitingCommand|CLIENT_EOF');
   });
 
   it('EOF while the answer streams: the answer is still relayed, then the session closes', async () => {
@@ -154,7 +154,7 @@ describe('client faults', () => {
     expect(await upstream.readLineBytes()).toBeUndefined();
     upstream.send('OK\n');
     expect(await client.rest()).toEqual(['OK']);
-    expect(taken).toContain('session.sendingToClient|CLIENT_EOF#0');
+    expect(taken).toContain('session.command|CLIENT_EOF');
   });
 
   it('an INQUIRE after the client has gone (EOF): the agent, which has the EOF, answers it, and that answer is relayed', async () => {
@@ -168,14 +168,14 @@ describe('client faults', () => {
     upstream.send('INQUIRE CIPHERTEXT\nERR 67125247 End of file <GPG Agent>\n');
     upstream.end();
     expect(await client.rest()).toEqual(['INQUIRE CIPHERTEXT', 'ERR 67125247 End of file <GPG Agent>']);
-    expect(taken).toContain('session.bufferingInquire|always#0');
+    expect(taken).toContain('session.command.bufferingInquire|always[clientEnded]');
   });
 
   it('an agent line after OK closing connection is dropped while the session closes', async () => {
     const { client, upstream } = await lingeringAfterBye(proxy.socket, agent);
     await until(() => state() === 'closing');
     upstream.send('S LATE\n');
-    await until(() => taken.includes('session.closing|AGENT_LINE#0'));
+    await until(() => taken.includes('session.closing|AGENT.*'));
     client.destroy();
     upstream.destroy();
   });
@@ -184,15 +184,15 @@ describe('client faults', () => {
     const { client } = await lingeringAfterBye(proxy.socket, agent);
     // Neither peer closes: only the close grace can end the session.
     await until(() => proxy.proxy.sessionCount === 0);
-    expect(taken).toContain('session.closing|after closeGrace#0');
+    expect(taken).toContain('session.closing|after closeGrace');
     client.destroy();
   });
 });
 
 describe('agent faults while the client is busy', () => {
   it.each([
-    ['an unsolicited line', (u: ScriptedConnection) => u.send('S UNASKED\n'), 'session.bufferingCommand|AGENT_LINE#0'],
-    ['a close', (u: ScriptedConnection) => u.destroy(), 'session.bufferingCommand|AGENT_CLOSED#0'],
+    ['an unsolicited line', (u: ScriptedConnection) => u.send('S UNASKED\n'), 'session.awaitingCommand|AGENT.*'],
+    ['a close', (u: ScriptedConnection) => u.destroy(), 'session|AGENT_CLOSED'],
   ] as const)('%s while a command line is half typed ends the session', async (_, act, key) => {
     const { client, upstream } = await greeted();
     client.write('NO');
@@ -203,9 +203,9 @@ describe('agent faults while the client is busy', () => {
   });
 
   it.each([
-    ['ERR', 'ERR 67108881 No secret key\n', ['S PROGRESS x', 'ERR 67108881 No secret key'], 'session.sendingToClient|AGENT_LINE#6'],
-    ['OK closing connection', 'OK closing connection\n', ['S PROGRESS x', 'OK closing connection'], 'session.sendingToClient|AGENT_LINE#7'],
-    ['a non-Assuan line', 'garbage\n', ['S PROGRESS x', INVALID], 'session.sendingToClient|AGENT_LINE#8'],
+    ['ERR', 'ERR 67108881 No secret key\n', ['S PROGRESS x', 'ERR 67108881 No secret key'], 'session.command|AGENT.ERR'],
+    ['OK closing connection', 'OK closing connection\n', ['S PROGRESS x', 'OK closing connection'], 'session.command|AGENT.OK_CLOSING'],
+    ['a non-Assuan line', 'garbage\n', ['S PROGRESS x', INVALID], 'session.command|AGENT.*'],
   ] as const)('after a status line, %s ends the answer', async (_, final, expected, key) => {
     const { client, upstream } = await greeted();
     client.write('PKSIGN\n');
@@ -235,31 +235,31 @@ describe('an INQUIRE that takes no data', () => {
     expect(await upstream.readLine()).toBe('NOP');
     upstream.send('OK\n');
     expect(await client.response()).toEqual(['OK']);
-    expect(taken).toContain('session.sendingToClient|AGENT_LINE#2');
-    expect(taken).toContain('session.bufferingInquire.acknowledging|CLIENT_LINE#1');
+    expect(taken).toContain('session.command|AGENT.INQUIRE[inquiryTakesNoData]');
+    expect(taken).toContain('session.command.bufferingInquire.acknowledging|CLIENT.DATA');
     client.destroy();
   });
 
   it.each([
-    ['a status line is relayed, and the answer goes on', 'S PROGRESS x\n', ['S PROGRESS x'], 'AGENT_LINE#0'],
-    ['OK ends the command: the agent reads commands again', 'OK 41\n', ['OK 41'], 'AGENT_LINE#1'],
-    ['ERR ends the command: the agent reads commands again', 'ERR 83886179 Operation cancelled <Pinentry>\n', ['ERR 83886179 Operation cancelled <Pinentry>'], 'AGENT_LINE#2'],
+    ['a status line is relayed, and the answer goes on', 'S PROGRESS x\n', ['S PROGRESS x'], 'session.command|AGENT.STATUS'],
+    ['OK ends the command: the agent reads commands again', 'OK 41\n', ['OK 41'], 'session.command|AGENT.OK'],
+    ['ERR ends the command: the agent reads commands again', 'ERR 83886179 Operation cancelled <Pinentry>\n', ['ERR 83886179 Operation cancelled <Pinentry>'], 'session.command|AGENT.ERR'],
   ] as const)('from the agent while it is open: %s', async (_, line, expected, key) => {
     const { client, upstream } = await inAcknowledging();
     upstream.send(line);
     expect(await client.readLine()).toBe(expected[0]);
-    expect(taken).toContain(`session.bufferingInquire.acknowledging|${key}`);
+    expect(taken).toContain(key);
     client.destroy();
   });
 
   it.each([
-    ['OK closing connection', 'OK closing connection\n', 'OK closing connection', 'AGENT_LINE#3'],
-    ['a nested INQUIRE', 'INQUIRE NESTED\n', 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here', 'AGENT_LINE#4'],
+    ['OK closing connection', 'OK closing connection\n', 'OK closing connection', 'session.command|AGENT.OK_CLOSING'],
+    ['a nested INQUIRE', 'INQUIRE NESTED\n', 'ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent a line that is not valid here', 'session.command.bufferingInquire|AGENT.INQUIRE'],
   ] as const)('%s from the agent while it is open ends the session', async (_, line, expected, key) => {
     const { client, upstream } = await inAcknowledging();
     upstream.send(line);
     expect(await client.rest()).toEqual([expected]);
-    expect(taken).toContain(`session.bufferingInquire.acknowledging|${key}`);
+    expect(taken).toContain(key);
   });
 });
 
@@ -274,8 +274,8 @@ describe('agent lines during an INQUIRE answer', () => {
     upstream.send('ERR 67108933 Not implemented <GPG Agent>\n');
     expect(await upstream.readLine()).toBe('NOP');
     expect(taken).toEqual(expect.arrayContaining([
-      'session.bufferingInquire.answering|AGENT_LINE#0',
-      'session.bufferingInquire.answering|AGENT_LINE#1',
+      'session.command|AGENT.STATUS',
+      'session.command|AGENT.OK',
     ]));
     client.destroy();
   });
@@ -287,8 +287,8 @@ describe('agent lines during an INQUIRE answer', () => {
     expect(await client.readLine()).toMatch(/^ERR 67109137/);
     upstream.send('S UNASKED\n');
     expect(await client.rest()).toEqual(['ERR 67109124 Invalid IPC response <assuan-proxy> - gpg-agent sent output with no command pending']);
-    expect(taken).toContain('session.bufferingInquire.answering|AGENT_LINE#2');
-    expect(taken).toContain('session.ready|AGENT_LINE#0');
+    expect(taken).toContain('session.command|AGENT.ERR');
+    expect(taken).toContain('session.awaitingCommand|AGENT.*');
   });
 
   it('an over-long line for an INQUIRE that takes no data: the agent gets CAN in its place, the client the proxy\'s ERR', async () => {
@@ -304,7 +304,7 @@ describe('agent lines during an INQUIRE answer', () => {
     expect(await upstream.readLine()).toBe('NOP');
     upstream.send('OK\n');
     expect(await client.response()).toEqual(['OK']);
-    expect(taken).toContain('session.bufferingInquire.acknowledging|CLIENT_LINE_TOO_LONG#0');
+    expect(taken).toContain('session.command.bufferingInquire.acknowledging|CLIENT.TOO_LONG');
     client.destroy();
   });
 });
@@ -316,7 +316,8 @@ describe('after the proxy refused part of an INQUIRE answer', () => {
     expect(await upstream.readLine()).toBe('CAN');
     upstream.send('ERR 67109141 IPC call has been cancelled\n');
     expect(await client.response()).toEqual([OWED]);
-    expect(taken).toContain('session.bufferingInquire.discarding|CLIENT_LINE#1');
+    expect(taken).toContain('session.command.bufferingInquire.discarding|CLIENT.MALFORMED_DATA');
+    expect(taken).toContain('session.command.bufferingInquire.discarding|CLIENT.*');
     client.destroy();
   });
 
@@ -329,7 +330,7 @@ describe('after the proxy refused part of an INQUIRE answer', () => {
     upstream.send('ERR 67109141 IPC call has been cancelled\n');
     upstream.end();
     expect(await client.rest()).toEqual([OWED]);
-    expect(taken).toContain('session.bufferingInquire.discarding|CLIENT_EOF#0');
+    expect(taken).toContain('session.command.bufferingInquire.discarding|CLIENT_EOF');
   });
 
   it('a further over-long line is dropped as well', async () => {
@@ -338,7 +339,7 @@ describe('after the proxy refused part of an INQUIRE answer', () => {
     expect(await upstream.readLine()).toBe('CAN');
     upstream.send('ERR 67109141 IPC call has been cancelled\n');
     expect(await client.response()).toEqual([OWED]);
-    expect(taken).toContain('session.bufferingInquire.discarding|CLIENT_LINE_TOO_LONG#0');
+    expect(taken).toContain('session.command.bufferingInquire.discarding|CLIENT.TOO_LONG');
     client.destroy();
   });
 
@@ -348,8 +349,8 @@ describe('after the proxy refused part of an INQUIRE answer', () => {
     expect(await client.readLine()).toBe('S PROGRESS x');
     expect(await client.response()).toEqual([OWED]);
     expect(taken).toEqual(expect.arrayContaining([
-      'session.bufferingInquire.discarding|AGENT_LINE#0',
-      'session.bufferingInquire.discarding|AGENT_LINE#1',
+      'session.command|AGENT.STATUS',
+      'session.command|AGENT.ERR[owesAnswer]',
     ]));
     client.destroy();
   });
@@ -367,23 +368,24 @@ describe('after the proxy refused part of an INQUIRE answer', () => {
     upstream.send('ERR 67109141 IPC call has been cancelled\n');
     const expected = before ? ['S PROGRESS x', OWED] : [OWED];
     expect(await client.response()).toEqual(expected);
-    expect(taken).toContain(`session.${where}|AGENT_LINE#1`);
-    if (where === 'sendingToClient') expect(taken).toContain('session.sendingToClient|AGENT_LINE#4');
+    expect(taken).toContain('session.command|AGENT.INQUIRE[owesAnswer]');
+    if (where === 'sendingToClient') expect(taken).toContain('session.command.waitingForAgent|AGENT.STATUS');
+    expect(taken).toContain('session.command|AGENT.ERR[owesAnswer]');
     client.destroy();
   });
 });
 
 describe('agent lines that end a session during an INQUIRE answer', () => {
   it.each([
-    ['answering', inInquire, 'OK closing connection\n', 'OK closing connection', 'AGENT_LINE#3'],
-    ['answering', inInquire, 'INQUIRE NESTED\n', INVALID, 'AGENT_LINE#4'],
-    ['discarding', inDiscarding, 'OK closing connection\n', 'OK closing connection', 'AGENT_LINE#2'],
-    ['discarding', inDiscarding, 'garbage\n', INVALID, 'AGENT_LINE#3'],
-  ] as const)('%s: %j ends the session', async (where, arrange, line, expected, key) => {
+    ['answering', inInquire, 'OK closing connection\n', 'OK closing connection', 'session.command|AGENT.OK_CLOSING'],
+    ['answering', inInquire, 'INQUIRE NESTED\n', INVALID, 'session.command.bufferingInquire|AGENT.INQUIRE'],
+    ['discarding', inDiscarding, 'OK closing connection\n', 'OK closing connection', 'session.command|AGENT.OK_CLOSING'],
+    ['discarding', inDiscarding, 'garbage\n', INVALID, 'session.command|AGENT.*'],
+  ] as const)('%s: %j ends the session', async (_where, arrange, line, expected, key) => {
     const { client, upstream } = await arrange();
     upstream.send(line);
     expect(await client.rest()).toEqual([expected]);
-    expect(taken).toContain(`session.bufferingInquire.${where}|${key}`);
+    expect(taken).toContain(key);
   });
 });
 
@@ -393,7 +395,7 @@ describe('bad greetings', () => {
     const upstream = await agent.nextConnection();
     upstream.send('ERR 67108865 General error\n');
     expect(await client.rest()).toEqual(['ERR 67109123 IPC connect call failed <assuan-proxy> - gpg-agent did not greet with OK']);
-    expect(taken).toContain('session.connecting.awaitingGreeting|AGENT_LINE#3');
+    expect(taken).toContain('session.connecting.awaitingGreeting|AGENT.*');
   });
 });
 
@@ -449,23 +451,26 @@ describe('events while the agent has not taken a request yet (sendingToAgent und
   }
 
   it.each([
-    ['a status line', 'S PROGRESS x\n', 0, 'sendingToClient'],
-    ['an INQUIRE that takes no data', 'INQUIRE PINENTRY_LAUNCHED 1 curses 1.2 -\n', 2, 'bufferingInquire'],
-    ['an INQUIRE', 'INQUIRE MORE\n', 3, 'bufferingInquire'],
-    ['OK', 'OK\n', 5, 'ready'],
-    ['ERR', 'ERR 67109138 Unexpected IPC command\n', 6, 'ready'],
-  ] as const)('%s from the agent counts as its answer', async (_, line, index, after) => {
+    ['a status line', 'S PROGRESS x\n', 'session.command.sendingToAgent|AGENT.STATUS', 'sendingToClient'],
+    ['a comment line', '# x\n', 'session.command.sendingToAgent|AGENT.COMMENT', 'sendingToClient'],
+    ['a D line', 'D x\n', 'session.command.sendingToAgent|AGENT.DATA', 'sendingToClient'],
+    ['an END line', 'END\n', 'session.command.sendingToAgent|AGENT.END', 'sendingToClient'],
+    ['an INQUIRE that takes no data', 'INQUIRE PINENTRY_LAUNCHED 1 curses 1.2 -\n', 'session.command|AGENT.INQUIRE[inquiryTakesNoData]', 'bufferingInquire'],
+    ['an INQUIRE', 'INQUIRE MORE\n', 'session.command|AGENT.INQUIRE', 'bufferingInquire'],
+    ['OK', 'OK\n', 'session.command|AGENT.OK', 'ready'],
+    ['ERR', 'ERR 67109138 Unexpected IPC command\n', 'session.command|AGENT.ERR', 'ready'],
+  ] as const)('%s from the agent counts as its answer', async (_, line, key, after) => {
     const { client, upstream } = await blocked();
     upstream.send(line);
     await until(() => proxy.proxy.sessions()[0]?.state === after);
-    expect(taken).toContain(`session.sendingToAgent|AGENT_LINE#${index}`);
+    expect(taken).toContain(key);
     client.destroy();
   });
 
   it.each([
-    ['OK closing connection', (u: ScriptedConnection) => u.send('OK closing connection\n'), 'session.sendingToAgent|AGENT_LINE#7'],
-    ['a non-Assuan line', (u: ScriptedConnection) => u.send('garbage\n'), 'session.sendingToAgent|AGENT_LINE#8'],
-    ['a close', (u: ScriptedConnection) => u.destroy(), 'session.sendingToAgent|AGENT_CLOSED#0'],
+    ['OK closing connection', (u: ScriptedConnection) => u.send('OK closing connection\n'), 'session.command|AGENT.OK_CLOSING'],
+    ['a non-Assuan line', (u: ScriptedConnection) => u.send('garbage\n'), 'session.command|AGENT.*'],
+    ['a close', (u: ScriptedConnection) => u.destroy(), 'session|AGENT_CLOSED'],
   ] as const)('%s from the agent ends the session', async (_, act, key) => {
     const { client, upstream } = await blocked();
     act(upstream);
@@ -476,31 +481,31 @@ describe('events while the agent has not taken a request yet (sendingToAgent und
   it('the client finishing (EOF) while the request is pending: the EOF is passed on', async () => {
     const { client, upstream } = await blocked();
     client.socket.end();
-    await until(() => taken.includes('session.sendingToAgent|CLIENT_EOF#0'));
+    await until(() => taken.includes('session.command|CLIENT_EOF'));
     upstream.destroy();
   });
 
   it('the client vanishing (reset) while the request is pending closes the session', async () => {
     const { socket, upstream } = await blocked({ silentClient: true });
     socket!.destroy();
-    await until(() => taken.includes('session.sendingToAgent|CLIENT_GONE#0'));
+    await until(() => taken.includes('session|CLIENT_GONE'));
     upstream.destroy();
   });
 
   it('owing the client an ERR: a further INQUIRE is cancelled, the final answer swapped', async () => {
     const { client, upstream } = await blocked({ owing: true });
     upstream.send('INQUIRE MORE\n');
-    await until(() => taken.includes('session.sendingToAgent|AGENT_LINE#1'));
+    await until(() => taken.includes('session.command|AGENT.INQUIRE[owesAnswer]'));
     upstream.send('ERR 67109141 IPC call has been cancelled\n');
     expect(await client.response()).toEqual([OWED]);
-    expect(taken).toContain('session.sendingToAgent|AGENT_LINE#4');
+    expect(taken).toContain('session.command|AGENT.ERR[owesAnswer]');
     client.destroy();
   });
 
   it('a shutdown waits for the pending request, then past the drain timeout closes the session (runs last)', async () => {
     const { client } = await blocked();
     await proxy.proxy.close();
-    expect(taken).toEqual(expect.arrayContaining(['session.sendingToAgent|STOP#0', 'session|STOP_NOW#0']));
+    expect(taken).toEqual(expect.arrayContaining(['session.command|STOP', 'session|STOP_NOW']));
     client.destroy();
   });
 });
@@ -513,8 +518,8 @@ describe('an agent whose listen queue is full (EAGAIN)', () => {
     try {
       await busy.fillQueue();
       const client = await RawClient.connect(retrying.socket);
-      await until(() => keys.includes('session.connecting.reaching.backingOff|after retryBackoff#0'));
-      expect(keys).toContain('session.connecting.reaching.dialing|AGENT_CONNECT_FAILED#0');
+      await until(() => keys.includes('session.connecting.reaching.backingOff|after retryBackoff'));
+      expect(keys).toContain('session.connecting.reaching.dialing|AGENT_CONNECT_FAILED[agentBusy]');
       busy.startAccepting();
       expect(await client.readLine()).toBe('OK busy listener');
       expect(retrying.proxy.sessions()[0]!.state).toBe('ready');
@@ -536,7 +541,7 @@ describe('an agent whose listen queue is full (EAGAIN)', () => {
       const [line, ...rest] = await client.rest();
       expect(rest).toEqual([]);
       expect(line).toMatch(/^ERR 67108926 Timeout <assuan-proxy> - gpg-agent did not accept the connection in time \(\d+ attempts; its listen queue stayed full\)$/);
-      expect(keys).toContain('session.connecting.reaching|after connectTimeout#0');
+      expect(keys).toContain('session.connecting.reaching|after connectTimeout');
     } finally {
       await impatient.close();
       busy.close();

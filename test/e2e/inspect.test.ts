@@ -74,13 +74,13 @@ describe('--inspect', () => {
       const actorMessages = all.filter((m) => m.type === '@xstate.actor');
       expect(actorMessages.map((m) => m.name)).toEqual(expect.arrayContaining(['server', expect.stringMatching(/^session-\d+$/)]));
       const events = all.filter((m) => m.type === '@xstate.event').map((m) => m.event!);
-      expect(events).toContainEqual(expect.objectContaining({ type: 'CLIENT_LINE', kind: 'command', verb: 'PKSIGN' }));
-      expect(events).toContainEqual(expect.objectContaining({ type: 'AGENT_LINE', kind: 'inquire', keyword: 'PASSPHRASE' }));
+      expect(events).toContainEqual(expect.objectContaining({ type: 'CLIENT.COMMAND', verb: 'PKSIGN' }));
+      expect(events).toContainEqual(expect.objectContaining({ type: 'AGENT.INQUIRE', keyword: 'PASSPHRASE' }));
       // The passphrase went through as a D line: the inspector sees its kind only, not even its size.
-      expect(events).toContainEqual({ type: 'CLIENT_LINE', kind: 'data', verb: 'D' });
-      expect(events.filter((e) => e.type === 'CLIENT_LINE' && e.kind === 'data').every((e) => !('bytes' in e))).toBe(true);
+      expect(events).toContainEqual({ type: 'CLIENT.DATA', verb: 'D', line: {} });
+      expect(events.filter((e) => e.type === 'CLIENT.DATA').every((e) => !('bytes' in e))).toBe(true);
       const snapshots = all.filter((m) => m.type === '@xstate.snapshot');
-      expect(snapshots.map((m) => m.snapshot?.value)).toContainEqual({ bufferingInquire: 'answering' });
+      expect(snapshots.map((m) => m.snapshot?.value)).toContainEqual({ command: { bufferingInquire: 'answering' } });
 
       const everything = [raw.join('\n'), run.stderr(), run.stdout()].join('\n');
       for (const secret of [PASSPHRASE, Buffer.from(PASSPHRASE).toString('hex'), Buffer.from(PASSPHRASE).toString('hex').toUpperCase(), encodeURIComponent(PASSPHRASE)]) {

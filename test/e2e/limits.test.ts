@@ -228,7 +228,7 @@ describe('many clients at once', () => {
     const proxy = await proxyWith({
       upstream: agent.socket,
       inspect: transitionRecorder(({ key }) => {
-        if (key === 'session.connecting.reaching.dialing|AGENT_CONNECT_FAILED#0') retries++;
+        if (key === 'session.connecting.reaching.dialing|AGENT_CONNECT_FAILED[agentBusy]') retries++;
       }),
     });
     // A stopped agent accepts nothing: its listen queue (64) fills and further connects fail with EAGAIN.

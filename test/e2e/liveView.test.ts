@@ -95,20 +95,20 @@ describe('--ui live view', () => {
     gpg.stderr.on('data', (c: Buffer) => (gpgErr += c.toString()));
     const gpgExit = new Promise<number | null>((resolve) => gpg.on('exit', resolve));
 
-    await page.waitForSelector('tr.session[data-state="ready"]');
+    await page.waitForSelector('tr.session[data-state="awaitingCommand.ready"]');
     const sessionId = await page.getAttribute('tr.session', 'data-session');
     // Statistics arrive each second: the verb of the last command and the bytes each way.
     await page.waitForFunction(() => document.querySelector('tr.session td:nth-child(3)')?.textContent !== '–');
     const cells = await page.locator('tr.session td').allTextContents();
     expect(cells[0]).toBe(sessionId);
-    expect(cells[1]).toBe('ready');
+    expect(cells[1]).toBe('awaitingCommand.ready');
     expect(cells[2]).toMatch(/^[A-Z_]+$/);
     expect(cells[4]).toMatch(/^\d+(\.\d)? (B|KiB)$/);
     expect(await page.locator('tr.transitions ol.recent li').count()).toBeGreaterThan(0);
     const liveSessionStates = await page.locator('.diagram[data-machine="session"] g.live').evaluateAll((nodes) => nodes.map((n) => n.id));
-    expect(liveSessionStates).toEqual([expect.stringMatching(/-state-ready-\d+$/)]);
+    expect(liveSessionStates).toEqual(expect.arrayContaining([expect.stringMatching(/-state-awaitingCommand__ready-\d+$/)]));
     expect(await page.textContent('#session-count')).toBe('1');
-    await page.locator('.diagram[data-machine="session"] g.live').scrollIntoViewIfNeeded();
+    await page.locator('.diagram[data-machine="session"] g.live').last().scrollIntoViewIfNeeded();
     await page.screenshot({ path: path.join(OUTPUT_DIR, 'live-view.png'), fullPage: true });
 
     gpg.stdin.end(fs.readFileSync(path.join(dataDir, 'msg')));
@@ -119,10 +119,10 @@ describe('--ui live view', () => {
     expect(await page.locator('.diagram[data-machine="session"] g.live').count()).toBe(0);
 
     const seen = (await page.evaluate(() => (window as unknown as { seenStates: string[] }).seenStates)).filter((e) => e.startsWith(`${sessionId} `)).map((e) => e.split(' ')[1]);
-    expect(seen[0]).toMatch(/^(connecting|ready|sendingToAgent|waitingForAgent|sendingToClient)/);
+    expect(seen[0]).toMatch(/^(connecting|awaitingCommand|command)\./);
     // After the data arrived: PKSIGN went out and its answer came back, through the states that carry it.
-    const afterIdle = seen.slice(seen.indexOf('ready'));
-    expect(afterIdle).toEqual(expect.arrayContaining(['ready', 'sendingToAgent', 'waitingForAgent']));
+    const afterIdle = seen.slice(seen.indexOf('awaitingCommand.ready'));
+    expect(afterIdle).toEqual(expect.arrayContaining(['awaitingCommand.ready', 'command.waitingForAgent']));
     expect(fs.statSync(path.join(OUTPUT_DIR, 'live-view.png')).size).toBeGreaterThan(10_000);
     await mustRun('gpg', agent.home, ['--batch', '--verify', path.join(dataDir, 'msg.sig'), path.join(dataDir, 'msg')]);
   });

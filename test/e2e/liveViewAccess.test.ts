@@ -109,7 +109,7 @@ describe('live view access', () => {
       type: '@xstate.snapshot',
       actorRef: { id: 'session-9' },
       snapshot: { status: 'active', value: 'ready', machine: { id: 'session' } },
-      event: { type: 'AGENT_LINE' },
+      event: { type: 'AGENT.OK' },
     } as unknown as InspectionEvent);
     for (const viewer of viewers) await viewer.next('opened');
     // Before the fix: once per viewer.

@@ -131,10 +131,21 @@ describe('--restricted', () => {
     ]);
   });
 
+  it('what the agent says before its OK to the proxy\'s OPTION is the proxy\'s: none of it reaches the client', async () => {
+    const { client, upstream } = await restrictedInFrontOfScripted();
+    expect(await upstream.readLine()).toBe('OPTION pretend-request-origin=remote');
+    upstream.send('S PROGRESS x\n# a comment\nD data\nEND\nOK\n');
+    client.write('NOP\n');
+    expect(await upstream.readLine()).toBe('NOP');
+    upstream.send('OK from NOP\n');
+    expect(await client.response()).toEqual(['OK from NOP']);
+    client.destroy();
+  });
+
   it('an agent that never answers the proxy\'s OPTION: the greeting timeout ends the session with one ERR', async () => {
     const { client, upstream } = await restrictedInFrontOfScripted({ greetingTimeoutMs: 50 });
     expect(await upstream.readLine()).toBe('OPTION pretend-request-origin=remote');
-    expect(await client.rest()).toEqual(['ERR 67108926 Timeout <assuan-proxy> - gpg-agent did not greet in time']);
+    expect(await client.rest()).toEqual(['ERR 67108926 Timeout <assuan-proxy> - gpg-agent did not answer the request to run the connection restricted in time']);
   });
 
   it.each([

@@ -19,8 +19,8 @@ beforeAll(async () => {
   proxy = await startTestProxy({
     upstream: agent.socket,
     inspect: (event: InspectionEvent) => {
-      if (event.type === '@xstate.event' && event.event.type === 'CLIENT_LINE') clientLines.push({ ...event.event });
-      if (event.type === '@xstate.event' && event.event.type === 'AGENT_LINE') agentLines.push({ ...event.event });
+      if (event.type === '@xstate.event' && event.event.type.startsWith('CLIENT.')) clientLines.push({ ...event.event });
+      if (event.type === '@xstate.event' && event.event.type.startsWith('AGENT.')) agentLines.push({ ...event.event });
     },
   });
 });
@@ -50,7 +50,7 @@ describe('the size of a secret answer', () => {
     expect(await upstream.readLine()).toBe('END');
     const answerBytes = 'D correct horse battery\nEND\n'.length;
     expect(session().bytesFromClient - before).toBe(secret ? 0 : answerBytes);
-    const answerEvents = clientLines.filter((e) => e.kind === 'data' || e.kind === 'end');
+    const answerEvents = clientLines.filter((e) => e.type === 'CLIENT.DATA' || e.type === 'CLIENT.END');
     expect(answerEvents.map((e) => 'bytes' in e)).toEqual([!secret, !secret]);
     upstream.send('OK\n');
     await client.response();
@@ -81,7 +81,7 @@ describe('the size of a secret answer', () => {
     upstream.send(answer);
     expect(await client.response()).toEqual([answer.trimEnd()]);
     expect(proxy.proxy.sessions()[0]!.bytesToClient).toBe('OK hi\n'.length + (secret ? 0 : answer.length));
-    expect(agentLines.filter((e) => e.kind === 'ok').map((e) => 'bytes' in e)).toEqual([true, !secret]); // greeting, answer
+    expect(agentLines.filter((e) => e.type === 'AGENT.OK').map((e) => 'bytes' in e)).toEqual([true, !secret]); // greeting, answer
     client.destroy();
     await sessionsDrained(proxy.proxy);
     const done = proxy.logs.filter((r) => r.msg === 'command done' && r.verb === verb).at(-1)!;

@@ -9,15 +9,17 @@ import { WebSocketServer } from 'ws';
 import { assign, createActor, setup } from 'xstate';
 import { streamToInspector } from '../../src/inspect/stately.js';
 
-type LineEvent = { type: 'AGENT_LINE'; kind: string; keyword: string; bytes: number } | { type: 'CLIENT_LINE'; kind: string; verb: string; bytes: number };
+type LineEvent =
+  | { type: 'AGENT.INQUIRE'; keyword: string; bytes: number }
+  | { type: 'CLIENT.COMMAND' | 'CLIENT.DATA' | 'CLIENT.END'; verb: string; bytes: number };
 
 /** The session machine's shape where it matters here: `inquire` holds the open INQUIRE's keyword, '' when none. */
 const inquiring = setup({ types: { context: {} as { inquire: string }, events: {} as LineEvent } }).createMachine({
   id: 'session',
   context: { inquire: '' },
   on: {
-    AGENT_LINE: { actions: assign({ inquire: ({ event }) => (event.kind === 'inquire' ? event.keyword : '') }) },
-    CLIENT_LINE: { actions: assign({ inquire: ({ context, event }) => (event.kind === 'end' ? '' : context.inquire) }) },
+    'AGENT.INQUIRE': { actions: assign({ inquire: ({ event }) => event.keyword }) },
+    'CLIENT.END': { actions: assign({ inquire: '' }) },
   },
 });
 
@@ -48,15 +50,15 @@ describe('inspector stream: sizes of INQUIRE answers', () => {
     );
     const stream = streamToInspector(`ws://127.0.0.1:${(endpoint.address() as net.AddressInfo).port}`);
     const actor = createActor(inquiring, { inspect: stream.inspect }).start();
-    actor.send({ type: 'CLIENT_LINE', kind: 'command', verb: 'PKSIGN', bytes: 7 });
-    actor.send({ type: 'AGENT_LINE', kind: 'inquire', keyword: 'PASSPHRASE', bytes: 19 });
-    actor.send({ type: 'CLIENT_LINE', kind: 'data', verb: 'D', bytes: 21 });
-    actor.send({ type: 'CLIENT_LINE', kind: 'end', verb: 'END', bytes: 4 });
-    actor.send({ type: 'CLIENT_LINE', kind: 'command', verb: 'BYE', bytes: 4 });
+    actor.send({ type: 'CLIENT.COMMAND', verb: 'PKSIGN', bytes: 7 });
+    actor.send({ type: 'AGENT.INQUIRE', keyword: 'PASSPHRASE', bytes: 19 });
+    actor.send({ type: 'CLIENT.DATA', verb: 'D', bytes: 21 });
+    actor.send({ type: 'CLIENT.END', verb: 'END', bytes: 4 });
+    actor.send({ type: 'CLIENT.COMMAND', verb: 'BYE', bytes: 4 });
     await bye;
     stream.stop();
 
-    const clientEvents = received.filter((m) => m.event?.type === 'CLIENT_LINE').map((m) => `${m.type} ${m.event!.verb} ${m.event!.bytes}`);
+    const clientEvents = received.filter((m) => m.event?.type.startsWith('CLIENT.')).map((m) => `${m.type} ${m.event!.verb} ${m.event!.bytes}`);
     // Before the fix the D line's size (the passphrase's) went out with it: '... D 21'.
     expect(clientEvents).toEqual([
       '@xstate.event PKSIGN 7',

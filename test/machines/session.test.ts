@@ -1,9 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { createActor, SimulatedClock } from 'xstate';
-import { sessionMachine, type SessionEvent } from '../../machines/session.js';
+import { createActor, SimulatedClock, type StateValue } from 'xstate';
+import { sessionMachine, stateName, type AgentLineEvent, type ClientLineEvent, type SessionEvent } from '../../machines/session.js';
+import type { CommandVerb } from '../../src/protocol/classify.js';
+import { LineHandle } from '../../src/protocol/line.js';
+
+/** A state value as a dotted path to its leaf: `{ command: { bufferingInquire: 'answering' } }` is `command.bufferingInquire.answering`. */
+function pathOf(value: StateValue): string {
+  if (typeof value === 'string') return value;
+  const [key, inner] = Object.entries(value)[0]!;
+  return `${key}.${pathOf(inner as StateValue)}`;
+}
 
 /** A live actor whose effects are recorded instead of performed. */
-function harness(options: { writeBlocks?: boolean; responseTimeoutOn?: boolean; restrictAgent?: boolean } = {}) {
+function harness(options: { responseTimeoutOn?: boolean; restrictAgent?: boolean } = {}) {
   const effects: string[] = [];
   const clock = new SimulatedClock();
   const record = (name: string) => (_: unknown, params?: unknown) => {
@@ -16,12 +25,6 @@ function harness(options: { writeBlocks?: boolean; responseTimeoutOn?: boolean; 
       noteRefusal: record('noteRefusal'),
       relayToClient: record('relayToClient'),
       forwardToAgent: record('forwardToAgent'),
-      watchAgentWrite: ({ self }) => {
-        effects.push('watchAgentWrite');
-        if (!options.writeBlocks) self.send({ type: 'AGENT_WRITTEN' });
-      },
-      discardClientLine: record('discardClientLine'),
-      discardAgentLine: record('discardAgentLine'),
       cancelAgentInquiry: record('cancelAgentInquiry'),
       answerClient: record('answerClient'),
       beginCommand: record('beginCommand'),
@@ -39,27 +42,22 @@ function harness(options: { writeBlocks?: boolean; responseTimeoutOn?: boolean; 
   const send = (...events: SessionEvent[]) => {
     for (const event of events) actor.send(event);
   };
-  const state = () => actor.getSnapshot().value;
+  const state = () => pathOf(actor.getSnapshot().value);
   const taken = () => effects.splice(0);
   return { actor, clock, send, state, taken };
 }
 
-const agent = (kind: Extract<SessionEvent, { type: 'AGENT_LINE' }>['kind'], keyword = ''): SessionEvent => ({
-  type: 'AGENT_LINE',
-  kind,
-  keyword,
-  bytes: 10,
-});
-const client = (kind: Extract<SessionEvent, { type: 'CLIENT_LINE' }>['kind'], verb: Extract<SessionEvent, { type: 'CLIENT_LINE' }>['verb'] = ''): SessionEvent => ({
-  type: 'CLIENT_LINE',
-  kind,
-  verb,
-  bytes: 10,
-});
+const lineOf = (text: string) => new LineHandle(Buffer.from(`${text}\n`));
+
+type PlainAgentLine = Exclude<AgentLineEvent['type'], 'AGENT.INQUIRE' | 'AGENT.STATUS'>;
+const agent = (type: PlainAgentLine): SessionEvent => ({ type, line: lineOf('OK'), bytes: 10 });
+const inquire = (keyword: string): SessionEvent => ({ type: 'AGENT.INQUIRE', keyword, line: lineOf(`INQUIRE ${keyword}`), bytes: 10 });
+const status = (keyword: string): SessionEvent => ({ type: 'AGENT.STATUS', keyword, line: lineOf(`S ${keyword}`), bytes: 10 });
+const client = (type: ClientLineEvent['type'], verb: CommandVerb = ''): SessionEvent => ({ type, verb, line: lineOf(verb), bytes: 10 });
 
 function greeted() {
   const h = harness();
-  h.send({ type: 'AGENT_CONNECTED' }, agent('ok'));
+  h.send({ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'));
   h.taken();
   return h;
 }
@@ -67,64 +65,95 @@ function greeted() {
 describe('session machine', () => {
   it('dials, relays the greeting and becomes ready', () => {
     const h = harness();
-    expect(h.state()).toEqual({ connecting: { reaching: 'dialing' } });
+    expect(h.state()).toBe('connecting.reaching.dialing');
     expect(h.taken()).toEqual(['dialAgent']);
-    h.send({ type: 'AGENT_CONNECTED' }, agent('comment'), agent('ok'));
-    expect(h.state()).toBe('ready');
+    h.send({ type: 'AGENT_CONNECTED' }, agent('AGENT.COMMENT'), agent('AGENT.OK'));
+    expect(h.state()).toBe('awaitingCommand.ready');
     expect(h.taken()).toEqual(['relayToClient', 'relayToClient']);
   });
 
   it('forwards # and empty lines without waiting for a reply', () => {
     const h = greeted();
-    h.send(client('comment'), client('empty'));
-    expect(h.state()).toBe('ready');
+    h.send(client('CLIENT.COMMENT'), client('CLIENT.COMMENT'));
+    expect(h.state()).toBe('awaitingCommand.ready');
     expect(h.taken()).toEqual(['forwardToAgent', 'forwardToAgent']);
   });
 
-  it('runs a command: sending, waiting, relaying status and data lines live, ready again on OK', () => {
+  it('runs a command: waiting, relaying status and data lines live, ready again on OK', () => {
     const h = greeted();
-    h.send(client('command', 'GETINFO'));
-    expect(h.state()).toBe('waitingForAgent');
-    expect(h.taken()).toEqual(['beginCommand {"verb":"GETINFO"}', 'forwardToAgent', 'watchAgentWrite']);
-    h.send(agent('status', 'PROGRESS'));
-    expect(h.state()).toBe('sendingToClient');
-    h.send(agent('data'), agent('data'));
-    expect(h.state()).toBe('sendingToClient');
-    h.send(agent('ok'));
-    expect(h.state()).toBe('ready');
+    h.send(client('CLIENT.COMMAND', 'GETINFO'));
+    expect(h.state()).toBe('command.waitingForAgent');
+    expect(h.taken()).toEqual(['beginCommand {"verb":"GETINFO"}', 'forwardToAgent']);
+    h.send(status('PROGRESS'));
+    expect(h.state()).toBe('command.sendingToClient');
+    h.send(agent('AGENT.DATA'), agent('AGENT.DATA'));
+    expect(h.state()).toBe('command.sendingToClient');
+    h.send(agent('AGENT.OK'));
+    expect(h.state()).toBe('awaitingCommand.ready');
     expect(h.taken()).toEqual(['relayToClient', 'relayToClient', 'relayToClient', 'relayToClient', 'endCommand {"outcome":"ok"}']);
     expect(h.actor.getSnapshot().context.command).toBe('GETINFO');
   });
 
-  it('stays in sendingToAgent while the agent does not take our bytes', () => {
-    const h = harness({ writeBlocks: true });
-    h.send({ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'NOP'));
-    expect(h.state()).toBe('sendingToAgent');
-    h.send({ type: 'AGENT_WRITTEN' });
-    expect(h.state()).toBe('waitingForAgent');
+  it('the relaying actions write the line that came in the event', () => {
+    const written: Array<{ to: string; line: LineHandle }> = [];
+    const machine = sessionMachine.provide({
+      actions: {
+        relayToClient: ({ event }) => void written.push({ to: 'client', line: (event as AgentLineEvent).line }),
+        forwardToAgent: ({ event }) => void written.push({ to: 'agent', line: (event as ClientLineEvent).line }),
+      },
+    });
+    const actor = createActor(machine, { input: { sessionId: 't' }, clock: new SimulatedClock() }).start();
+    const greeting: SessionEvent = { type: 'AGENT.OK', line: lineOf('OK Pleased to meet you'), bytes: 23 };
+    const command: SessionEvent = { type: 'CLIENT.COMMAND', verb: 'NOP', line: lineOf('NOP'), bytes: 4 };
+    const answer: SessionEvent = { type: 'AGENT.OK', line: lineOf('OK'), bytes: 3 };
+    for (const event of [{ type: 'AGENT_CONNECTED' } as const, greeting, command, answer]) actor.send(event);
+    expect(written).toEqual([
+      { to: 'client', line: greeting.line },
+      { to: 'agent', line: command.line },
+      { to: 'client', line: answer.line },
+    ]);
+    expect(written.map((w) => w.line.take().toString())).toEqual(['OK Pleased to meet you\n', 'NOP\n', 'OK\n']);
+    actor.stop();
+  });
+
+  it('moves to sendingToAgent while the agent does not take our bytes, back to waitingForAgent once it does', () => {
+    const h = greeted();
+    h.send(client('CLIENT.COMMAND', 'NOP'), { type: 'AGENT_BLOCKED' });
+    expect(h.state()).toBe('command.sendingToAgent');
+    h.send({ type: 'AGENT_DRAINED' });
+    expect(h.state()).toBe('command.waitingForAgent');
+    expect(h.taken()).toEqual(['beginCommand {"verb":"NOP"}', 'forwardToAgent']);
+  });
+
+  it('an answer may start while the agent still has part of the request pending', () => {
+    const h = greeted();
+    h.send(client('CLIENT.COMMAND', 'NOP'), { type: 'AGENT_BLOCKED' }, status('PROGRESS'));
+    expect(h.state()).toBe('command.sendingToClient');
+    h.send({ type: 'AGENT_DRAINED' }, agent('AGENT.OK'));
+    expect(h.state()).toBe('awaitingCommand.ready');
   });
 
   it('goes through bufferingCommand while a command line is incomplete', () => {
     const h = greeted();
     h.send({ type: 'CLIENT_PARTIAL', bytes: 3 });
-    expect(h.state()).toBe('bufferingCommand');
-    h.send(client('comment'));
-    expect(h.state()).toBe('ready');
-    h.send({ type: 'CLIENT_PARTIAL', bytes: 3 }, client('command', 'NOP'));
-    expect(h.state()).toBe('waitingForAgent');
+    expect(h.state()).toBe('awaitingCommand.bufferingCommand');
+    h.send(client('CLIENT.COMMENT'));
+    expect(h.state()).toBe('awaitingCommand.ready');
+    h.send({ type: 'CLIENT_PARTIAL', bytes: 3 }, client('CLIENT.COMMAND', 'NOP'));
+    expect(h.state()).toBe('command.waitingForAgent');
   });
 
   it('answers several INQUIREs in one command, relaying D lines until END', () => {
     const h = greeted();
-    h.send(client('command', 'PKDECRYPT'), agent('inquire', 'CIPHERTEXT'));
-    expect(h.state()).toEqual({ bufferingInquire: 'answering' });
+    h.send(client('CLIENT.COMMAND', 'PKDECRYPT'), inquire('CIPHERTEXT'));
+    expect(h.state()).toBe('command.bufferingInquire.answering');
     expect(h.actor.getSnapshot().context.inquire).toBe('CIPHERTEXT');
-    h.send(client('data', 'D'), client('comment'), client('data', 'D'), client('end', 'END'));
-    expect(h.state()).toBe('waitingForAgent');
-    h.send(agent('status', 'INQUIRE_MAXLEN'), agent('inquire', 'PASSPHRASE'));
-    expect(h.state()).toEqual({ bufferingInquire: 'answering' });
-    h.send(client('data', 'D'), client('end', 'END'), agent('data'), agent('ok'));
-    expect(h.state()).toBe('ready');
+    h.send(client('CLIENT.DATA', 'D'), client('CLIENT.COMMENT'), client('CLIENT.DATA', 'D'), client('CLIENT.END', 'END'));
+    expect(h.state()).toBe('command.waitingForAgent');
+    h.send(status('INQUIRE_MAXLEN'), inquire('PASSPHRASE'));
+    expect(h.state()).toBe('command.bufferingInquire.answering');
+    h.send(client('CLIENT.DATA', 'D'), client('CLIENT.END', 'END'), agent('AGENT.DATA'), agent('AGENT.OK'));
+    expect(h.state()).toBe('awaitingCommand.ready');
     expect(h.actor.getSnapshot().context.inquire).toBe('');
     const effects = h.taken();
     expect(effects.filter((e) => e === 'forwardToAgent')).toHaveLength(7);
@@ -133,67 +162,67 @@ describe('session machine', () => {
 
   it('CAN ends an INQUIRE like END does', () => {
     const h = greeted();
-    h.send(client('command', 'PKSIGN'), agent('inquire', 'PASSPHRASE'), client('cancel', 'CAN'));
-    expect(h.state()).toBe('waitingForAgent');
-    h.send(agent('err'));
-    expect(h.state()).toBe('ready');
+    h.send(client('CLIENT.COMMAND', 'PKSIGN'), inquire('PASSPHRASE'), client('CLIENT.CAN', 'CAN'));
+    expect(h.state()).toBe('command.waitingForAgent');
+    h.send(agent('AGENT.ERR'));
+    expect(h.state()).toBe('awaitingCommand.ready');
   });
 
   it('refuses a malformed D line: drops the rest of the answer, cancels at the agent, answers its own ERR', () => {
     const h = greeted();
-    h.send(client('command', 'PKDECRYPT'), agent('inquire', 'CIPHERTEXT'));
+    h.send(client('CLIENT.COMMAND', 'PKDECRYPT'), inquire('CIPHERTEXT'));
     h.taken();
-    h.send(client('malformedData', 'D'));
-    expect(h.state()).toEqual({ bufferingInquire: 'discarding' });
-    h.send(client('data', 'D'), client('end', 'END'));
-    expect(h.state()).toBe('waitingForAgent');
-    expect(h.taken()).toEqual(['discardClientLine', 'discardClientLine', 'discardClientLine', 'cancelAgentInquiry', 'watchAgentWrite']);
-    h.send(agent('err'));
-    expect(h.state()).toBe('ready');
-    expect(h.taken()).toEqual(['discardAgentLine', 'answerClient {"answer":"malformedEscape"}', 'endCommand {"outcome":"refused"}']);
+    h.send(client('CLIENT.MALFORMED_DATA', 'D'));
+    expect(h.state()).toBe('command.bufferingInquire.discarding');
+    h.send(client('CLIENT.DATA', 'D'), client('CLIENT.END', 'END'));
+    expect(h.state()).toBe('command.waitingForAgent');
+    // Dropped lines leave no effect: only the CAN that ends the agent's reader in their place.
+    expect(h.taken()).toEqual(['cancelAgentInquiry']);
+    h.send(agent('AGENT.ERR'));
+    expect(h.state()).toBe('awaitingCommand.ready');
+    expect(h.taken()).toEqual(['answerClient {"answer":"malformedEscape"}', 'endCommand {"outcome":"refused"}']);
     expect(h.actor.getSnapshot().context.owedAnswer).toBeNull();
   });
 
   it('refuses an over-long line inside an INQUIRE the same way', () => {
     const h = greeted();
-    h.send(client('command', 'IMPORT_KEY'), agent('inquire', 'KEYDATA'), { type: 'CLIENT_LINE_TOO_LONG', bytes: 5000 });
-    expect(h.state()).toEqual({ bufferingInquire: 'discarding' });
-    h.send(client('end', 'END'), agent('err'));
+    h.send(client('CLIENT.COMMAND', 'IMPORT_KEY'), inquire('KEYDATA'), { type: 'CLIENT.TOO_LONG', bytes: 5000 });
+    expect(h.state()).toBe('command.bufferingInquire.discarding');
+    h.send(client('CLIENT.END', 'END'), agent('AGENT.ERR'));
     expect(h.taken()).toContain('answerClient {"answer":"lineTooLong"}');
   });
 
   it('answers an over-long command line itself and stays usable', () => {
     const h = greeted();
-    h.send({ type: 'CLIENT_LINE_TOO_LONG', bytes: 2000 });
-    expect(h.state()).toBe('ready');
-    expect(h.taken()).toEqual(['discardClientLine', 'answerClient {"answer":"lineTooLong"}', 'endCommand {"outcome":"refused"}']);
+    h.send({ type: 'CLIENT.TOO_LONG', bytes: 2000 });
+    expect(h.state()).toBe('awaitingCommand.ready');
+    expect(h.taken()).toEqual(['answerClient {"answer":"lineTooLong"}', 'endCommand {"outcome":"refused"}']);
   });
 
   it('when the agent ends the command mid-answer, its reader is done: the rest of the answer goes to it as commands, as directly', () => {
     const h = greeted();
-    h.send(client('command', 'PRESET_PASSPHRASE'), agent('inquire', 'PASSPHRASE'), client('data', 'D'), agent('err'));
-    expect(h.state()).toBe('ready');
+    h.send(client('CLIENT.COMMAND', 'PRESET_PASSPHRASE'), inquire('PASSPHRASE'), client('CLIENT.DATA', 'D'), agent('AGENT.ERR'));
+    expect(h.state()).toBe('awaitingCommand.ready');
     h.taken();
-    h.send(client('data', 'D'));
-    expect(h.state()).toBe('waitingForAgent');
+    h.send(client('CLIENT.DATA', 'D'));
+    expect(h.state()).toBe('command.waitingForAgent');
     expect(h.taken()).toContain('forwardToAgent');
   });
 
   it('a D line ends an INQUIRE that takes no data: what follows waits for the command to end, then is a command', () => {
     const h = greeted();
-    h.send(client('command', 'GET_PASSPHRASE'), agent('inquire', 'PINENTRY_LAUNCHED'));
-    expect(h.state()).toEqual({ bufferingInquire: 'acknowledging' });
-    h.send(client('data', 'D'));
+    h.send(client('CLIENT.COMMAND', 'GET_PASSPHRASE'), inquire('PINENTRY_LAUNCHED'));
+    expect(h.state()).toBe('command.bufferingInquire.acknowledging');
+    h.send(client('CLIENT.DATA', 'D'));
     // The agent runs the pinentry now; it reads nothing until the command ends.
-    expect(h.state()).toBe('waitingForAgent');
+    expect(h.state()).toBe('command.waitingForAgent');
     expect(h.actor.getSnapshot().hasTag('clientInput')).toBe(false);
-    h.send(agent('ok'));
-    expect(h.state()).toBe('ready');
+    h.send(agent('AGENT.OK'));
+    expect(h.state()).toBe('awaitingCommand.ready');
     h.taken();
-    h.send({ type: 'CLIENT_LINE', kind: 'command', verb: 'PRESET_PASSPHRASE', bytes: 10, refusedBy: 'deny' });
+    h.send({ type: 'CLIENT.COMMAND', verb: 'PRESET_PASSPHRASE', line: lineOf('PRESET_PASSPHRASE'), bytes: 10, refusedBy: 'deny' });
     expect(h.taken()).toEqual([
       `beginCommand ${JSON.stringify({ verb: 'PRESET_PASSPHRASE' })}`,
-      'discardClientLine',
       `noteRefusal ${JSON.stringify({ verb: 'PRESET_PASSPHRASE', rule: 'deny', during: 'command' })}`,
       `answerClient ${JSON.stringify({ answer: 'forbidden' })}`,
       `endCommand ${JSON.stringify({ outcome: 'refused' })}`,
@@ -202,43 +231,43 @@ describe('session machine', () => {
 
   it('inside an INQUIRE, a line the policy forbids is replaced by CAN, and the client gets ERR Forbidden for the command', () => {
     const h = greeted();
-    h.send(client('command', 'PKDECRYPT'), agent('inquire', 'CIPHERTEXT'), client('data', 'D'));
+    h.send(client('CLIENT.COMMAND', 'PKDECRYPT'), inquire('CIPHERTEXT'), client('CLIENT.DATA', 'D'));
     h.taken();
-    h.send({ type: 'CLIENT_LINE', kind: 'command', verb: 'KEYINFO', bytes: 10, refusedBy: 'allow' });
-    expect(h.taken()).toEqual(['discardClientLine', 'cancelAgentInquiry', `noteRefusal ${JSON.stringify({ verb: 'KEYINFO', rule: 'allow', during: 'inquire' })}`, 'watchAgentWrite']);
-    h.send(agent('err'));
-    expect(h.taken()).toEqual(['discardAgentLine', `answerClient ${JSON.stringify({ answer: 'forbidden' })}`, `endCommand ${JSON.stringify({ outcome: 'refused' })}`]);
+    h.send({ type: 'CLIENT.COMMAND', verb: 'KEYINFO', line: lineOf('KEYINFO'), bytes: 10, refusedBy: 'allow' });
+    expect(h.taken()).toEqual(['cancelAgentInquiry', `noteRefusal ${JSON.stringify({ verb: 'KEYINFO', rule: 'allow', during: 'inquire' })}`]);
+    h.send(agent('AGENT.ERR'));
+    expect(h.taken()).toEqual([`answerClient ${JSON.stringify({ answer: 'forbidden' })}`, `endCommand ${JSON.stringify({ outcome: 'refused' })}`]);
     expect(h.actor.getSnapshot().context.refusedVerb).toBe('KEYINFO');
   });
 
   it('a half-close inside an INQUIRE is passed on, unfinished line included, and the agent\'s answer awaited', () => {
     const h = greeted();
-    h.send(client('command', 'PKDECRYPT'), agent('inquire', 'CIPHERTEXT'));
+    h.send(client('CLIENT.COMMAND', 'PKDECRYPT'), inquire('CIPHERTEXT'));
     h.taken();
     h.send({ type: 'CLIENT_EOF' });
-    expect(h.state()).toBe('waitingForAgent');
+    expect(h.state()).toBe('command.waitingForAgent');
     expect(h.taken()).toEqual([`endAgentInput ${JSON.stringify({ withPartialLine: true })}`]);
-    h.send(agent('err'));
+    h.send(agent('AGENT.ERR'));
     expect(h.state()).toBe('closing');
   });
 
   it('restricted: the proxy\'s own OPTION goes to the agent after the greeting, before any client line is taken', () => {
     const h = harness({ restrictAgent: true });
-    h.send({ type: 'AGENT_CONNECTED' }, agent('ok'));
-    expect(h.state()).toEqual({ connecting: 'restricting' });
+    h.send({ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'));
+    expect(h.state()).toBe('connecting.restricting');
     expect(h.actor.getSnapshot().hasTag('clientInput')).toBe(false);
     expect(h.taken()).toEqual(['dialAgent', 'relayToClient', 'restrictAgent']);
-    h.send(agent('ok'));
-    expect(h.state()).toBe('ready');
-    // The agent's OK is the proxy's, not the client's.
-    expect(h.taken()).toEqual(['discardAgentLine']);
+    h.send(status('PROGRESS'), agent('AGENT.OK'));
+    expect(h.state()).toBe('awaitingCommand.ready');
+    // The agent's answer is the proxy's, not the client's: nothing of it is relayed.
+    expect(h.taken()).toEqual([]);
   });
 
   it('inquiry timeout: a client that never finishes its answer is told, and the session closes', () => {
     const h = greeted();
-    h.send(client('command', 'PKSIGN'), agent('inquire', 'PASSPHRASE'));
+    h.send(client('CLIENT.COMMAND', 'PKSIGN'), inquire('PASSPHRASE'));
     h.clock.increment(599);
-    expect(h.state()).toEqual({ bufferingInquire: 'answering' });
+    expect(h.state()).toBe('command.bufferingInquire.answering');
     h.clock.increment(1);
     expect(h.state()).toBe('fatal');
     expect(h.actor.getSnapshot().context.failure).toEqual({ reason: 'inquiryTimeout' });
@@ -246,7 +275,7 @@ describe('session machine', () => {
 
   it('BYE: relays OK closing connection, closes both sides, ends when both sockets closed', () => {
     const h = greeted();
-    h.send(client('command', 'BYE'), agent('okClosing'));
+    h.send(client('CLIENT.COMMAND', 'BYE'), agent('AGENT.OK_CLOSING'));
     expect(h.state()).toBe('closing');
     expect(h.taken()).toContain('closeGracefully');
     h.send({ type: 'AGENT_CLOSED', code: 'EOF' }, { type: 'SOCKETS_CLOSED' });
@@ -256,19 +285,19 @@ describe('session machine', () => {
 
   it('a client EOF while a command is in flight is passed on to the agent; the answer is still relayed, then closing', () => {
     const h = greeted();
-    h.send(client('command', 'GETINFO'), { type: 'CLIENT_EOF' });
-    expect(h.state()).toBe('waitingForAgent');
+    h.send(client('CLIENT.COMMAND', 'GETINFO'), { type: 'CLIENT_EOF' });
+    expect(h.state()).toBe('command.waitingForAgent');
     expect(h.taken()).toContain(`endAgentInput ${JSON.stringify({ withPartialLine: true })}`);
-    h.send(agent('data'), agent('ok'));
+    h.send(agent('AGENT.DATA'), agent('AGENT.OK'));
     expect(h.state()).toBe('closing');
     expect(h.taken()).toEqual(['relayToClient', 'relayToClient', 'endCommand {"outcome":"ok"}', 'closeGracefully']);
   });
 
   it('an INQUIRE for a client that has already ended is relayed, and the agent\'s answer to the EOF awaited', () => {
     const h = greeted();
-    h.send(client('command', 'PKDECRYPT'), { type: 'CLIENT_EOF' }, agent('inquire', 'CIPHERTEXT'));
-    expect(h.state()).toBe('waitingForAgent');
-    h.send(agent('err'));
+    h.send(client('CLIENT.COMMAND', 'PKDECRYPT'), { type: 'CLIENT_EOF' }, inquire('CIPHERTEXT'));
+    expect(h.state()).toBe('command.waitingForAgent');
+    h.send(agent('AGENT.ERR'));
     expect(h.state()).toBe('closing');
   });
 
@@ -284,11 +313,12 @@ describe('session machine', () => {
   });
 
   it.each([
-    ['connect timeout', [], 100, { reason: 'connectTimeout', attempts: 1 }],
-    ['greeting timeout', [{ type: 'AGENT_CONNECTED' }], 200, { reason: 'greetingTimeout' }],
-  ] as const)('%s ends in fatal with its reason', (_, events, ms, failure) => {
-    const h = harness();
-    h.send(...events);
+    ['connect timeout', {}, [], 100, { reason: 'connectTimeout', attempts: 1 }],
+    ['greeting timeout', {}, [{ type: 'AGENT_CONNECTED' }], 200, { reason: 'greetingTimeout' }],
+    ['restrict timeout', { restrictAgent: true }, [{ type: 'AGENT_CONNECTED' }, agent('AGENT.OK')], 200, { reason: 'restrictTimeout' }],
+  ] as const)('%s ends in fatal with its reason', (_, options, events, ms, failure) => {
+    const h = harness(options);
+    h.send(...(events as readonly SessionEvent[]));
     h.clock.increment(ms - 1);
     expect(h.actor.getSnapshot().status).toBe('active');
     h.clock.increment(1);
@@ -300,12 +330,12 @@ describe('session machine', () => {
   it('a full listen queue (EAGAIN) is retried with backoff, within the connect timeout', () => {
     const h = harness();
     h.send({ type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' });
-    expect(h.state()).toEqual({ connecting: { reaching: 'backingOff' } });
+    expect(h.state()).toBe('connecting.reaching.backingOff');
     h.clock.increment(10);
-    expect(h.state()).toEqual({ connecting: { reaching: 'dialing' } });
+    expect(h.state()).toBe('connecting.reaching.dialing');
     expect(h.taken()).toEqual(['dialAgent', 'dialAgent']);
-    h.send({ type: 'AGENT_CONNECTED' }, agent('ok'));
-    expect(h.state()).toBe('ready');
+    h.send({ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'));
+    expect(h.state()).toBe('awaitingCommand.ready');
     expect(h.actor.getSnapshot().context.connectAttempts).toBe(2);
   });
 
@@ -327,14 +357,14 @@ describe('session machine', () => {
 
   it('no response timeout: a command may wait as long as a human at a pinentry', () => {
     const h = greeted();
-    h.send(client('command', 'PKSIGN'));
+    h.send(client('CLIENT.COMMAND', 'PKSIGN'));
     h.clock.increment(24 * 3600 * 1000);
-    expect(h.state()).toBe('waitingForAgent');
+    expect(h.state()).toBe('command.waitingForAgent');
   });
 
   it.each([
-    ['ready', []],
-    ['bufferingCommand', [{ type: 'CLIENT_PARTIAL', bytes: 1 }]],
+    ['awaitingCommand.ready', []],
+    ['awaitingCommand.bufferingCommand', [{ type: 'CLIENT_PARTIAL', bytes: 1 }]],
   ] as const)('idle timeout: no complete command within it after the greeting (in %s) tells the client and closes', (state, events) => {
     const h = greeted();
     h.send(...events);
@@ -349,12 +379,12 @@ describe('session machine', () => {
   it('the idle timeout pauses while a command is in flight and starts again when its answer ends', () => {
     const h = greeted();
     h.clock.increment(399);
-    h.send(client('command', 'PKSIGN'));
+    h.send(client('CLIENT.COMMAND', 'PKSIGN'));
     h.clock.increment(10 * 400);
-    expect(h.state()).toBe('waitingForAgent');
-    h.send(agent('ok'));
+    expect(h.state()).toBe('command.waitingForAgent');
+    h.send(agent('AGENT.OK'));
     h.clock.increment(399);
-    expect(h.state()).toBe('ready');
+    expect(h.state()).toBe('awaitingCommand.ready');
     h.clock.increment(1);
     expect(h.state()).toBe('fatal');
   });
@@ -362,16 +392,16 @@ describe('session machine', () => {
   it('comment lines do not keep an idle session open', () => {
     const h = greeted();
     h.clock.increment(300);
-    h.send(client('comment'));
+    h.send(client('CLIENT.COMMENT'));
     h.clock.increment(100);
     expect(h.state()).toBe('fatal');
   });
 
   it('response timeout (when on): the agent silent past it ends the session with ERR Timeout', () => {
     const h = harness({ responseTimeoutOn: true });
-    h.send({ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'PKSIGN'));
+    h.send({ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'), client('CLIENT.COMMAND', 'PKSIGN'));
     h.clock.increment(499);
-    expect(h.state()).toBe('waitingForAgent');
+    expect(h.state()).toBe('command.waitingForAgent');
     h.clock.increment(1);
     expect(h.state()).toBe('fatal');
     expect(h.taken().at(-1)).toBe(`abortSession ${JSON.stringify({ failure: { reason: 'responseTimeout' } })}`);
@@ -379,32 +409,59 @@ describe('session machine', () => {
 
   it('response timeout (when on): counts per request, and an answer in time stops it', () => {
     const h = harness({ responseTimeoutOn: true });
-    h.send({ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'PKSIGN'));
+    h.send({ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'), client('CLIENT.COMMAND', 'PKSIGN'));
     h.clock.increment(499);
-    h.send(agent('ok'), client('command', 'NOP'));
+    h.send(agent('AGENT.OK'), client('CLIENT.COMMAND', 'NOP'));
     h.clock.increment(499);
-    h.send(agent('ok'));
+    h.send(agent('AGENT.OK'));
     // Past the response timeout, within the idle timeout (400 here).
     h.clock.increment(399);
-    expect(h.state()).toBe('ready');
+    expect(h.state()).toBe('awaitingCommand.ready');
   });
 
-  it.each(['command', 'data', 'end', 'cancel', 'malformedData'] as const)('a %s line the policy forbids is answered by the proxy, never forwarded', (kind) => {
-    const h = greeted();
-    h.send({ type: 'CLIENT_LINE', kind, verb: 'PKSIGN', bytes: 10, refusedBy: 'restricted' });
-    expect(h.state()).toBe('ready');
-    expect(h.taken()).not.toContain('forwardToAgent');
+  it('response timeout (when on): counts from when the agent has taken the whole request', () => {
+    const h = harness({ responseTimeoutOn: true });
+    h.send({ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'), client('CLIENT.COMMAND', 'PKSIGN'));
+    h.clock.increment(499);
+    h.send({ type: 'AGENT_BLOCKED' });
+    // An agent that does not read is no slow answer: the stall is the runtime's flow control, not a timeout.
+    h.clock.increment(10 * 500);
+    expect(h.state()).toBe('command.sendingToAgent');
+    h.send({ type: 'AGENT_DRAINED' });
+    h.clock.increment(499);
+    expect(h.state()).toBe('command.waitingForAgent');
+    h.clock.increment(1);
+    expect(h.state()).toBe('fatal');
+    expect(h.actor.getSnapshot().context.failure).toEqual({ reason: 'responseTimeout' });
   });
+
+  it.each(['CLIENT.COMMAND', 'CLIENT.DATA', 'CLIENT.END', 'CLIENT.CAN', 'CLIENT.MALFORMED_DATA'] as const)(
+    'a %s line the policy forbids is answered by the proxy, never forwarded',
+    (type) => {
+      const h = greeted();
+      h.send({ type, verb: 'PKSIGN', line: lineOf('PKSIGN'), bytes: 10, refusedBy: 'restricted' });
+      expect(h.state()).toBe('awaitingCommand.ready');
+      const effects = h.taken();
+      expect(effects).not.toContain('forwardToAgent');
+      expect(effects).toContain(`answerClient ${JSON.stringify({ answer: 'forbidden' })}`);
+    },
+  );
 
   it.each([
-    ['connect failure', [{ type: 'AGENT_CONNECT_FAILED', code: 'ENOENT' }], { reason: 'connectFailed', code: 'ENOENT' }],
-    ['agent gone while idle', [{ type: 'AGENT_CONNECTED' }, agent('ok'), { type: 'AGENT_CLOSED', code: 'EOF' }], { reason: 'agentClosed', code: 'EOF' }],
-    ['agent gone mid-command', [{ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'PKSIGN'), { type: 'AGENT_CLOSED', code: 'ECONNRESET' }], { reason: 'agentClosed', code: 'ECONNRESET' }],
-    ['bad greeting', [{ type: 'AGENT_CONNECTED' }, agent('err')], { reason: 'badGreeting' }],
-    ['non-Assuan answer', [{ type: 'AGENT_CONNECTED' }, agent('ok'), client('command', 'NOP'), agent('invalid')], { reason: 'agentProtocolViolation' }],
-    ['output with no command', [{ type: 'AGENT_CONNECTED' }, agent('ok'), agent('status')], { reason: 'unsolicitedAgentOutput' }],
-  ] as const)('%s ends in fatal with its reason', (_, events, failure) => {
-    const h = harness();
+    ['connect failure', [{ type: 'AGENT_CONNECT_FAILED', code: 'ENOENT' }], { reason: 'connectFailed', code: 'ENOENT' }, {}],
+    ['agent gone while idle', [{ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'), { type: 'AGENT_CLOSED', code: 'EOF' }], { reason: 'agentClosed', code: 'EOF' }, {}],
+    [
+      'agent gone mid-command',
+      [{ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'), client('CLIENT.COMMAND', 'PKSIGN'), { type: 'AGENT_CLOSED', code: 'ECONNRESET' }],
+      { reason: 'agentClosed', code: 'ECONNRESET' },
+      {},
+    ],
+    ['bad greeting', [{ type: 'AGENT_CONNECTED' }, agent('AGENT.ERR')], { reason: 'badGreeting' }, {}],
+    ['agent refuses the restriction', [{ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'), agent('AGENT.ERR')], { reason: 'restrictFailed' }, { restrictAgent: true }],
+    ['non-Assuan answer', [{ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'), client('CLIENT.COMMAND', 'NOP'), agent('AGENT.INVALID')], { reason: 'agentProtocolViolation' }, {}],
+    ['output with no command', [{ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'), status('PROGRESS')], { reason: 'unsolicitedAgentOutput' }, {}],
+  ] as const)('%s ends in fatal with its reason', (_, events, failure, options) => {
+    const h = harness(options);
     h.send(...(events as readonly SessionEvent[]));
     expect(h.state()).toBe('fatal');
     expect(h.actor.getSnapshot().context.failure).toEqual(failure);
@@ -412,16 +469,16 @@ describe('session machine', () => {
 
   it('an event the state does not handle is rejected explicitly and changes nothing', () => {
     const h = greeted();
-    h.send(client('command', 'NOP'));
+    h.send(client('CLIENT.COMMAND', 'NOP'));
     h.taken();
-    h.send(client('command', 'NOP'));
-    expect(h.state()).toBe('waitingForAgent');
-    expect(h.taken()).toEqual(['rejectEvent {"type":"CLIENT_LINE"}']);
+    h.send(client('CLIENT.COMMAND', 'NOP'));
+    expect(h.state()).toBe('command.waitingForAgent');
+    expect(h.taken()).toEqual(['rejectEvent {"type":"CLIENT.COMMAND"}']);
   });
 
   it('context holds no protocol bytes, only kinds, verbs and reasons', () => {
     const h = greeted();
-    h.send(client('command', 'PKDECRYPT'), agent('inquire', 'PASSPHRASE'), client('malformedData', 'D'));
+    h.send(client('CLIENT.COMMAND', 'PKDECRYPT'), inquire('PASSPHRASE'), client('CLIENT.MALFORMED_DATA', 'D'));
     expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual([
       'clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'owedAnswer', 'refusedVerb', 'responseTimeoutOn', 'restrictAgent', 'sessionId', 'stopRequested',
     ]);
@@ -438,5 +495,16 @@ describe('session machine', () => {
       responseTimeoutOn: false,
       restrictAgent: false,
     });
+  });
+
+  it.each([
+    [{ connecting: { reaching: 'dialing' } }, 'connecting'],
+    [{ awaitingCommand: 'ready' }, 'ready'],
+    [{ awaitingCommand: 'bufferingCommand' }, 'bufferingCommand'],
+    [{ command: 'sendingToClient' }, 'sendingToClient'],
+    [{ command: { bufferingInquire: 'answering' } }, 'bufferingInquire'],
+    ['closing', 'closing'],
+  ] as const)('stateName(%j) is the design card\'s %s', (value, name) => {
+    expect(stateName(value)).toBe(name);
   });
 });

@@ -4,26 +4,33 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { AnyMachineSnapshot } from 'xstate';
-import { sessionMachine, type SessionEvent } from '../../machines/session.js';
-import type { AgentLineKind, ClientLineKind } from '../../src/protocol/classify.js';
+import { sessionMachine, type AgentLineEvent, type ClientLineEvent, type SessionEvent, type SessionEventType } from '../../machines/session.js';
+import { LineHandle } from '../../src/protocol/line.js';
 import { reachability } from '../support/reachability.js';
 
-const agentKinds: AgentLineKind[] = ['ok', 'okClosing', 'err', 'inquire', 'status', 'comment', 'data', 'end', 'invalid'];
-const clientKinds: ClientLineKind[] = ['command', 'comment', 'empty', 'data', 'malformedData', 'end', 'cancel'];
+const line = new LineHandle(Buffer.from('NOP\n'));
+type PlainAgentLine = Exclude<AgentLineEvent['type'], 'AGENT.INQUIRE' | 'AGENT.STATUS'>;
+const plainAgentLines: PlainAgentLine[] = ['AGENT.OK', 'AGENT.OK_CLOSING', 'AGENT.ERR', 'AGENT.COMMENT', 'AGENT.DATA', 'AGENT.END', 'AGENT.INVALID'];
+const clientLines: Array<ClientLineEvent['type']> = ['CLIENT.COMMAND', 'CLIENT.COMMENT', 'CLIENT.DATA', 'CLIENT.MALFORMED_DATA', 'CLIENT.END', 'CLIENT.CAN'];
 
-/** Every event the sockets and the server can produce, one per line kind. */
+/** Every event the sockets and the server can produce, one per line event type, with the variants guards tell apart. */
 const events: SessionEvent[] = [
   { type: 'AGENT_CONNECTED' },
   { type: 'AGENT_CONNECT_FAILED', code: 'ECONNREFUSED' },
   { type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' },
-  { type: 'AGENT_WRITTEN' },
+  { type: 'AGENT_BLOCKED' },
+  { type: 'AGENT_DRAINED' },
   { type: 'AGENT_CLOSED', code: 'EOF' },
-  ...agentKinds.map((kind): SessionEvent => ({ type: 'AGENT_LINE', kind, keyword: '', bytes: 4 })),
-  { type: 'AGENT_LINE', kind: 'inquire', keyword: 'PINENTRY_LAUNCHED', bytes: 4 },
+  ...plainAgentLines.map((type): SessionEvent => ({ type, line, bytes: 4 })),
+  { type: 'AGENT.STATUS', keyword: 'PROGRESS', line, bytes: 4 },
+  { type: 'AGENT.INQUIRE', keyword: 'PASSPHRASE', line, bytes: 4 },
+  { type: 'AGENT.INQUIRE', keyword: 'PINENTRY_LAUNCHED', line, bytes: 4 },
   { type: 'CLIENT_PARTIAL', bytes: 2 },
-  ...clientKinds.map((kind): SessionEvent => ({ type: 'CLIENT_LINE', kind, verb: '', bytes: 4 })),
-  { type: 'CLIENT_LINE', kind: 'command', verb: 'KEYINFO', bytes: 4, refusedBy: 'deny' },
-  { type: 'CLIENT_LINE_TOO_LONG', bytes: 2000 },
+  ...clientLines.map((type): SessionEvent => ({ type, verb: '', line, bytes: 4 })),
+  // What the policy forbids: a command, and a line that is a command only where the agent reads commands.
+  { type: 'CLIENT.COMMAND', verb: 'KEYINFO', line, bytes: 4, refusedBy: 'deny' },
+  { type: 'CLIENT.DATA', verb: 'D', line, bytes: 4, refusedBy: 'deny' },
+  { type: 'CLIENT.TOO_LONG', bytes: 2000 },
   { type: 'CLIENT_EOF' },
   { type: 'CLIENT_GONE', code: 'ECONNRESET' },
   { type: 'SOCKETS_CLOSED' },
@@ -36,6 +43,17 @@ const events: SessionEvent[] = [
   { type: 'RESPONSE_TIMEOUT' },
   { type: 'CLIENT_STALLED' },
 ];
+
+/** Every event type, spelled out so that the compiler names one added to the machine and missing here. */
+const EVENT_TYPES: Record<SessionEventType, true> = {
+  'AGENT.OK': true, 'AGENT.OK_CLOSING': true, 'AGENT.ERR': true, 'AGENT.INQUIRE': true, 'AGENT.STATUS': true, 'AGENT.COMMENT': true,
+  'AGENT.DATA': true, 'AGENT.END': true, 'AGENT.INVALID': true,
+  'CLIENT.COMMAND': true, 'CLIENT.COMMENT': true, 'CLIENT.DATA': true, 'CLIENT.MALFORMED_DATA': true, 'CLIENT.END': true, 'CLIENT.CAN': true,
+  'CLIENT.TOO_LONG': true,
+  AGENT_CONNECTED: true, AGENT_CONNECT_FAILED: true, AGENT_BLOCKED: true, AGENT_DRAINED: true, AGENT_CLOSED: true,
+  CLIENT_PARTIAL: true, CLIENT_EOF: true, CLIENT_GONE: true, SOCKETS_CLOSED: true, STOP: true, STOP_NOW: true,
+  IDLE_TIMEOUT: true, RESPONSE_TIMEOUT: true, CLIENT_BLOCKED: true, CLIENT_DRAINED: true, CLIENT_STALLED: true,
+};
 
 // State value plus the context that guards read: the traversal must tell these snapshots apart.
 const serializeState = (s: AnyMachineSnapshot) =>
@@ -58,6 +76,10 @@ function mergeResults(...results: Array<ReturnType<typeof reachability>>): Retur
 }
 
 describe('session machine reachability (xstate/graph)', () => {
+  it('delivers every event type the machine knows', () => {
+    expect(Object.keys(EVENT_TYPES).filter((type) => !events.some((e) => e.type === type))).toEqual([]);
+  });
+
   it('reaches every state that can hold, from the initial state', () => {
     expect(result.unreachedStates).toEqual([]);
   });

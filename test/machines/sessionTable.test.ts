@@ -1,27 +1,30 @@
 /**
- * The session machine against a hand-written table: every resting state × every event variant (line events
- * expanded by line kind) states its outcome: the state it leads to, `stay` (handled without a state change),
- * `reject` (not handled: the explicit rejectEvent action runs), or `final` (a final state absorbs everything).
- * The types make the table exhaustive; a test checks the list of states against the machine itself.
+ * The session machine against a hand-written table: every resting state × every event variant states its
+ * outcome: the state it leads to, `stay` (handled without a state change), `reject` (not handled: the explicit
+ * rejectEvent action runs), or `final` (a final state absorbs everything). Variants: every event type, plus a
+ * connect failure that is retried, an INQUIRE that takes no data, and each client line the policy forbids.
+ * The types make the table exhaustive, and each sample the event its key names; a test checks the list of states
+ * against the machine itself.
  */
 import { describe, expect, it } from 'vitest';
 import { transition, type AnyStateNode, type StateValue } from 'xstate';
-import { sessionMachine, type SessionContext, type SessionEvent } from '../../machines/session.js';
-import type { AgentLineKind, ClientLineKind } from '../../src/protocol/classify.js';
+import { sessionMachine, type ClientLineEvent, type SessionContext, type SessionEvent, type SessionEventType } from '../../machines/session.js';
+import type { CommandVerb } from '../../src/protocol/classify.js';
+import { LineHandle } from '../../src/protocol/line.js';
 
 const RESTING_STATES = [
   'connecting.reaching.dialing',
   'connecting.reaching.backingOff',
   'connecting.awaitingGreeting',
   'connecting.restricting',
-  'ready',
-  'bufferingCommand',
-  'sendingToAgent',
-  'waitingForAgent',
-  'sendingToClient',
-  'bufferingInquire.answering',
-  'bufferingInquire.acknowledging',
-  'bufferingInquire.discarding',
+  'awaitingCommand.ready',
+  'awaitingCommand.bufferingCommand',
+  'command.sendingToAgent',
+  'command.waitingForAgent',
+  'command.sendingToClient',
+  'command.bufferingInquire.answering',
+  'command.bufferingInquire.acknowledging',
+  'command.bufferingInquire.discarding',
   'closing',
   'closed',
   'fatal',
@@ -30,48 +33,55 @@ type State = (typeof RESTING_STATES)[number];
 /** States left at once by an eventless transition: they never rest, so they have no row. */
 const TRANSIENT_STATES = ['error'];
 
+/** The client lines the policy judges: every one but `#` and empty (the runtime never sets refusedBy on those). */
+type JudgedClientLine = Exclude<ClientLineEvent['type'], 'CLIENT.COMMENT'>;
 type EventKey =
-  | Exclude<SessionEvent['type'], 'AGENT_LINE' | 'CLIENT_LINE'>
+  | SessionEventType
   /** A full listen queue: the one connect failure that is retried. */
   | 'AGENT_CONNECT_FAILED:EAGAIN'
-  | `AGENT_LINE:${AgentLineKind}`
   /** An INQUIRE whose reader takes no data (PINENTRY_LAUNCHED). */
-  | 'AGENT_LINE:inquireNoData'
-  | `CLIENT_LINE:${ClientLineKind}`
-  /** A command line the session's policy forbids. */
-  | 'CLIENT_LINE:refused';
+  | 'AGENT.INQUIRE:noData'
+  /** A client line the session's policy forbids as a command. */
+  | `${JudgedClientLine}:refused`;
 type Outcome = State | 'stay' | 'reject' | 'final';
 type Row = Record<EventKey, Outcome>;
+/** The event type a key is a variant of. */
+type TypeOf<K extends EventKey> = K extends `${infer T}:${string}` ? T : K;
 
-const agentLine = (kind: AgentLineKind, keyword = kind === 'inquire' ? 'PASSPHRASE' : ''): SessionEvent => ({ type: 'AGENT_LINE', kind, keyword, bytes: 8 });
-const clientLine = (kind: ClientLineKind): SessionEvent => ({ type: 'CLIENT_LINE', kind, verb: kind === 'command' ? 'NOP' : '', bytes: 8 });
+const line = new LineHandle(Buffer.from('NOP\n'));
+const clientLine = <T extends ClientLineEvent['type']>(type: T, verb: CommandVerb) => ({ type, verb, line, bytes: 8 });
+const refused = <T extends JudgedClientLine>(type: T) => ({ type, verb: 'KEYINFO' as const, line, bytes: 8, refusedBy: 'deny' as const });
 
-const SAMPLES: Record<EventKey, SessionEvent> = {
+const SAMPLES: { [K in EventKey]: Extract<SessionEvent, { type: TypeOf<K> }> } = {
   AGENT_CONNECTED: { type: 'AGENT_CONNECTED' },
   AGENT_CONNECT_FAILED: { type: 'AGENT_CONNECT_FAILED', code: 'ECONNREFUSED' },
   'AGENT_CONNECT_FAILED:EAGAIN': { type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' },
-  AGENT_WRITTEN: { type: 'AGENT_WRITTEN' },
+  AGENT_BLOCKED: { type: 'AGENT_BLOCKED' },
+  AGENT_DRAINED: { type: 'AGENT_DRAINED' },
   AGENT_CLOSED: { type: 'AGENT_CLOSED', code: 'EOF' },
-  'AGENT_LINE:ok': agentLine('ok'),
-  'AGENT_LINE:okClosing': agentLine('okClosing'),
-  'AGENT_LINE:err': agentLine('err'),
-  'AGENT_LINE:inquire': agentLine('inquire'),
-  'AGENT_LINE:inquireNoData': agentLine('inquire', 'PINENTRY_LAUNCHED'),
-  'AGENT_LINE:status': agentLine('status'),
-  'AGENT_LINE:comment': agentLine('comment'),
-  'AGENT_LINE:data': agentLine('data'),
-  'AGENT_LINE:end': agentLine('end'),
-  'AGENT_LINE:invalid': agentLine('invalid'),
+  'AGENT.OK': { type: 'AGENT.OK', line, bytes: 8 },
+  'AGENT.OK_CLOSING': { type: 'AGENT.OK_CLOSING', line, bytes: 8 },
+  'AGENT.ERR': { type: 'AGENT.ERR', line, bytes: 8 },
+  'AGENT.INQUIRE': { type: 'AGENT.INQUIRE', keyword: 'PASSPHRASE', line, bytes: 8 },
+  'AGENT.INQUIRE:noData': { type: 'AGENT.INQUIRE', keyword: 'PINENTRY_LAUNCHED', line, bytes: 8 },
+  'AGENT.STATUS': { type: 'AGENT.STATUS', keyword: 'PROGRESS', line, bytes: 8 },
+  'AGENT.COMMENT': { type: 'AGENT.COMMENT', line, bytes: 8 },
+  'AGENT.DATA': { type: 'AGENT.DATA', line, bytes: 8 },
+  'AGENT.END': { type: 'AGENT.END', line, bytes: 8 },
+  'AGENT.INVALID': { type: 'AGENT.INVALID', line, bytes: 8 },
   CLIENT_PARTIAL: { type: 'CLIENT_PARTIAL', bytes: 3 },
-  'CLIENT_LINE:command': clientLine('command'),
-  'CLIENT_LINE:comment': clientLine('comment'),
-  'CLIENT_LINE:empty': clientLine('empty'),
-  'CLIENT_LINE:data': clientLine('data'),
-  'CLIENT_LINE:malformedData': clientLine('malformedData'),
-  'CLIENT_LINE:end': clientLine('end'),
-  'CLIENT_LINE:cancel': clientLine('cancel'),
-  'CLIENT_LINE:refused': { type: 'CLIENT_LINE', kind: 'command', verb: 'KEYINFO', bytes: 8, refusedBy: 'deny' },
-  CLIENT_LINE_TOO_LONG: { type: 'CLIENT_LINE_TOO_LONG', bytes: 2000 },
+  'CLIENT.COMMAND': clientLine('CLIENT.COMMAND', 'NOP'),
+  'CLIENT.COMMENT': clientLine('CLIENT.COMMENT', ''),
+  'CLIENT.DATA': clientLine('CLIENT.DATA', 'D'),
+  'CLIENT.MALFORMED_DATA': clientLine('CLIENT.MALFORMED_DATA', 'D'),
+  'CLIENT.END': clientLine('CLIENT.END', 'END'),
+  'CLIENT.CAN': clientLine('CLIENT.CAN', 'CAN'),
+  'CLIENT.COMMAND:refused': refused('CLIENT.COMMAND'),
+  'CLIENT.DATA:refused': refused('CLIENT.DATA'),
+  'CLIENT.MALFORMED_DATA:refused': refused('CLIENT.MALFORMED_DATA'),
+  'CLIENT.END:refused': refused('CLIENT.END'),
+  'CLIENT.CAN:refused': refused('CLIENT.CAN'),
+  'CLIENT.TOO_LONG': { type: 'CLIENT.TOO_LONG', bytes: 2000 },
   CLIENT_EOF: { type: 'CLIENT_EOF' },
   CLIENT_GONE: { type: 'CLIENT_GONE', code: 'ECONNRESET' },
   SOCKETS_CLOSED: { type: 'SOCKETS_CLOSED' },
@@ -85,73 +95,86 @@ const SAMPLES: Record<EventKey, SessionEvent> = {
 };
 
 const EVENT_KEYS = Object.keys(SAMPLES) as EventKey[];
-/** Every live state, from the machine's root: a client that stops reading has the idle timeout to read on. */
-const readingBound: Partial<Row> = { CLIENT_BLOCKED: 'stay', CLIENT_DRAINED: 'stay', CLIENT_STALLED: 'fatal' };
+const AGENT_LINES = EVENT_KEYS.filter((k) => k.startsWith('AGENT.'));
+const allAgentLines = (outcome: Outcome): Partial<Row> => Object.fromEntries(AGENT_LINES.map((k) => [k, outcome]));
+
+/**
+ * What every live state does alike: a client that stops reading has the idle timeout to read on, flow control
+ * towards the agent is no state of its own, the agent closing is fatal, a client gone or a server shutdown
+ * closes.
+ */
+const live: Partial<Row> = {
+  CLIENT_BLOCKED: 'stay',
+  CLIENT_DRAINED: 'stay',
+  CLIENT_STALLED: 'fatal',
+  AGENT_BLOCKED: 'stay',
+  AGENT_DRAINED: 'stay',
+  AGENT_CLOSED: 'fatal',
+  CLIENT_GONE: 'closing',
+  STOP: 'closing',
+  STOP_NOW: 'closing',
+};
 const row = (fill: Outcome, cells: Partial<Row>): Row => ({
   ...(Object.fromEntries(EVENT_KEYS.map((k) => [k, fill])) as Row),
-  ...(fill === 'final' ? {} : readingBound),
+  ...(fill === 'final' ? {} : live),
   ...cells,
 });
 
-const AGENT_KINDS = ['ok', 'okClosing', 'err', 'inquire', 'inquireNoData', 'status', 'comment', 'data', 'end', 'invalid'] as const;
-const ALL_AGENT_LINES = (outcome: Outcome): Partial<Row> => Object.fromEntries(AGENT_KINDS.map((k) => [`AGENT_LINE:${k}`, outcome]));
-
-/** Server shutdown: idle sessions close at once; a command in flight finishes first (STOP is remembered). */
-const closeOnStop: Partial<Row> = { STOP: 'closing', STOP_NOW: 'closing' };
+/** Server shutdown with a command in flight: it finishes first (STOP is remembered); past the drain time it closes. */
 const finishThenClose: Partial<Row> = { STOP: 'stay', STOP_NOW: 'closing' };
 
 /** ready and bufferingCommand: the agent's command loop reads the next line. */
 const awaitingCommand: Partial<Row> = {
   // Outside an INQUIRE every line but # and empty is a command to the agent (it answers stray D/END/CAN itself).
-  'CLIENT_LINE:command': 'sendingToAgent',
-  'CLIENT_LINE:data': 'sendingToAgent',
-  'CLIENT_LINE:malformedData': 'sendingToAgent',
-  'CLIENT_LINE:end': 'sendingToAgent',
-  'CLIENT_LINE:cancel': 'sendingToAgent',
-  'CLIENT_LINE:refused': 'ready', // through the transient error state, which answers ERR Forbidden
-  'CLIENT_LINE:comment': 'ready',
-  'CLIENT_LINE:empty': 'ready',
-  CLIENT_LINE_TOO_LONG: 'ready', // through the transient error state, which answers the ERR
+  'CLIENT.COMMAND': 'command.waitingForAgent',
+  'CLIENT.DATA': 'command.waitingForAgent',
+  'CLIENT.MALFORMED_DATA': 'command.waitingForAgent',
+  'CLIENT.END': 'command.waitingForAgent',
+  'CLIENT.CAN': 'command.waitingForAgent',
+  // Through the transient error state, which answers ERR Forbidden.
+  'CLIENT.COMMAND:refused': 'awaitingCommand.ready',
+  'CLIENT.DATA:refused': 'awaitingCommand.ready',
+  'CLIENT.MALFORMED_DATA:refused': 'awaitingCommand.ready',
+  'CLIENT.END:refused': 'awaitingCommand.ready',
+  'CLIENT.CAN:refused': 'awaitingCommand.ready',
+  'CLIENT.COMMENT': 'awaitingCommand.ready',
+  'CLIENT.TOO_LONG': 'awaitingCommand.ready', // through the transient error state, which answers the ERR
   CLIENT_EOF: 'closing',
-  CLIENT_GONE: 'closing',
-  ...ALL_AGENT_LINES('fatal'),
-  AGENT_CLOSED: 'fatal',
+  ...allAgentLines('fatal'),
   IDLE_TIMEOUT: 'fatal', // the client is told (ERR Timeout), then the session closes
-  ...closeOnStop,
 };
 
 /** sendingToAgent, waitingForAgent, sendingToClient: a command's answer is being relayed. */
 const relayingAnswer: Partial<Row> = {
-  'AGENT_LINE:status': 'sendingToClient',
-  'AGENT_LINE:comment': 'sendingToClient',
-  'AGENT_LINE:data': 'sendingToClient',
-  'AGENT_LINE:end': 'sendingToClient',
-  'AGENT_LINE:inquire': 'bufferingInquire.answering',
-  'AGENT_LINE:inquireNoData': 'bufferingInquire.acknowledging',
-  'AGENT_LINE:ok': 'ready',
-  'AGENT_LINE:err': 'ready',
-  'AGENT_LINE:okClosing': 'closing',
-  'AGENT_LINE:invalid': 'fatal',
-  AGENT_CLOSED: 'fatal',
-  CLIENT_GONE: 'closing',
+  'AGENT.STATUS': 'command.sendingToClient',
+  'AGENT.COMMENT': 'command.sendingToClient',
+  'AGENT.DATA': 'command.sendingToClient',
+  'AGENT.END': 'command.sendingToClient',
+  'AGENT.INQUIRE': 'command.bufferingInquire.answering',
+  'AGENT.INQUIRE:noData': 'command.bufferingInquire.acknowledging',
+  'AGENT.OK': 'awaitingCommand.ready',
+  'AGENT.ERR': 'awaitingCommand.ready',
+  'AGENT.OK_CLOSING': 'closing',
+  'AGENT.INVALID': 'fatal',
   CLIENT_EOF: 'stay', // passed on to the agent; the answer still comes
   ...finishThenClose,
 };
 
-/** The inquire sub-states share their reactions to the client leaving and the agent closing. */
-const inquireCommon: Partial<Row> = { CLIENT_EOF: 'waitingForAgent', CLIENT_GONE: 'closing', AGENT_CLOSED: 'fatal', ...finishThenClose };
-const agentDuringInquiry: Partial<Row> = {
-  'AGENT_LINE:status': 'stay',
-  'AGENT_LINE:comment': 'stay',
-  'AGENT_LINE:data': 'stay',
-  'AGENT_LINE:end': 'stay',
+/** The inquire sub-states share their reactions to the client's EOF, a server shutdown and the agent's lines. */
+const inquireCommon: Partial<Row> = {
+  CLIENT_EOF: 'command.waitingForAgent',
+  ...finishThenClose,
+  'AGENT.STATUS': 'stay',
+  'AGENT.COMMENT': 'stay',
+  'AGENT.DATA': 'stay',
+  'AGENT.END': 'stay',
   // The agent's reader had returned already: it reads commands again.
-  'AGENT_LINE:ok': 'ready',
-  'AGENT_LINE:err': 'ready',
-  'AGENT_LINE:okClosing': 'closing',
-  'AGENT_LINE:inquire': 'fatal', // nested INQUIRE: libassuan never does this
-  'AGENT_LINE:inquireNoData': 'fatal',
-  'AGENT_LINE:invalid': 'fatal',
+  'AGENT.OK': 'awaitingCommand.ready',
+  'AGENT.ERR': 'awaitingCommand.ready',
+  'AGENT.OK_CLOSING': 'closing',
+  'AGENT.INQUIRE': 'fatal', // nested INQUIRE: libassuan never does this
+  'AGENT.INQUIRE:noData': 'fatal',
+  'AGENT.INVALID': 'fatal',
 };
 
 const SPEC: Record<State, Row> = {
@@ -159,87 +182,80 @@ const SPEC: Record<State, Row> = {
     AGENT_CONNECTED: 'connecting.awaitingGreeting',
     AGENT_CONNECT_FAILED: 'fatal',
     'AGENT_CONNECT_FAILED:EAGAIN': 'connecting.reaching.backingOff',
-    AGENT_CLOSED: 'fatal',
-    CLIENT_GONE: 'closing',
-    ...closeOnStop,
   }),
-  'connecting.reaching.backingOff': row('reject', {
-    AGENT_CLOSED: 'fatal',
-    CLIENT_GONE: 'closing',
-    ...closeOnStop,
-  }),
+  'connecting.reaching.backingOff': row('reject', {}),
   'connecting.awaitingGreeting': row('reject', {
-    ...ALL_AGENT_LINES('fatal'),
-    'AGENT_LINE:comment': 'stay',
-    'AGENT_LINE:ok': 'ready',
-    AGENT_CLOSED: 'fatal',
-    CLIENT_GONE: 'closing',
-    ...closeOnStop,
+    ...allAgentLines('fatal'),
+    'AGENT.COMMENT': 'stay',
+    'AGENT.OK': 'awaitingCommand.ready',
   }),
   'connecting.restricting': row('reject', {
-    ...ALL_AGENT_LINES('fatal'),
-    'AGENT_LINE:status': 'stay',
-    'AGENT_LINE:comment': 'stay',
-    'AGENT_LINE:data': 'stay',
-    'AGENT_LINE:end': 'stay',
-    'AGENT_LINE:ok': 'ready',
-    AGENT_CLOSED: 'fatal',
-    CLIENT_GONE: 'closing',
-    ...closeOnStop,
+    ...allAgentLines('fatal'),
+    'AGENT.STATUS': 'stay',
+    'AGENT.COMMENT': 'stay',
+    'AGENT.DATA': 'stay',
+    'AGENT.END': 'stay',
+    'AGENT.OK': 'awaitingCommand.ready',
   }),
-  ready: row('reject', { ...awaitingCommand, CLIENT_PARTIAL: 'bufferingCommand' }),
-  bufferingCommand: row('reject', awaitingCommand),
-  sendingToAgent: row('reject', { ...relayingAnswer, AGENT_WRITTEN: 'waitingForAgent' }),
-  waitingForAgent: row('reject', { ...relayingAnswer, RESPONSE_TIMEOUT: 'fatal' }),
-  sendingToClient: row('reject', {
+  'awaitingCommand.ready': row('reject', { ...awaitingCommand, CLIENT_PARTIAL: 'awaitingCommand.bufferingCommand' }),
+  'awaitingCommand.bufferingCommand': row('reject', awaitingCommand),
+  'command.sendingToAgent': row('reject', { ...relayingAnswer, AGENT_DRAINED: 'command.waitingForAgent' }),
+  'command.waitingForAgent': row('reject', { ...relayingAnswer, AGENT_BLOCKED: 'command.sendingToAgent', RESPONSE_TIMEOUT: 'fatal' }),
+  'command.sendingToClient': row('reject', {
     ...relayingAnswer,
-    'AGENT_LINE:status': 'stay',
-    'AGENT_LINE:comment': 'stay',
-    'AGENT_LINE:data': 'stay',
-    'AGENT_LINE:end': 'stay',
+    'AGENT.STATUS': 'stay',
+    'AGENT.COMMENT': 'stay',
+    'AGENT.DATA': 'stay',
+    'AGENT.END': 'stay',
   }),
-  'bufferingInquire.answering': row('reject', {
+  'command.bufferingInquire.answering': row('reject', {
     ...inquireCommon,
-    ...agentDuringInquiry,
-    'CLIENT_LINE:data': 'stay',
-    'CLIENT_LINE:comment': 'stay',
-    'CLIENT_LINE:empty': 'stay',
-    'CLIENT_LINE:malformedData': 'bufferingInquire.discarding',
-    CLIENT_LINE_TOO_LONG: 'bufferingInquire.discarding',
-    'CLIENT_LINE:end': 'sendingToAgent',
-    'CLIENT_LINE:cancel': 'sendingToAgent',
-    'CLIENT_LINE:command': 'sendingToAgent', // the agent ends the INQUIRE with ERR 274 and consumes the line
-    'CLIENT_LINE:refused': 'sendingToAgent', // never sent: the agent gets CAN in its place
+    'CLIENT.DATA': 'stay',
+    'CLIENT.DATA:refused': 'stay', // a D line inside a data answer is data, never a command
+    'CLIENT.COMMENT': 'stay',
+    'CLIENT.MALFORMED_DATA': 'command.bufferingInquire.discarding',
+    'CLIENT.MALFORMED_DATA:refused': 'command.bufferingInquire.discarding',
+    'CLIENT.TOO_LONG': 'command.bufferingInquire.discarding',
+    'CLIENT.END': 'command.waitingForAgent',
+    'CLIENT.END:refused': 'command.waitingForAgent',
+    'CLIENT.CAN': 'command.waitingForAgent',
+    'CLIENT.CAN:refused': 'command.waitingForAgent',
+    'CLIENT.COMMAND': 'command.waitingForAgent', // the agent ends the INQUIRE with ERR 274 and consumes the line
+    'CLIENT.COMMAND:refused': 'command.waitingForAgent', // never sent: the agent gets CAN in its place
   }),
-  'bufferingInquire.acknowledging': row('reject', {
+  'command.bufferingInquire.acknowledging': row('reject', {
     ...inquireCommon,
-    ...agentDuringInquiry,
-    'CLIENT_LINE:comment': 'stay',
-    'CLIENT_LINE:empty': 'stay',
+    'CLIENT.COMMENT': 'stay',
     // Any other line ends an inquiry that takes no data, a D line too.
-    'CLIENT_LINE:data': 'sendingToAgent',
-    'CLIENT_LINE:malformedData': 'sendingToAgent',
-    'CLIENT_LINE:end': 'sendingToAgent',
-    'CLIENT_LINE:cancel': 'sendingToAgent',
-    'CLIENT_LINE:command': 'sendingToAgent',
-    'CLIENT_LINE:refused': 'sendingToAgent',
-    CLIENT_LINE_TOO_LONG: 'sendingToAgent',
+    'CLIENT.DATA': 'command.waitingForAgent',
+    'CLIENT.DATA:refused': 'command.waitingForAgent',
+    'CLIENT.MALFORMED_DATA': 'command.waitingForAgent',
+    'CLIENT.MALFORMED_DATA:refused': 'command.waitingForAgent',
+    'CLIENT.END': 'command.waitingForAgent',
+    'CLIENT.END:refused': 'command.waitingForAgent',
+    'CLIENT.CAN': 'command.waitingForAgent',
+    'CLIENT.CAN:refused': 'command.waitingForAgent',
+    'CLIENT.COMMAND': 'command.waitingForAgent',
+    'CLIENT.COMMAND:refused': 'command.waitingForAgent',
+    'CLIENT.TOO_LONG': 'command.waitingForAgent',
   }),
-  'bufferingInquire.discarding': row('reject', {
+  'command.bufferingInquire.discarding': row('reject', {
     ...inquireCommon,
-    ...agentDuringInquiry,
-    'CLIENT_LINE:data': 'stay',
-    'CLIENT_LINE:comment': 'stay',
-    'CLIENT_LINE:empty': 'stay',
-    'CLIENT_LINE:malformedData': 'stay',
-    CLIENT_LINE_TOO_LONG: 'stay',
-    'CLIENT_LINE:end': 'sendingToAgent',
-    'CLIENT_LINE:cancel': 'sendingToAgent',
-    'CLIENT_LINE:command': 'sendingToAgent',
-    'CLIENT_LINE:refused': 'sendingToAgent',
+    'CLIENT.DATA': 'stay',
+    'CLIENT.DATA:refused': 'stay',
+    'CLIENT.COMMENT': 'stay',
+    'CLIENT.MALFORMED_DATA': 'stay',
+    'CLIENT.MALFORMED_DATA:refused': 'stay',
+    'CLIENT.TOO_LONG': 'stay',
+    'CLIENT.END': 'command.waitingForAgent',
+    'CLIENT.END:refused': 'command.waitingForAgent',
+    'CLIENT.CAN': 'command.waitingForAgent',
+    'CLIENT.CAN:refused': 'command.waitingForAgent',
+    'CLIENT.COMMAND': 'command.waitingForAgent',
+    'CLIENT.COMMAND:refused': 'command.waitingForAgent',
   }),
   closing: row('reject', {
-    ...ALL_AGENT_LINES('stay'),
+    ...allAgentLines('stay'),
     SOCKETS_CLOSED: 'closed',
     AGENT_CLOSED: 'stay',
     CLIENT_GONE: 'stay',
@@ -312,6 +328,10 @@ describe('session machine: state × event table', () => {
     }
   });
 
+  it('each sample is the event its key names', () => {
+    for (const key of EVENT_KEYS) expect(SAMPLES[key].type).toBe(key.split(':')[0]);
+  });
+
   for (const state of RESTING_STATES) {
     describe(state, () => {
       it.each(EVENT_KEYS.map((key) => [key, SPEC[state][key]] as const))('%s → %s', (key, expected) => {
@@ -325,63 +345,71 @@ describe('session machine: outcomes that depend on context', () => {
   const owing: SessionContext = { ...BASE_CONTEXT, owedAnswer: 'malformedEscape' };
   const ended: SessionContext = { ...BASE_CONTEXT, clientEnded: true };
 
-  it.each(['sendingToAgent', 'waitingForAgent', 'sendingToClient'] as const)(
+  it.each(['command.sendingToAgent', 'command.waitingForAgent', 'command.sendingToClient'] as const)(
     'owing the client an ERR, %s swaps the agent\'s final answer for it and cancels any further INQUIRE',
     (state) => {
-      for (const key of ['AGENT_LINE:ok', 'AGENT_LINE:err'] as const) {
-        const { actions } = check(state, key, 'ready', owing);
+      for (const key of ['AGENT.OK', 'AGENT.ERR'] as const) {
+        const { actions } = check(state, key, 'awaitingCommand.ready', owing);
         expect(actions).toContain('answerClient');
         expect(actions).not.toContain('relayToClient');
       }
-      for (const key of ['AGENT_LINE:inquire', 'AGENT_LINE:inquireNoData'] as const) {
+      for (const key of ['AGENT.INQUIRE', 'AGENT.INQUIRE:noData'] as const) {
         const { actions } = check(state, key, 'stay', owing);
-        expect(actions).toEqual(expect.arrayContaining(['discardAgentLine', 'cancelAgentInquiry']));
+        expect(actions).toContain('cancelAgentInquiry');
+        expect(actions).not.toContain('relayToClient');
       }
     },
   );
 
   it('owing the client an ERR, discarding answers it when the agent ends the command', () => {
-    expect(check('bufferingInquire.discarding', 'AGENT_LINE:err', 'ready', owing).actions).toContain('answerClient');
+    for (const key of ['AGENT.OK', 'AGENT.ERR'] as const) {
+      const { actions } = check('command.bufferingInquire.discarding', key, 'awaitingCommand.ready', owing);
+      expect(actions).toContain('answerClient');
+      expect(actions).not.toContain('relayToClient');
+    }
   });
 
   it('once the server asked to stop, a completed answer leads to closing; an INQUIRE may still be answered', () => {
     const stopping: SessionContext = { ...BASE_CONTEXT, stopRequested: true };
-    check('waitingForAgent', 'AGENT_LINE:ok', 'closing', stopping);
-    check('sendingToClient', 'AGENT_LINE:err', 'closing', stopping);
-    check('waitingForAgent', 'AGENT_LINE:inquire', 'bufferingInquire.answering', stopping);
-    check('bufferingInquire.answering', 'CLIENT_LINE:end', 'sendingToAgent', stopping);
+    check('command.waitingForAgent', 'AGENT.OK', 'closing', stopping);
+    check('command.sendingToClient', 'AGENT.ERR', 'closing', stopping);
+    check('command.waitingForAgent', 'AGENT.INQUIRE', 'command.bufferingInquire.answering', stopping);
+    check('command.bufferingInquire.answering', 'CLIENT.END', 'command.waitingForAgent', stopping);
   });
 
   it('a line the policy forbids is never forwarded: answered by the proxy, or (inside an INQUIRE) replaced by CAN', () => {
-    for (const state of ['ready', 'bufferingCommand'] as const) {
-      const { actions } = check(state, 'CLIENT_LINE:refused', 'ready');
-      expect(actions).toEqual(expect.arrayContaining(['discardClientLine', 'noteRefusal', 'beginCommand', 'endCommand', 'answerClient']));
+    for (const state of ['awaitingCommand.ready', 'awaitingCommand.bufferingCommand'] as const) {
+      for (const key of ['CLIENT.COMMAND:refused', 'CLIENT.DATA:refused', 'CLIENT.MALFORMED_DATA:refused', 'CLIENT.END:refused', 'CLIENT.CAN:refused'] as const) {
+        const { actions } = check(state, key, 'awaitingCommand.ready');
+        expect(actions).toEqual(expect.arrayContaining(['noteRefusal', 'beginCommand', 'endCommand', 'answerClient']));
+        expect(actions).not.toContain('forwardToAgent');
+      }
+    }
+    for (const state of ['command.bufferingInquire.answering', 'command.bufferingInquire.acknowledging'] as const) {
+      const { actions } = check(state, 'CLIENT.COMMAND:refused', 'command.waitingForAgent');
+      expect(actions).toEqual(expect.arrayContaining(['cancelAgentInquiry', 'noteRefusal']));
       expect(actions).not.toContain('forwardToAgent');
     }
-    for (const state of ['bufferingInquire.answering', 'bufferingInquire.acknowledging'] as const) {
-      const { actions } = check(state, 'CLIENT_LINE:refused', 'sendingToAgent');
-      expect(actions).toEqual(expect.arrayContaining(['discardClientLine', 'cancelAgentInquiry', 'noteRefusal']));
-      expect(actions).not.toContain('forwardToAgent');
-    }
-    const { actions } = check('bufferingInquire.discarding', 'CLIENT_LINE:refused', 'sendingToAgent');
+    const { actions } = check('command.bufferingInquire.discarding', 'CLIENT.COMMAND:refused', 'command.waitingForAgent');
+    expect(actions).toContain('cancelAgentInquiry');
     expect(actions).not.toContain('forwardToAgent');
   });
 
   it('a D line is the answer\'s data for an INQUIRE that takes data, and ends one that takes none', () => {
-    expect(check('bufferingInquire.answering', 'CLIENT_LINE:data', 'stay').actions).toContain('forwardToAgent');
-    expect(check('bufferingInquire.acknowledging', 'CLIENT_LINE:data', 'sendingToAgent').actions).toContain('forwardToAgent');
+    expect(check('command.bufferingInquire.answering', 'CLIENT.DATA', 'stay').actions).toContain('forwardToAgent');
+    expect(check('command.bufferingInquire.acknowledging', 'CLIENT.DATA', 'command.waitingForAgent').actions).toContain('forwardToAgent');
   });
 
   it('restricted: the greeting is followed by the proxy\'s own OPTION, whose ERR ends the session', () => {
     const restricting: SessionContext = { ...BASE_CONTEXT, restrictAgent: true };
-    check('connecting.awaitingGreeting', 'AGENT_LINE:ok', 'connecting.restricting', restricting);
-    const { actions } = check('connecting.restricting', 'AGENT_LINE:err', 'fatal', restricting);
+    check('connecting.awaitingGreeting', 'AGENT.OK', 'connecting.restricting', restricting);
+    const { actions } = check('connecting.restricting', 'AGENT.ERR', 'fatal', restricting);
     expect(actions).toContain('abortSession');
   });
 
   it('once the client has ended, a completed answer leads to closing, and an INQUIRE waits for the agent\'s answer to the EOF', () => {
-    check('waitingForAgent', 'AGENT_LINE:ok', 'closing', ended);
-    check('waitingForAgent', 'AGENT_LINE:inquire', 'waitingForAgent', ended);
-    check('waitingForAgent', 'AGENT_LINE:inquireNoData', 'waitingForAgent', ended);
+    check('command.waitingForAgent', 'AGENT.OK', 'closing', ended);
+    check('command.waitingForAgent', 'AGENT.INQUIRE', 'command.waitingForAgent', ended);
+    check('command.waitingForAgent', 'AGENT.INQUIRE:noData', 'command.waitingForAgent', ended);
   });
 });

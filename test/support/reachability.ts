@@ -69,9 +69,10 @@ export function reachability(
         for (const target of targets) {
           // A target's ancestors are active after the transition too, and XState checks their eventless transitions.
           for (const node of t.target?.length ? [...allNodes(target), ...ancestors(target)] : [target]) {
-            (node.always ?? []).forEach((always, i) => {
-              if (holds(always.guard, next.context)) taken.add(`${node.id}|always#${i}`);
-            });
+            for (const always of node.always ?? []) {
+              const key = transitionKey(always);
+              if (key && holds(always.guard, next.context)) taken.add(key);
+            }
           }
         }
       }
