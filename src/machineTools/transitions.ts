@@ -1,7 +1,8 @@
 /**
  * The inventory of a machine's transitions, with stable keys, shared by the reachability test and the
- * real-socket transition coverage. A key names the source state, the event (or `after <delay>` / `always`)
- * and the position among that state's candidates for the event: `session.ready|CLIENT_LINE#0`.
+ * real-socket transition coverage. A key names the source state, the event (or `after <delay>`, `always`, or
+ * `<actor> done` / `<actor> error` for an invoked actor settling) and the position among that state's candidates
+ * for the event: `session.ready|CLIENT_LINE#0`, `server.starting|listen done#0`.
  * The root's catch-all `*` (explicit rejection) changes nothing and is not a transition here.
  */
 import type { AnyStateMachine, AnyStateNode } from 'xstate';
@@ -50,10 +51,21 @@ export function transitionKey(transition: TransitionLike): string | null {
   return describeTransition(transition)?.key ?? null;
 }
 
-/** The event as people read it: its type, or `after <delay>` for a timeout's internal event. */
+const INVOKE_DONE = 'xstate.done.actor.';
+const INVOKE_ERROR = 'xstate.error.actor.';
+
+/**
+ * The event as people read it: its type, `after <delay>` for a timeout's internal event, or `<id> done` /
+ * `<id> error` for the internal events of an actor the state invokes (its onDone / onError).
+ */
 function eventLabel(node: AnyStateNode, eventType: string): string {
   const delay = node.after.find((a) => a.eventType === eventType);
-  return delay ? `after ${String(delay.delay)}` : eventType;
+  if (delay) return `after ${String(delay.delay)}`;
+  for (const { id } of node.invoke) {
+    if (eventType === `${INVOKE_DONE}${id}`) return `${id} done`;
+    if (eventType === `${INVOKE_ERROR}${id}`) return `${id} error`;
+  }
+  return eventType;
 }
 
 function info(node: AnyStateNode, event: string, index: number, t: { target?: readonly AnyStateNode[] | undefined; guard?: unknown }): TransitionInfo {
