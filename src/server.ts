@@ -3,68 +3,18 @@
  * its own actor and its own upstream connection). Sessions are independent: one failing never touches another.
  */
 import net from 'node:net';
-import pino, { type Logger } from 'pino';
-import type { InspectionEvent, Observer } from 'xstate';
 import { createActor, waitFor } from 'xstate';
 import { serverMachine, type ServerEvent } from '../machines/server.js';
-import { closeListener, defaultListenPath, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
-import { SessionRuntime, type SessionInfo, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session.js';
+import { resolveConfig, type ProxyConfig, type ProxyOptions } from './config.js';
+import { closeListener, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
+import { SessionRuntime, type SessionInfo, type SessionSummary } from './session.js';
 import { resolveUpstream } from './upstream.js';
-import { createCommandPolicy, PolicyError, type CommandPolicy } from './policy.js';
 import { errLine } from './protocol/errors.js';
 import { combineObservers, transitionRecorder } from './machineTools/trace.js';
 import { warmUpOnce } from './machineTools/warmUp.js';
 import { sessionMachine } from '../machines/session.js';
 
-export interface ProxyOptions {
-  /** Socket to listen on. Default: S.gpg-agent in a private directory under $XDG_RUNTIME_DIR or the temp dir. */
-  listen?: string;
-  /** gpg-agent socket to relay to. Default: `gpgconf --list-dirs agent-socket`, launching the agent if needed. */
-  upstream?: string;
-  /** Milliseconds to connect to the agent (default 5000). */
-  connectTimeoutMs?: number;
-  /** Milliseconds for the agent's greeting once connected (default 5000). */
-  greetingTimeoutMs?: number;
-  /**
-   * Milliseconds a session may wait for the client's next complete command (after the greeting, or after the last
-   * answer) before the client gets `ERR … Timeout` and the session is closed (default 60000).
-   */
-  idleTimeoutMs?: number;
-  /**
-   * Milliseconds a client may take to finish answering an INQUIRE (a person typing a passphrase for a loopback
-   * pinentry) before it gets `ERR … Timeout` and the session is closed (default 300000).
-   */
-  inquiryTimeoutMs?: number;
-  /**
-   * Milliseconds the agent may take to start answering a request before the client gets `ERR … Timeout` and the
-   * session ends. Off by default: a signing may wait on a pinentry for as long as the user takes.
-   */
-  responseTimeoutMs?: number;
-  /** Sessions open at once (default 256); a connection past it gets `ERR 67109047 Limit reached` and is closed. */
-  maxSessions?: number;
-  /**
-   * Run every session as gpg-agent's extra socket would: the agent itself is told the connection is remote
-   * (`OPTION pretend-request-origin=remote`), and the proxy enforces the same rules as a second layer (see README).
-   */
-  restricted?: boolean;
-  /** Only these command verbs reach the agent (BYE, NOP and RESET always do). */
-  allow?: readonly string[];
-  /** These command verbs never reach the agent. */
-  deny?: readonly string[];
-  /** Milliseconds a closing session waits for its peers to close before cutting them (default 2000). */
-  closeGraceMs?: number;
-  /** Milliseconds commands in flight may take to finish after close() or a signal (default 10000). */
-  drainTimeoutMs?: number;
-  logger?: Logger;
-  /** Receives every session actor's inspection events (transition traces, inspectors). */
-  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
-  /** Log every transition of every actor as one info line `{session, from, event, to}` (no payload). */
-  traceTransitions?: boolean;
-  /** A clock for session timers (tests use XState's SimulatedClock). */
-  clock?: SessionOptions['clock'];
-  /** Environment used to find the agent with gpgconf (default: process.env). */
-  env?: NodeJS.ProcessEnv;
-}
+export type { ProxyConfig, ProxyOptions } from './config.js';
 
 export interface RunningProxy {
   /** The socket clients connect to. */
@@ -82,38 +32,21 @@ export interface RunningProxy {
   close(): Promise<void>;
 }
 
-const DEFAULT_TIMEOUTS: SessionTimeouts = { connectMs: 5_000, greetingMs: 5_000, idleMs: 60_000, inquiryMs: 300_000, closeGraceMs: 2_000 };
-export const DEFAULT_MAX_SESSIONS = 256;
-const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
-/** Pipelined client input held while a command is in flight, before the client is paused. */
-const MAX_BUFFERED_CLIENT_BYTES = 64 * 1024;
-
-export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
-  const logger = options.logger ?? pino({ level: 'silent' });
-  const env = options.env ?? process.env;
-  // Before anything else: a bad --allow/--deny must stop the start, not a session later.
-  let policy: CommandPolicy | undefined;
-  try {
-    policy = createCommandPolicy({ restricted: options.restricted ?? false, ...(options.allow ? { allow: options.allow } : {}), ...(options.deny ? { deny: options.deny } : {}) });
-  } catch (err) {
-    throw err instanceof PolicyError ? new ProxyStartError(err.message) : err;
-  }
-  const maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
-  const upstreamPath = await resolveUpstream(options.upstream, env);
-  const requestedPath = options.listen ?? defaultListenPath(env);
-  const timeouts: SessionTimeouts = {
-    connectMs: options.connectTimeoutMs ?? DEFAULT_TIMEOUTS.connectMs,
-    greetingMs: options.greetingTimeoutMs ?? DEFAULT_TIMEOUTS.greetingMs,
-    idleMs: options.idleTimeoutMs ?? DEFAULT_TIMEOUTS.idleMs,
-    inquiryMs: options.inquiryTimeoutMs ?? DEFAULT_TIMEOUTS.inquiryMs,
-    responseMs: options.responseTimeoutMs,
-    closeGraceMs: options.closeGraceMs ?? DEFAULT_TIMEOUTS.closeGraceMs,
-  };
+/**
+ * Starts the proxy: resolves the agent's socket, binds ours, and serves each connection as its own session until
+ * `close()`. `options` may be a config made by `resolveConfig` (the CLI's), else it is resolved here.
+ */
+export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Promise<RunningProxy> {
+  // Before anything else: a bad option (an unknown --allow verb, a zero timeout) must stop the start.
+  const config = resolveConfig(options);
+  const { logger, maxSessions, timeouts } = config;
+  const upstreamPath = await resolveUpstream(config.upstream, config.env);
+  const requestedPath = config.listenPath;
   // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
   warmUpOnce(sessionMachine);
   const inspect = combineObservers([
-    options.inspect,
-    options.traceTransitions
+    config.inspect,
+    config.traceTransitions
       ? transitionRecorder(({ actor, from, event, to, changesState }) => {
           if (!changesState) return;
           // Session actors are `session-<id>`; the listener's own machine is `server`.
@@ -143,10 +76,10 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
         upstreamPath,
         timeouts,
         logger,
-        maxBufferedClientBytes: MAX_BUFFERED_CLIENT_BYTES,
-        policy,
-        restrictAgent: options.restricted ?? false,
-        ...(options.clock ? { clock: options.clock } : {}),
+        maxBufferedClientBytes: config.maxBufferedClientBytes,
+        policy: config.policy,
+        restrictAgent: config.restricted,
+        ...(config.clock ? { clock: config.clock } : {}),
         ...(inspect ? { inspect } : {}),
         onEnd: (summary: SessionSummary) => {
           sessions.delete(summary.sessionId);
@@ -209,11 +142,11 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
         logger.warn({ event: type, state: JSON.stringify(self.getSnapshot().value) }, 'server event not handled in this state; ignored');
       },
     },
-    delays: { drainTimeout: options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS },
+    delays: { drainTimeout: config.drainTimeoutMs },
   });
   const server = createActor(machine, {
     id: 'server',
-    ...(options.clock ? { clock: options.clock } : {}),
+    ...(config.clock ? { clock: config.clock } : {}),
     ...(inspect ? { inspect } : {}),
   });
   function sendToServer(event: ServerEvent): void {
