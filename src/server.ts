@@ -1,15 +1,16 @@
 /**
  * The listening side: a Unix socket server that gives each accepted connection its own SessionRuntime (and so
  * its own actor and its own upstream connection). Sessions are independent: one failing never touches another.
+ * The server machine (machines/server.ts) runs the lifecycle; the session registry holds and counts the sessions.
  */
 import net from 'node:net';
-import { createActor, waitFor } from 'xstate';
+import { createActor, fromPromise, waitFor } from 'xstate';
 import { serverMachine, type ServerEvent } from '../machines/server.js';
 import { resolveConfig, type ProxyConfig, type ProxyOptions } from './config.js';
 import { closeListener, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
-import { SessionRuntime, type SessionInfo, type SessionSummary } from './session.js';
+import { SessionRuntime, type SessionInfo } from './session.js';
+import { SessionRegistry } from './sessionRegistry.js';
 import { resolveUpstream } from './upstream.js';
-import { errLine } from './protocol/errors.js';
 import { combineObservers, transitionRecorder } from './machineTools/trace.js';
 import { warmUpOnce } from './machineTools/warmUp.js';
 import { sessionMachine } from '../machines/session.js';
@@ -39,9 +40,8 @@ export interface RunningProxy {
 export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Promise<RunningProxy> {
   // Before anything else: a bad option (an unknown --allow verb, a zero timeout) must stop the start.
   const config = resolveConfig(options);
-  const { logger, maxSessions, timeouts } = config;
+  const { logger } = config;
   const upstreamPath = await resolveUpstream(config.upstream, config.env);
-  const requestedPath = config.listenPath;
   // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
   warmUpOnce(sessionMachine);
   const inspect = combineObservers([
@@ -56,83 +56,55 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
       : undefined,
   ]);
 
-  const sessions = new Map<string, SessionRuntime>();
-  let nextSessionId = 1;
-  let socketPath = requestedPath;
-  let ownSocket: SocketIdentity | undefined;
-
-  // allowHalfOpen: a client may send its last command and shut down its write side; it still gets the answer.
-  // pauseOnConnect: nothing is read from a client before the agent's greeting has been relayed to it.
-  const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
-    if (sessions.size >= maxSessions) {
-      refuseConnection(client);
-      return;
-    }
-    const sessionId = String(nextSessionId++);
-    try {
-      const session = new SessionRuntime({
+  const registry = new SessionRegistry({
+    maxSessions: config.maxSessions,
+    closeGraceMs: config.timeouts.closeGraceMs,
+    logger,
+    createSession: (sessionId, client, onEnd) =>
+      new SessionRuntime({
         sessionId,
         client,
         upstreamPath,
-        timeouts,
+        timeouts: config.timeouts,
         logger,
         maxBufferedClientBytes: config.maxBufferedClientBytes,
         policy: config.policy,
         restrictAgent: config.restricted,
         ...(config.clock ? { clock: config.clock } : {}),
         ...(inspect ? { inspect } : {}),
-        onEnd: (summary: SessionSummary) => {
-          sessions.delete(summary.sessionId);
-          sendToServer({ type: 'SESSION_ENDED' });
-        },
-      });
-      sessions.set(sessionId, session);
-      sendToServer({ type: 'SESSION_OPENED' });
-      session.start();
-    } catch (err) {
-      logger.error({ err, session: sessionId }, 'could not start session');
-      client.destroy();
-    }
+        onEnd,
+      }),
   });
+  let socketPath = config.listenPath;
+  let ownSocket: SocketIdentity | undefined;
+
+  // allowHalfOpen: a client may send its last command and shut down its write side; it still gets the answer.
+  // pauseOnConnect: nothing is read from a client before the agent's greeting has been relayed to it.
+  const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => void registry.accept(client));
   listener.on('error', (err) => logger.error({ err }, 'listener error'));
 
-  let refusedConnections = 0;
-  /** Past the session limit: one ERR line in place of the greeting, then close (libassuan clients report it). */
-  function refuseConnection(client: net.Socket): void {
-    refusedConnections++;
-    // A flood of connections must not become a flood of log lines: the first ten, then every hundredth.
-    if (refusedConnections <= 10 || refusedConnections % 100 === 0) {
-      logger.warn({ openSessions: sessions.size, maxSessions, refusedConnections }, 'session limit reached: connection refused');
-    }
-    client.on('error', () => client.destroy());
-    client.end(errLine('limitReached', `the proxy serves at most ${maxSessions} sessions at once`), () => client.destroy());
-    // A client that does not read must not keep the socket.
-    setTimeout(() => client.destroy(), timeouts.closeGraceMs).unref();
-  }
-
   const machine = serverMachine.provide({
+    actors: {
+      listen: fromPromise(async () => {
+        try {
+          socketPath = await prepareListenPath(config.listenPath, upstreamPath);
+          ownSocket = await listenPrivately(listener, socketPath);
+        } catch (err) {
+          // The machine keeps the message for the person who started us: say what went wrong, not where.
+          throw err instanceof ProxyStartError ? err : new ProxyStartError(String(err));
+        }
+      }),
+      waitForSessions: fromPromise(() => registry.whenEmpty()),
+    },
     actions: {
-      listen: () => {
-        void (async () => {
-          try {
-            socketPath = await prepareListenPath(requestedPath, upstreamPath);
-            ownSocket = await listenPrivately(listener, socketPath);
-            sendToServer({ type: 'LISTENING' });
-          } catch (err) {
-            sendToServer({ type: 'LISTEN_FAILED', reason: err instanceof ProxyStartError ? err.message : String(err) });
-          }
-        })();
-      },
       stopAccepting: () => {
-        logger.info({ openSessions: sessions.size }, 'shutting down: no new connections; commands in flight may finish');
+        logger.info({ openSessions: registry.count }, 'shutting down: no new connections; commands in flight may finish');
         closeListener(listener, socketPath, ownSocket);
       },
-      stopSessions: () => {
-        for (const session of sessions.values()) session.stop();
-      },
+      stopSessions: () => registry.stopAll(),
       stopSessionsNow: () => {
-        logger.info({ openSessions: sessions.size }, 'drain time is up: closing the remaining sessions');
-        for (const session of sessions.values()) session.stopNow();
+        logger.info({ openSessions: registry.count }, 'drain time is up: closing the remaining sessions');
+        registry.stopAllNow();
       },
       removeSocket: () => {
         if (ownSocket) removeOwnSocket(socketPath, ownSocket);
@@ -164,10 +136,10 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
     socketPath,
     upstreamPath,
     get sessionCount() {
-      return sessions.size;
+      return registry.count;
     },
     sessions() {
-      return [...sessions.values()].map((session) => session.info());
+      return registry.list();
     },
     close() {
       sendToServer({ type: 'SHUTDOWN' });
