@@ -1,5 +1,6 @@
 /** Programmatic API: `startProxy(options)` resolves to the running proxy (its socket path and `close()`). */
-export { startProxy, type ProxyOptions, type RunningProxy } from './server.js';
+export { startProxy, type RunningProxy } from './server.js';
+export { resolveConfig, InvalidOptionError, PROXY_DEFAULTS, type ProxyOptions, type ProxyConfig } from './config.js';
 export { ProxyStartError, defaultListenPath } from './listenSocket.js';
 export { createLogger, type LogLevel } from './log.js';
 export type { SessionInfo, SessionSummary, SessionTimeouts } from './session/session.js';

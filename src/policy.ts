@@ -35,21 +35,34 @@ const HOUSEKEEPING: readonly CommandVerb[] = ['BYE', 'NOP', 'RESET'];
 
 const KNOWN_VERBS: ReadonlySet<string> = new Set(COMMAND_VERBS);
 
-export class PolicyError extends Error {}
+type VerbOption = 'allow' | 'deny';
 
-/** Checks verb names given by a user (case-insensitive); throws a PolicyError naming any unknown one. */
-export function parseVerbs(names: readonly string[], flag: string): CommandVerb[] {
+export class PolicyError extends Error {
+  constructor(
+    /** The option whose value is wrong. */
+    readonly option: VerbOption,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Checks verb names given by a user (case-insensitive); throws a PolicyError naming any unknown one. `name` is
+ * how the message names the option (the CLI's flag by default).
+ */
+export function parseVerbs(names: readonly string[], option: VerbOption, name = `--${option}`): CommandVerb[] {
   const verbs = names.flatMap((n) => n.split(',')).map((n) => n.trim().toUpperCase()).filter((n) => n !== '');
   const unknown = verbs.filter((v) => !KNOWN_VERBS.has(v));
-  if (unknown.length > 0) throw new PolicyError(`${flag}: unknown command ${unknown.join(', ')} (known: ${COMMAND_VERBS.join(' ')})`);
+  if (unknown.length > 0) throw new PolicyError(option, `${name}: unknown command ${unknown.join(', ')} (known: ${COMMAND_VERBS.join(' ')})`);
   return verbs as CommandVerb[];
 }
 
-/** The policy for these options, or undefined when every command is relayed. */
-export function createCommandPolicy(options: PolicyOptions): CommandPolicy | undefined {
+/** The policy for these options, or undefined when every command is relayed. `names`: how errors name the options. */
+export function createCommandPolicy(options: PolicyOptions, names: Partial<Record<VerbOption, string>> = {}): CommandPolicy | undefined {
   const restricted = options.restricted ?? false;
-  const allow = options.allow ? new Set<CommandVerb>([...parseVerbs(options.allow, '--allow'), ...HOUSEKEEPING]) : undefined;
-  const deny = new Set<CommandVerb>(options.deny ? parseVerbs(options.deny, '--deny') : []);
+  const allow = options.allow ? new Set<CommandVerb>([...parseVerbs(options.allow, 'allow', names.allow), ...HOUSEKEEPING]) : undefined;
+  const deny = new Set<CommandVerb>(options.deny ? parseVerbs(options.deny, 'deny', names.deny) : []);
   if (!restricted && !allow && deny.size === 0) return undefined;
 
   return (line, verb) => {

@@ -1,70 +1,21 @@
 /**
  * The listening side: a Unix socket server that gives each accepted connection its own Session (and so
  * its own actor and its own upstream connection). Sessions are independent: one failing never touches another.
+ * The server machine (machines/server.ts) runs the lifecycle; the session registry holds and counts the sessions.
  */
 import net from 'node:net';
-import pino, { type Logger } from 'pino';
-import type { InspectionEvent, Observer } from 'xstate';
-import { createActor, waitFor } from 'xstate';
+import { createActor, fromPromise, waitFor } from 'xstate';
 import { serverMachine, type ServerEvent } from '../machines/server.js';
-import { closeListener, defaultListenPath, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
-import { Session, type SessionInfo, type SessionOptions, type SessionSummary, type SessionTimeouts } from './session/session.js';
+import { resolveConfig, type ProxyConfig, type ProxyOptions } from './config.js';
+import { closeListener, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
+import { Session, type SessionInfo } from './session/session.js';
+import { SessionRegistry } from './sessionRegistry.js';
 import { resolveUpstream } from './upstream.js';
-import { createCommandPolicy, PolicyError, type CommandPolicy } from './policy.js';
-import { sessionLimitReached } from './session/answers.js';
 import { combineObservers, transitionRecorder } from './machineTools/trace.js';
 import { warmUpOnce } from './machineTools/warmUp.js';
 import { sessionMachine } from '../machines/session.js';
 
-export interface ProxyOptions {
-  /** Socket to listen on. Default: S.gpg-agent in a private directory under $XDG_RUNTIME_DIR or the temp dir. */
-  listen?: string;
-  /** gpg-agent socket to relay to. Default: `gpgconf --list-dirs agent-socket`, launching the agent if needed. */
-  upstream?: string;
-  /** Milliseconds to connect to the agent (default 5000). */
-  connectTimeoutMs?: number;
-  /** Milliseconds for the agent's greeting once connected (default 5000). */
-  greetingTimeoutMs?: number;
-  /**
-   * Milliseconds a session may wait for the client's next complete command (after the greeting, or after the last
-   * answer) before the client gets `ERR … Timeout` and the session is closed (default 60000).
-   */
-  idleTimeoutMs?: number;
-  /**
-   * Milliseconds a client may take to finish answering an INQUIRE (a person typing a passphrase for a loopback
-   * pinentry) before it gets `ERR … Timeout` and the session is closed (default 300000).
-   */
-  inquiryTimeoutMs?: number;
-  /**
-   * Milliseconds the agent may take to start answering a request before the client gets `ERR … Timeout` and the
-   * session ends. Off by default: a signing may wait on a pinentry for as long as the user takes.
-   */
-  responseTimeoutMs?: number;
-  /** Sessions open at once (default 256); a connection past it gets `ERR 67109047 Limit reached` and is closed. */
-  maxSessions?: number;
-  /**
-   * Run every session as gpg-agent's extra socket would: the agent itself is told the connection is remote
-   * (`OPTION pretend-request-origin=remote`), and the proxy enforces the same rules as a second layer (see README).
-   */
-  restricted?: boolean;
-  /** Only these command verbs reach the agent (BYE, NOP and RESET always do). */
-  allow?: readonly string[];
-  /** These command verbs never reach the agent. */
-  deny?: readonly string[];
-  /** Milliseconds a closing session waits for its peers to close before cutting them (default 2000). */
-  closeGraceMs?: number;
-  /** Milliseconds commands in flight may take to finish after close() or a signal (default 10000). */
-  drainTimeoutMs?: number;
-  logger?: Logger;
-  /** Receives every session actor's inspection events (transition traces, inspectors). */
-  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
-  /** Log every transition of every actor as one info line `{session, from, event, to}` (no payload). */
-  traceTransitions?: boolean;
-  /** A clock for session timers (tests use XState's SimulatedClock). */
-  clock?: SessionOptions['clock'];
-  /** Environment used to find the agent with gpgconf (default: process.env). */
-  env?: NodeJS.ProcessEnv;
-}
+export type { ProxyConfig, ProxyOptions } from './config.js';
 
 export interface RunningProxy {
   /** The socket clients connect to. */
@@ -82,38 +33,20 @@ export interface RunningProxy {
   close(): Promise<void>;
 }
 
-const DEFAULT_TIMEOUTS: SessionTimeouts = { connectMs: 5_000, greetingMs: 5_000, idleMs: 60_000, inquiryMs: 300_000, closeGraceMs: 2_000 };
-export const DEFAULT_MAX_SESSIONS = 256;
-const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
-/** Pipelined client input held while a command is in flight, before the client is paused. */
-const MAX_BUFFERED_CLIENT_BYTES = 64 * 1024;
-
-export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
-  const logger = options.logger ?? pino({ level: 'silent' });
-  const env = options.env ?? process.env;
-  // Before anything else: a bad --allow/--deny must stop the start, not a session later.
-  let policy: CommandPolicy | undefined;
-  try {
-    policy = createCommandPolicy({ restricted: options.restricted ?? false, ...(options.allow ? { allow: options.allow } : {}), ...(options.deny ? { deny: options.deny } : {}) });
-  } catch (err) {
-    throw err instanceof PolicyError ? new ProxyStartError(err.message) : err;
-  }
-  const maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
-  const upstreamPath = await resolveUpstream(options.upstream, env);
-  const requestedPath = options.listen ?? defaultListenPath(env);
-  const timeouts: SessionTimeouts = {
-    connectMs: options.connectTimeoutMs ?? DEFAULT_TIMEOUTS.connectMs,
-    greetingMs: options.greetingTimeoutMs ?? DEFAULT_TIMEOUTS.greetingMs,
-    idleMs: options.idleTimeoutMs ?? DEFAULT_TIMEOUTS.idleMs,
-    inquiryMs: options.inquiryTimeoutMs ?? DEFAULT_TIMEOUTS.inquiryMs,
-    responseMs: options.responseTimeoutMs,
-    closeGraceMs: options.closeGraceMs ?? DEFAULT_TIMEOUTS.closeGraceMs,
-  };
+/**
+ * Starts the proxy: resolves the agent's socket, binds ours, and serves each connection as its own session until
+ * `close()`. `options` may be a config made by `resolveConfig` (the CLI's), else it is resolved here.
+ */
+export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Promise<RunningProxy> {
+  // Before anything else: a bad option (an unknown --allow verb, a zero timeout) must stop the start.
+  const config = resolveConfig(options);
+  const { logger } = config;
+  const upstreamPath = await resolveUpstream(config.upstream, config.env);
   // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
   warmUpOnce(sessionMachine);
   const inspect = combineObservers([
-    options.inspect,
-    options.traceTransitions
+    config.inspect,
+    config.traceTransitions
       ? transitionRecorder(({ actor, from, event, to, changesState }) => {
           if (!changesState) return;
           // Session actors are `session-<id>`; the listener's own machine is `server`.
@@ -123,83 +56,55 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
       : undefined,
   ]);
 
-  const sessions = new Map<string, Session>();
-  let nextSessionId = 1;
-  let socketPath = requestedPath;
+  const registry = new SessionRegistry({
+    maxSessions: config.maxSessions,
+    closeGraceMs: config.timeouts.closeGraceMs,
+    logger,
+    createSession: (sessionId, client, onEnd) =>
+      new Session({
+        sessionId,
+        client,
+        upstreamPath,
+        timeouts: config.timeouts,
+        logger,
+        maxBufferedClientBytes: config.maxBufferedClientBytes,
+        policy: config.policy,
+        restrictAgent: config.restricted,
+        ...(config.clock ? { clock: config.clock } : {}),
+        ...(inspect ? { inspect } : {}),
+        onEnd,
+      }),
+  });
+  let socketPath = config.listenPath;
   let ownSocket: SocketIdentity | undefined;
 
   // allowHalfOpen: a client may send its last command and shut down its write side; it still gets the answer.
   // pauseOnConnect: nothing is read from a client before the agent's greeting has been relayed to it.
-  const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
-    if (sessions.size >= maxSessions) {
-      refuseConnection(client);
-      return;
-    }
-    const sessionId = String(nextSessionId++);
-    try {
-      const session = new Session({
-        sessionId,
-        client,
-        upstreamPath,
-        timeouts,
-        logger,
-        maxBufferedClientBytes: MAX_BUFFERED_CLIENT_BYTES,
-        policy,
-        restrictAgent: options.restricted ?? false,
-        ...(options.clock ? { clock: options.clock } : {}),
-        ...(inspect ? { inspect } : {}),
-        onEnd: (summary: SessionSummary) => {
-          sessions.delete(summary.sessionId);
-          sendToServer({ type: 'SESSION_ENDED' });
-        },
-      });
-      sessions.set(sessionId, session);
-      sendToServer({ type: 'SESSION_OPENED' });
-      session.start();
-    } catch (err) {
-      logger.error({ err, session: sessionId }, 'could not start session');
-      client.destroy();
-    }
-  });
+  const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => void registry.accept(client));
   listener.on('error', (err) => logger.error({ err }, 'listener error'));
 
-  let refusedConnections = 0;
-  /** Past the session limit: one ERR line in place of the greeting, then close (libassuan clients report it). */
-  function refuseConnection(client: net.Socket): void {
-    refusedConnections++;
-    // A flood of connections must not become a flood of log lines: the first ten, then every hundredth.
-    if (refusedConnections <= 10 || refusedConnections % 100 === 0) {
-      logger.warn({ openSessions: sessions.size, maxSessions, refusedConnections }, 'session limit reached: connection refused');
-    }
-    client.on('error', () => client.destroy());
-    client.end(sessionLimitReached(maxSessions), () => client.destroy());
-    // A client that does not read must not keep the socket.
-    setTimeout(() => client.destroy(), timeouts.closeGraceMs).unref();
-  }
-
   const machine = serverMachine.provide({
+    actors: {
+      listen: fromPromise(async () => {
+        try {
+          socketPath = await prepareListenPath(config.listenPath, upstreamPath);
+          ownSocket = await listenPrivately(listener, socketPath);
+        } catch (err) {
+          // The machine keeps the message for the person who started us: say what went wrong, not where.
+          throw err instanceof ProxyStartError ? err : new ProxyStartError(String(err));
+        }
+      }),
+      waitForSessions: fromPromise(() => registry.whenEmpty()),
+    },
     actions: {
-      listen: () => {
-        void (async () => {
-          try {
-            socketPath = await prepareListenPath(requestedPath, upstreamPath);
-            ownSocket = await listenPrivately(listener, socketPath);
-            sendToServer({ type: 'LISTENING' });
-          } catch (err) {
-            sendToServer({ type: 'LISTEN_FAILED', reason: err instanceof ProxyStartError ? err.message : String(err) });
-          }
-        })();
-      },
       stopAccepting: () => {
-        logger.info({ openSessions: sessions.size }, 'shutting down: no new connections; commands in flight may finish');
+        logger.info({ openSessions: registry.count }, 'shutting down: no new connections; commands in flight may finish');
         closeListener(listener, socketPath, ownSocket);
       },
-      stopSessions: () => {
-        for (const session of sessions.values()) session.stop();
-      },
+      stopSessions: () => registry.stopAll(),
       stopSessionsNow: () => {
-        logger.info({ openSessions: sessions.size }, 'drain time is up: closing the remaining sessions');
-        for (const session of sessions.values()) session.stopNow();
+        logger.info({ openSessions: registry.count }, 'drain time is up: closing the remaining sessions');
+        registry.stopAllNow();
       },
       removeSocket: () => {
         if (ownSocket) removeOwnSocket(socketPath, ownSocket);
@@ -209,11 +114,11 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
         logger.warn({ event: type, state: JSON.stringify(self.getSnapshot().value) }, 'server event not handled in this state; ignored');
       },
     },
-    delays: { drainTimeout: options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS },
+    delays: { drainTimeout: config.drainTimeoutMs },
   });
   const server = createActor(machine, {
     id: 'server',
-    ...(options.clock ? { clock: options.clock } : {}),
+    ...(config.clock ? { clock: config.clock } : {}),
     ...(inspect ? { inspect } : {}),
   });
   function sendToServer(event: ServerEvent): void {
@@ -231,10 +136,10 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     socketPath,
     upstreamPath,
     get sessionCount() {
-      return sessions.size;
+      return registry.count;
     },
     sessions() {
-      return [...sessions.values()].map((session) => session.info());
+      return registry.list();
     },
     close() {
       sendToServer({ type: 'SHUTDOWN' });

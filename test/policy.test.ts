@@ -75,8 +75,8 @@ describe('command policy', () => {
   });
 
   it('refuses unknown verb names with the list of known ones', () => {
-    expect(() => parseVerbs(['PKSIGN,FROB'], '--allow')).toThrow(PolicyError);
-    expect(() => parseVerbs(['PKSIGN,FROB'], '--allow')).toThrow(/--allow: unknown command FROB \(known: AUTH BYE/);
-    expect(parseVerbs([' pksign , havekey', 'NOP'], '--deny')).toEqual(['PKSIGN', 'HAVEKEY', 'NOP']);
+    expect(() => parseVerbs(['PKSIGN,FROB'], 'allow')).toThrow(PolicyError);
+    expect(() => parseVerbs(['PKSIGN,FROB'], 'allow')).toThrow(/--allow: unknown command FROB \(known: AUTH BYE/);
+    expect(parseVerbs([' pksign , havekey', 'NOP'], 'deny')).toEqual(['PKSIGN', 'HAVEKEY', 'NOP']);
   });
 });

@@ -1,9 +1,10 @@
 /**
  * The inventory of a machine's transitions, with stable keys, shared by the reachability test and the
- * real-socket transition coverage. A key names the source state, the event descriptor (or `after <delay>` /
- * `always`) and, for a guarded candidate, its guard: `session.command|AGENT.OK[owesAnswer]`,
- * `session.command|AGENT.OK`. Reordering candidates renames nothing; a state may not hold two candidates for one
- * event with the same guard (the keys would clash: test/machines/transitionKeys.test.ts checks).
+ * real-socket transition coverage. A key names the source state, the event descriptor (or `after <delay>`,
+ * `always`, or `<actor> done` / `<actor> error` for an invoked actor settling) and, for a guarded candidate, its
+ * guard: `session.command|AGENT.OK[owesAnswer]`, `session.command|AGENT.OK`, `server.starting|listen done`.
+ * Reordering candidates renames nothing; a state may not hold two candidates for one event with the same guard
+ * (the keys would clash: test/machines/transitionKeys.test.ts checks).
  * The root's catch-all `*` (explicit rejection) changes nothing and is not a transition here.
  */
 import type { AnyStateMachine, AnyStateNode } from 'xstate';
@@ -51,10 +52,21 @@ export function transitionKey(transition: TransitionLike): string | null {
   return describeTransition(transition)?.key ?? null;
 }
 
-/** The event as people read it: its type, or `after <delay>` for a timeout's internal event. */
+const INVOKE_DONE = 'xstate.done.actor.';
+const INVOKE_ERROR = 'xstate.error.actor.';
+
+/**
+ * The event as people read it: its type, `after <delay>` for a timeout's internal event, or `<id> done` /
+ * `<id> error` for the internal events of an actor the state invokes (its onDone / onError).
+ */
 function eventLabel(node: AnyStateNode, eventType: string): string {
   const delay = node.after.find((a) => a.eventType === eventType);
-  return delay ? `after ${String(delay.delay)}` : eventType;
+  if (delay) return `after ${String(delay.delay)}`;
+  for (const { id } of node.invoke) {
+    if (eventType === `${INVOKE_DONE}${id}`) return `${id} done`;
+    if (eventType === `${INVOKE_ERROR}${id}`) return `${id} error`;
+  }
+  return eventType;
 }
 
 function keyOf(node: AnyStateNode, event: string, guard: unknown): string {

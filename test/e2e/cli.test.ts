@@ -42,6 +42,10 @@ describe('assuan-proxy CLI', () => {
     [['--response-timeout', '9999999999'], '--response-timeout takes a positive whole number of milliseconds'],
     [['--max-sessions', '0'], "--max-sessions takes a positive whole number, not '0'"],
     [['--deny', 'PKSIGN,FROB'], '--deny: unknown command FROB'],
+    // parseArgs would call these "ambiguous" and suggest --connect-timeout=-XYZ.
+    [['--connect-timeout', '-5'], "--connect-timeout takes a positive whole number of milliseconds, not '-5'"],
+    [['--listen'], '--listen needs a value: --listen PATH'],
+    [['--listen', '--upstream', '/tmp/x'], "--listen needs a value: --listen PATH (write --listen=--upstream if '--upstream' is meant as its value)"],
   ])('rejects %j with a clear message and exit 2', async (args, message) => {
     const run = runCli(args, {});
     expect(await run.exited).toBe(2);

@@ -177,7 +177,7 @@ describe('relay in front of gpg-agent', () => {
       await sessionsDrained(traced.proxy);
       const all = traced.logs.filter((r) => r.msg === 'transition');
       expect(all.filter((r) => r.actor === 'server').map((r) => `${r.from} -${r.event}-> ${r.to}`)).toEqual([
-        'starting -LISTENING-> listening',
+        'starting -listen done-> listening',
       ]);
       const trace = all.filter((r) => r.actor === undefined);
       expect(trace.map((r) => Object.keys(r).filter((k) => !['level', 'time', 'pid', 'hostname', 'msg'].includes(k)).sort())).toEqual(

@@ -47,7 +47,7 @@ describe('shutdown', () => {
     expect(await client.rest()).toEqual([]);
     expect(fs.existsSync(proxy.socket)).toBe(false);
     expect(await refused(proxy.socket)).toBe('ENOENT');
-    expect(taken).toEqual(expect.arrayContaining(['server.listening|SHUTDOWN', 'session|STOP', 'server.draining|SESSION_ENDED', 'server.draining|always']));
+    expect(taken).toEqual(expect.arrayContaining(['server.starting|listen done', 'server.listening|SHUTDOWN', 'session|STOP', 'server.draining|waitForSessions done']));
     await proxy.close();
   });
 
@@ -95,7 +95,7 @@ describe('shutdown', () => {
     // The session cut at the drain timeout still ended with its record before close() resolved.
     expect(proxy.logs.filter((r) => r.msg === 'session ended')).toEqual([expect.objectContaining({ outcome: 'closed' })]);
     expect(await client.rest()).toEqual([]);
-    expect(taken).toEqual(expect.arrayContaining(['server.draining|after drainTimeout', 'session|STOP_NOW']));
+    expect(taken).toEqual(expect.arrayContaining(['server.draining|after drainTimeout', 'session|STOP_NOW', 'server.closingSessions|waitForSessions done']));
     await proxy.close();
   });
 
@@ -120,8 +120,11 @@ describe('shutdown', () => {
 
   it('a refused start (a live socket at the path) is the server machine failing to start', async () => {
     const { socket, release } = await liveSocketPath();
+    const taken: string[] = [];
     try {
-      await expect(startTestProxy({ upstream: agent.socket, listen: socket })).rejects.toThrow(`something is already listening on ${socket}`);
+      const start = startTestProxy({ upstream: agent.socket, listen: socket, inspect: transitionRecorder(({ key }) => taken.push(key)) });
+      await expect(start).rejects.toThrow(`something is already listening on ${socket}`);
+      expect(taken).toEqual(['server.starting|listen error']);
     } finally {
       release();
     }

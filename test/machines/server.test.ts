@@ -1,86 +1,100 @@
 /** The server machine: its state × event table, reachability, and its lifecycle with fakes and a simulated clock. */
 import { describe, expect, it } from 'vitest';
-import { createActor, SimulatedClock, transition, type AnyMachineSnapshot } from 'xstate';
-import { serverMachine, type ServerContext, type ServerEvent } from '../../machines/server.js';
+import { createActor, fromPromise, SimulatedClock, transition, waitFor, type AnyMachineSnapshot, type EventObject } from 'xstate';
+import { serverMachine } from '../../machines/server.js';
+import { definedTransitions } from '../../src/machineTools/transitions.js';
 import { reachability } from '../support/reachability.js';
 
 const STATES = ['starting', 'listening', 'draining', 'closingSessions', 'closed', 'failed'] as const;
 type State = (typeof STATES)[number];
-type EventType = ServerEvent['type'];
 type Outcome = State | 'stay' | 'reject' | 'final';
 
-const SAMPLES: Record<EventType, ServerEvent> = {
-  LISTENING: { type: 'LISTENING' },
-  LISTEN_FAILED: { type: 'LISTEN_FAILED', reason: 'something is already listening on /x' },
-  SESSION_OPENED: { type: 'SESSION_OPENED' },
-  SESSION_ENDED: { type: 'SESSION_ENDED' },
+/**
+ * What reaches the machine: SHUTDOWN from outside, and the internal events of the two actors it invokes settling
+ * (keyed as the transition keys and the diagram name them).
+ */
+const SAMPLES = {
   SHUTDOWN: { type: 'SHUTDOWN' },
-};
-const allFinal = { LISTENING: 'final', LISTEN_FAILED: 'final', SESSION_OPENED: 'final', SESSION_ENDED: 'final', SHUTDOWN: 'final' } as const;
+  'listen done': { type: 'xstate.done.actor.listen', actorId: 'listen', output: undefined },
+  'listen error': { type: 'xstate.error.actor.listen', actorId: 'listen', error: new Error('something is already listening on /x') },
+  'waitForSessions done': { type: 'xstate.done.actor.waitForSessions', actorId: 'waitForSessions', output: undefined },
+} satisfies Record<string, EventObject & Record<string, unknown>>;
+type EventKey = keyof typeof SAMPLES;
+const allFinal = { SHUTDOWN: 'final', 'listen done': 'final', 'listen error': 'final', 'waitForSessions done': 'final' } as const;
 
-/** Rows are for a server with two sessions open (draining does not end at once). */
-const SPEC: Record<State, Record<EventType, Outcome>> = {
-  starting: { LISTENING: 'listening', LISTEN_FAILED: 'failed', SESSION_OPENED: 'reject', SESSION_ENDED: 'reject', SHUTDOWN: 'reject' },
-  listening: { LISTENING: 'reject', LISTEN_FAILED: 'reject', SESSION_OPENED: 'stay', SESSION_ENDED: 'stay', SHUTDOWN: 'draining' },
+const SPEC: Record<State, Record<EventKey, Outcome>> = {
+  starting: { SHUTDOWN: 'reject', 'listen done': 'listening', 'listen error': 'failed', 'waitForSessions done': 'reject' },
+  listening: { SHUTDOWN: 'draining', 'listen done': 'reject', 'listen error': 'reject', 'waitForSessions done': 'reject' },
   // No connection is accepted once draining; a repeated SHUTDOWN (npm relays Ctrl-C) changes nothing.
-  draining: { LISTENING: 'reject', LISTEN_FAILED: 'reject', SESSION_OPENED: 'reject', SESSION_ENDED: 'stay', SHUTDOWN: 'stay' },
+  draining: { SHUTDOWN: 'stay', 'listen done': 'reject', 'listen error': 'reject', 'waitForSessions done': 'closed' },
   // Past the drain time: the remaining sessions are being closed; each still ends (and logs) before the server.
-  closingSessions: { LISTENING: 'reject', LISTEN_FAILED: 'reject', SESSION_OPENED: 'reject', SESSION_ENDED: 'stay', SHUTDOWN: 'stay' },
+  closingSessions: { SHUTDOWN: 'stay', 'listen done': 'reject', 'listen error': 'reject', 'waitForSessions done': 'closed' },
   closed: allFinal,
   failed: allFinal,
 };
 
-const twoOpen: ServerContext = { openSessions: 2, startFailure: null };
-
 describe('server machine: state × event table', () => {
-  it('the table has a row for every state', () => {
+  it('the table has a row for every state, and a column for every event the machine handles', () => {
     expect([...STATES].sort()).toEqual(Object.keys(serverMachine.root.states).sort());
+    const handled = new Set(definedTransitions(serverMachine).map((t) => t.event));
+    expect([...handled].filter((event) => !event.startsWith('after ')).sort()).toEqual(Object.keys(SAMPLES).sort());
   });
 
   for (const state of STATES) {
-    it.each(Object.entries(SPEC[state]) as Array<[EventType, Outcome]>)(`${state} + %s → %s`, (type, expected) => {
-      const snapshot = serverMachine.resolveState({ value: state, context: twoOpen });
+    it.each(Object.entries(SPEC[state]) as Array<[EventKey, Outcome]>)(`${state} + %s → %s`, (key, expected) => {
+      const snapshot = serverMachine.resolveState({ value: state, context: { startFailure: null } });
       if (expected === 'final') return expect(snapshot.status).toBe('done');
-      const [next, actions] = transition(serverMachine, snapshot, SAMPLES[type]);
+      const [next, actions] = transition(serverMachine, snapshot, SAMPLES[key] as never);
       const rejected = actions.some((a) => a.type === 'rejectEvent');
       expect(rejected).toBe(expected === 'reject');
       expect(next.value).toBe(expected === 'reject' || expected === 'stay' ? state : expected);
     });
   }
 
-  it('draining ends when the last session ends', () => {
-    const snapshot = serverMachine.resolveState({ value: 'draining', context: { openSessions: 1, startFailure: null } });
-    const [next, actions] = transition(serverMachine, snapshot, SAMPLES.SESSION_ENDED);
-    expect(next.value).toBe('closed');
+  it('a failed start keeps the reason, worded by the listen actor, for the person who started it', () => {
+    const starting = serverMachine.resolveState({ value: 'starting', context: { startFailure: null } });
+    expect(transition(serverMachine, starting, SAMPLES['listen error'] as never)[0].context.startFailure).toBe('something is already listening on /x');
+    const notAnError = { type: 'xstate.error.actor.listen', actorId: 'listen', error: 'EACCES' };
+    expect(transition(serverMachine, starting, notAnError as never)[0].context.startFailure).toBe('EACCES');
+  });
+
+  it('the socket is removed on the way to closed', () => {
+    const draining = serverMachine.resolveState({ value: 'draining', context: { startFailure: null } });
+    const [, actions] = transition(serverMachine, draining, SAMPLES['waitForSessions done'] as never);
     expect(actions.map((a) => a.type)).toContain('removeSocket');
   });
 });
 
 describe('server machine reachability (xstate/graph)', () => {
-  // The session count is bounded in the serialization (0, 1, 2 or more) so the traversal ends.
-  const result = reachability(serverMachine, Object.values(SAMPLES), (s: AnyMachineSnapshot) =>
-    JSON.stringify([s.value, Math.min(s.context.openSessions as number, 2), s.status]),
-  );
+  const result = reachability(serverMachine, Object.values(SAMPLES), (s: AnyMachineSnapshot) => JSON.stringify([s.value, s.status]));
 
   it('reaches every state and takes every transition from the initial state', () => {
+    expect(result.definedCount).toBe(8);
     expect(result.unreachedStates).toEqual([]);
     expect(result.untakenTransitions).toEqual([]);
-  });
-
-  it('never counts below zero sessions', () => {
-    const snapshot = serverMachine.resolveState({ value: 'listening', context: { openSessions: 0, startFailure: null } });
-    expect(transition(serverMachine, snapshot, SAMPLES.SESSION_ENDED)[0].context.openSessions).toBe(0);
   });
 });
 
 describe('server machine lifecycle', () => {
-  function harness() {
+  /** Actors the test settles by hand; `sessions` is what every waitForSessions invocation waits on. */
+  function harness(options: { listen?: () => Promise<void>; sessionsOpen?: boolean } = {}) {
     const effects: string[] = [];
     const clock = new SimulatedClock();
+    let endSessions!: () => void;
+    const sessionsEnded = options.sessionsOpen === false ? Promise.resolve() : new Promise<void>((resolve) => (endSessions = resolve));
     const record = (name: string) => () => void effects.push(name);
     const machine = serverMachine.provide({
+      actors: {
+        listen: fromPromise(async () => {
+          effects.push('listen');
+          await (options.listen ?? (() => Promise.resolve()))();
+        }),
+        waitForSessions: fromPromise(() => {
+          effects.push('waitForSessions');
+          return sessionsEnded;
+        }),
+      },
       actions: {
-        listen: record('listen'),
         stopAccepting: record('stopAccepting'),
         stopSessions: record('stopSessions'),
         stopSessionsNow: record('stopSessionsNow'),
@@ -90,41 +104,52 @@ describe('server machine lifecycle', () => {
       delays: { drainTimeout: 1000 },
     });
     const actor = createActor(machine, { clock }).start();
-    return { actor, clock, effects };
+    return { actor, clock, effects, endSessions: () => endSessions() };
   }
 
-  it('drains: stops accepting, asks sessions to stop, closes when the last one ends', () => {
-    const { actor, effects } = harness();
-    actor.send({ type: 'LISTENING' });
-    actor.send({ type: 'SESSION_OPENED' });
-    actor.send({ type: 'SESSION_OPENED' });
-    actor.send({ type: 'SESSION_ENDED' });
+  it('listens, then drains: stops accepting, asks sessions to stop, closes when the last one has ended', async () => {
+    const { actor, effects, endSessions } = harness();
+    await waitFor(actor, (s) => s.matches('listening'));
     actor.send({ type: 'SHUTDOWN' });
     expect(actor.getSnapshot().value).toBe('draining');
-    actor.send({ type: 'SESSION_ENDED' });
+    // A repeated signal while sessions finish changes nothing.
+    actor.send({ type: 'SHUTDOWN' });
+    expect(actor.getSnapshot().value).toBe('draining');
+    endSessions();
+    await waitFor(actor, (s) => s.status === 'done');
     expect(actor.getSnapshot().value).toBe('closed');
-    expect(effects).toEqual(['listen', 'stopAccepting', 'stopSessions', 'removeSocket']);
+    expect(effects).toEqual(['listen', 'stopAccepting', 'stopSessions', 'waitForSessions', 'removeSocket']);
   });
 
-  it('past the drain timeout the remaining sessions are closed, and the server is done once they have ended', () => {
-    const { actor, clock, effects } = harness();
-    actor.send({ type: 'LISTENING' });
-    actor.send({ type: 'SESSION_OPENED' });
+  it('with no session open, a shutdown closes at once', async () => {
+    const { actor, effects } = harness({ sessionsOpen: false });
+    await waitFor(actor, (s) => s.matches('listening'));
+    actor.send({ type: 'SHUTDOWN' });
+    await waitFor(actor, (s) => s.status === 'done');
+    expect(actor.getSnapshot().value).toBe('closed');
+    expect(effects).toEqual(['listen', 'stopAccepting', 'stopSessions', 'waitForSessions', 'removeSocket']);
+  });
+
+  it('past the drain timeout the remaining sessions are closed, and the server is done once they have ended', async () => {
+    const { actor, clock, effects, endSessions } = harness();
+    await waitFor(actor, (s) => s.matches('listening'));
     actor.send({ type: 'SHUTDOWN' });
     clock.increment(999);
     expect(actor.getSnapshot().value).toBe('draining');
     clock.increment(1);
     // Stopping here would let the process exit before the session's own end (and its record).
     expect(actor.getSnapshot().value).toBe('closingSessions');
-    actor.send({ type: 'SESSION_ENDED' });
+    endSessions();
+    await waitFor(actor, (s) => s.status === 'done');
     expect(actor.getSnapshot().value).toBe('closed');
-    expect(effects).toEqual(['listen', 'stopAccepting', 'stopSessions', 'stopSessionsNow', 'removeSocket']);
+    expect(effects).toEqual(['listen', 'stopAccepting', 'stopSessions', 'waitForSessions', 'stopSessionsNow', 'waitForSessions', 'removeSocket']);
   });
 
-  it('a failed start keeps the reason for the person who started it', () => {
-    const { actor } = harness();
-    actor.send(SAMPLES.LISTEN_FAILED);
-    expect(actor.getSnapshot().status).toBe('done');
+  it('a listen that fails ends the machine in failed, with its reason, and nothing to remove', async () => {
+    const { actor, effects } = harness({ listen: () => Promise.reject(new Error('something is already listening on /x')) });
+    await waitFor(actor, (s) => s.status === 'done');
+    expect(actor.getSnapshot().value).toBe('failed');
     expect(actor.getSnapshot().context.startFailure).toBe('something is already listening on /x');
+    expect(effects).toEqual(['listen']);
   });
 });

@@ -1,0 +1,268 @@
+/**
+ * The command line, read into values: `ProxyOptions` for the proxy (checked, and completed with the defaults, by
+ * `resolveConfig`, like any caller's), and the CLI's own options (logging, the inspector, the live view), which
+ * are checked here. No effect: the executable (cli.ts) acts on the result.
+ */
+import { parseArgs } from 'node:util';
+import { expectedNumber, PROXY_DEFAULTS, type NumberOption, type ProxyOptions } from './config.js';
+import { DEFAULT_INSPECTOR_PORT } from './inspect/relay.js';
+import { DEFAULT_UI_PORT } from './liveView/server.js';
+import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
+
+export const USAGE = `Usage: assuan-proxy [options]
+
+Listens on a Unix socket and relays the Assuan protocol to gpg-agent, one explicit
+state machine per client connection.
+
+Options:
+  --listen PATH            socket to listen on (default: S.gpg-agent in a private
+                           directory under $XDG_RUNTIME_DIR, else the temp dir)
+  --upstream PATH          gpg-agent socket to relay to (default: the one
+                           'gpgconf --list-dirs agent-socket' names; the agent is
+                           started with 'gpgconf --launch gpg-agent' if needed)
+  --connect-timeout MS     time to connect to the agent (default ${PROXY_DEFAULTS.connectTimeoutMs})
+  --greeting-timeout MS    time for the agent's greeting (default ${PROXY_DEFAULTS.greetingTimeoutMs})
+  --drain-timeout MS       on SIGINT, SIGTERM or SIGHUP, time for commands in
+                           flight to finish before the rest are closed
+                           (default ${PROXY_DEFAULTS.drainTimeoutMs})
+  --idle-timeout MS        close a session (with ERR Timeout) whose client
+                           sends no command this long after the greeting or
+                           its last answer (default ${PROXY_DEFAULTS.idleTimeoutMs})
+  --inquiry-timeout MS     close a session whose client takes longer than
+                           this to answer an INQUIRE, e.g. a passphrase typed
+                           for a loopback pinentry (default ${PROXY_DEFAULTS.inquiryTimeoutMs})
+  --response-timeout MS    end a session whose agent does not start answering
+                           a request in time, with ERR Timeout (default: off;
+                           a signing may wait on a pinentry)
+  --max-sessions N         sessions open at once (default ${PROXY_DEFAULTS.maxSessions}); the next
+                           connection gets ERR 67109047 Limit reached
+  --restricted             enforce gpg-agent's extra-socket rules in the proxy:
+                           forbidden commands get ERR 67109115 Forbidden and
+                           never reach the agent (for forwarded sockets)
+  --allow VERBS            only these commands reach the agent (comma-separated,
+                           repeatable; BYE, NOP and RESET always do)
+  --deny VERBS             these commands never reach the agent
+  --log-level LEVEL        ${LOG_LEVELS.join('|')} (default info)
+  --log-format FORMAT      pretty|json (default: pretty on a terminal, else json)
+  --trace-transitions      log every state machine transition as one line
+                           {session, from, event, to} (no payload)
+  --inspect [URL]          stream every machine to the XState/Stately inspector
+                           over WebSocket (events and context sanitized). With
+                           no URL, a relay is started on 127.0.0.1: open the
+                           page URL it prints, with its access token, in a
+                           browser (see README)
+  --inspect-port PORT      port of that relay (default ${DEFAULT_INSPECTOR_PORT}; 0 picks a free one)
+  --ui [PORT]              serve the live view on http://127.0.0.1:PORT/
+                           (default ${DEFAULT_UI_PORT}; loopback only, works offline;
+                           open the URL it prints, with its access token)
+  -h, --help               show this help
+`;
+
+/** A command line that cannot be run; the message is for the person who typed it. */
+export class UsageError extends Error {}
+
+export interface CommandLine {
+  help: boolean;
+  /** Only what was given: `resolveConfig` fills in the rest, as it does for any caller. */
+  proxy: ProxyOptions;
+  logLevel: LogLevel;
+  /** undefined: pretty on a terminal, JSON otherwise. */
+  logFormat: 'pretty' | 'json' | undefined;
+  /** undefined: no inspector; null: start our relay and stream to it; else the URL to stream to. */
+  inspectUrl: string | null | undefined;
+  inspectPort: number;
+  /** undefined: no live view. */
+  uiPort: number | undefined;
+}
+
+/** The flag of each proxy option the command line sets, so that an error names what the user typed. */
+const PROXY_FLAGS: Partial<Record<keyof ProxyOptions, string>> = {
+  listen: '--listen',
+  upstream: '--upstream',
+  connectTimeoutMs: '--connect-timeout',
+  greetingTimeoutMs: '--greeting-timeout',
+  drainTimeoutMs: '--drain-timeout',
+  idleTimeoutMs: '--idle-timeout',
+  inquiryTimeoutMs: '--inquiry-timeout',
+  responseTimeoutMs: '--response-timeout',
+  maxSessions: '--max-sessions',
+  restricted: '--restricted',
+  allow: '--allow',
+  deny: '--deny',
+  traceTransitions: '--trace-transitions',
+};
+
+/** How messages name a proxy option: its flag. Give it to `resolveConfig`. */
+export function flagOf(option: keyof ProxyOptions): string {
+  return PROXY_FLAGS[option] ?? option;
+}
+
+/** Options that must be followed by a value, with what the value is (for the message when it is missing). */
+const VALUE_NAMES: Readonly<Record<string, string>> = {
+  listen: 'PATH',
+  upstream: 'PATH',
+  'connect-timeout': 'MS',
+  'greeting-timeout': 'MS',
+  'drain-timeout': 'MS',
+  'idle-timeout': 'MS',
+  'inquiry-timeout': 'MS',
+  'response-timeout': 'MS',
+  'max-sessions': 'N',
+  allow: 'VERBS',
+  deny: 'VERBS',
+  'log-level': 'LEVEL',
+  'log-format': 'FORMAT',
+  'inspect-port': 'PORT',
+};
+/** Options whose value may be left out: `--ui` alone and `--ui 9000` both work. */
+const OPTIONAL_VALUES = ['--inspect', '--ui'];
+
+export function parseCommandLine(argv: readonly string[]): CommandLine {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: withOptionalValues(withRequiredValues(argv), OPTIONAL_VALUES),
+      options: {
+        listen: { type: 'string' },
+        upstream: { type: 'string' },
+        'connect-timeout': { type: 'string' },
+        'greeting-timeout': { type: 'string' },
+        'drain-timeout': { type: 'string' },
+        'idle-timeout': { type: 'string' },
+        'inquiry-timeout': { type: 'string' },
+        'response-timeout': { type: 'string' },
+        'max-sessions': { type: 'string' },
+        restricted: { type: 'boolean' },
+        allow: { type: 'string', multiple: true },
+        deny: { type: 'string', multiple: true },
+        'log-level': { type: 'string', default: 'info' },
+        'log-format': { type: 'string' },
+        'trace-transitions': { type: 'boolean' },
+        inspect: { type: 'string' },
+        'inspect-port': { type: 'string' },
+        ui: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+
+  const logLevel = values['log-level'];
+  if (!isLogLevel(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  const logFormat = values['log-format'];
+  if (logFormat !== undefined && logFormat !== 'pretty' && logFormat !== 'json') throw new UsageError('--log-format must be pretty or json');
+  const inspectUrl = optionalWebSocketUrl(values.inspect);
+  let inspectPort = DEFAULT_INSPECTOR_PORT;
+  if (values['inspect-port'] !== undefined) {
+    if (inspectUrl !== null) throw new UsageError('--inspect-port is the port of the relay --inspect starts when given no URL');
+    inspectPort = optionalPort(values['inspect-port'], '--inspect-port', DEFAULT_INSPECTOR_PORT)!;
+  }
+
+  return {
+    help: values.help ?? false,
+    proxy: {
+      listen: values.listen,
+      upstream: values.upstream,
+      connectTimeoutMs: numberValue(values['connect-timeout'], 'connectTimeoutMs'),
+      greetingTimeoutMs: numberValue(values['greeting-timeout'], 'greetingTimeoutMs'),
+      drainTimeoutMs: numberValue(values['drain-timeout'], 'drainTimeoutMs'),
+      idleTimeoutMs: numberValue(values['idle-timeout'], 'idleTimeoutMs'),
+      inquiryTimeoutMs: numberValue(values['inquiry-timeout'], 'inquiryTimeoutMs'),
+      responseTimeoutMs: numberValue(values['response-timeout'], 'responseTimeoutMs'),
+      maxSessions: numberValue(values['max-sessions'], 'maxSessions'),
+      restricted: values.restricted,
+      allow: values.allow,
+      deny: values.deny,
+      traceTransitions: values['trace-transitions'],
+    },
+    logLevel,
+    logFormat,
+    inspectUrl,
+    inspectPort,
+    uiPort: optionalPort(values.ui, '--ui', DEFAULT_UI_PORT),
+  };
+}
+
+/**
+ * Text to number, and nothing more: whether the number will do is `resolveConfig`'s to say. Text that is no
+ * number at all gets the same message it would.
+ */
+function numberValue(text: string | undefined, option: NumberOption): number | undefined {
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (text.trim() === '' || Number.isNaN(value)) throw new UsageError(`${flagOf(option)} takes ${expectedNumber(option)}, not '${text}'`);
+  return value;
+}
+
+/**
+ * parseArgs takes the word after `--connect-timeout` as its value only if it does not start with '-', and
+ * otherwise reports an "ambiguous" argument in its own terms. Here a negative number is taken as the value (its
+ * check then says what the option takes), and a missing value is reported in ours.
+ */
+function withRequiredValues(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i] as string;
+    const valueName = word.startsWith('--') ? VALUE_NAMES[word.slice(2)] : undefined;
+    if (valueName === undefined) {
+      out.push(word);
+      continue;
+    }
+    const next = argv[i + 1];
+    if (next === undefined) throw new UsageError(`${word} needs a value: ${word} ${valueName}`);
+    if (next.startsWith('-') && !/^-[0-9.]/.test(next)) {
+      throw new UsageError(`${word} needs a value: ${word} ${valueName} (write ${word}=${next} if '${next}' is meant as its value)`);
+    }
+    out.push(`${word}=${next}`);
+    i++;
+  }
+  return out;
+}
+
+/**
+ * parseArgs has no optional option values: `--ui` alone and `--ui 9000` must both work. The word after such an
+ * option is its value unless it is another option; with none, the value is empty (the default).
+ */
+function withOptionalValues(argv: readonly string[], names: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i] as string;
+    if (!names.includes(word)) {
+      out.push(word);
+      continue;
+    }
+    const next = argv[i + 1];
+    if (next !== undefined && !next.startsWith('-')) {
+      out.push(`${word}=${next}`);
+      i++;
+    } else {
+      out.push(`${word}=`);
+    }
+  }
+  return out;
+}
+
+function optionalPort(text: string | undefined, flag: string, fallback: number): number | undefined {
+  if (text === undefined) return undefined;
+  if (text === '') return fallback;
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`${flag} takes a TCP port number, not '${text}'`);
+  return port;
+}
+
+/** undefined: not asked for; null: asked for with no URL (start our relay); else the URL to stream to. */
+function optionalWebSocketUrl(text: string | undefined): string | null | undefined {
+  if (text === undefined) return undefined;
+  if (text === '') return null;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`--inspect takes a ws:// or wss:// URL, not '${text}'`);
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new UsageError(`--inspect takes a ws:// or wss:// URL, not '${text}'`);
+  return text;
+}

@@ -1,0 +1,128 @@
+/** Options checked and completed once, the same for the library and the command line. */
+import { describe, expect, it } from 'vitest';
+import { flagOf, parseCommandLine, UsageError } from '../src/commandLine.js';
+import { InvalidOptionError, isProxyConfig, PROXY_DEFAULTS, resolveConfig, type ProxyConfig, type ProxyOptions } from '../src/config.js';
+import { defaultListenPath, ProxyStartError } from '../src/listenSocket.js';
+
+/** Everything but the logger (each call without one makes its own silent logger). */
+function comparable(config: ProxyConfig): Omit<ProxyConfig, 'logger'> {
+  const { logger: _logger, ...rest } = config;
+  return rest;
+}
+
+/** The message an option error carries, and that it is a start error naming the option. */
+function failure(options: ProxyOptions, cli = false): { option: string; message: string } {
+  try {
+    resolveConfig(options, cli ? { optionName: flagOf } : {});
+  } catch (err) {
+    expect(err).toBeInstanceOf(InvalidOptionError);
+    expect(err).toBeInstanceOf(ProxyStartError);
+    return { option: (err as InvalidOptionError).option, message: (err as Error).message };
+  }
+  throw new Error(`accepted ${JSON.stringify(options)}`);
+}
+
+describe('resolveConfig', () => {
+  it('fills in every default, builds no policy when nothing is restricted, and freezes the result', () => {
+    const env = { XDG_RUNTIME_DIR: '/run/user/4242' };
+    const config = resolveConfig({ env });
+    expect(comparable(config)).toEqual({
+      listenPath: defaultListenPath(env),
+      upstream: undefined,
+      timeouts: {
+        connectMs: PROXY_DEFAULTS.connectTimeoutMs,
+        greetingMs: PROXY_DEFAULTS.greetingTimeoutMs,
+        idleMs: PROXY_DEFAULTS.idleTimeoutMs,
+        inquiryMs: PROXY_DEFAULTS.inquiryTimeoutMs,
+        responseMs: undefined,
+        closeGraceMs: PROXY_DEFAULTS.closeGraceMs,
+      },
+      drainTimeoutMs: PROXY_DEFAULTS.drainTimeoutMs,
+      maxSessions: PROXY_DEFAULTS.maxSessions,
+      maxBufferedClientBytes: PROXY_DEFAULTS.maxBufferedClientBytes,
+      restricted: false,
+      policy: undefined,
+      inspect: undefined,
+      traceTransitions: false,
+      clock: undefined,
+      env,
+    });
+    expect(config.listenPath).toBe('/run/user/4242/assuan-proxy/S.gpg-agent');
+    expect(config.logger.level).toBe('silent');
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.timeouts)).toBe(true);
+  });
+
+  it('takes the values given', () => {
+    const config = resolveConfig({ listen: '/p/S', upstream: '/a/S', connectTimeoutMs: 1, responseTimeoutMs: 2 ** 31 - 1, maxSessions: 3, restricted: true, traceTransitions: true });
+    expect([config.listenPath, config.upstream, config.timeouts.connectMs, config.timeouts.responseMs, config.maxSessions]).toEqual(['/p/S', '/a/S', 1, 2 ** 31 - 1, 3]);
+    expect([config.restricted, config.traceTransitions]).toEqual([true, true]);
+  });
+
+  it('builds the command policy once, from restricted, allow and deny', () => {
+    const config = resolveConfig({ deny: ['PKSIGN'] });
+    expect(config.policy?.(Buffer.from('PKSIGN\n'), 'PKSIGN')).toBe('deny');
+    expect(config.policy?.(Buffer.from('PKDECRYPT\n'), 'PKDECRYPT')).toBeUndefined();
+    expect(resolveConfig({ restricted: true }).policy?.(Buffer.from('KILLAGENT\n'), 'KILLAGENT')).toBe('restricted');
+  });
+
+  it('a config given back is returned as it is: nothing is resolved twice', () => {
+    const config = resolveConfig({ deny: ['PKSIGN'] });
+    expect(resolveConfig(config)).toBe(config);
+    expect(isProxyConfig(config)).toBe(true);
+    // A copy is options again, not a config.
+    expect(isProxyConfig({ ...config })).toBe(false);
+  });
+
+  it.each([
+    [{ connectTimeoutMs: 0 }, 'connectTimeoutMs', "connectTimeoutMs takes a positive whole number of milliseconds, not '0'"],
+    [{ idleTimeoutMs: 1.5 }, 'idleTimeoutMs', "idleTimeoutMs takes a positive whole number of milliseconds, not '1.5'"],
+    [{ responseTimeoutMs: 2 ** 31 }, 'responseTimeoutMs', `responseTimeoutMs takes a positive whole number of milliseconds, not '${2 ** 31}'`],
+    [{ drainTimeoutMs: Number.NaN }, 'drainTimeoutMs', "drainTimeoutMs takes a positive whole number of milliseconds, not 'NaN'"],
+    [{ maxSessions: -1 }, 'maxSessions', "maxSessions takes a positive whole number, not '-1'"],
+    [{ listen: '' }, 'listen', "listen takes a socket path, not ''"],
+    [{ deny: ['PKSIGN', 'FROB'] }, 'deny', 'deny: unknown command FROB (known: '],
+  ] as Array<[ProxyOptions, string, string]>)('refuses %j, naming the option', (options, option, message) => {
+    const error = failure(options);
+    expect(error.option).toBe(option);
+    expect(error.message).toContain(message);
+  });
+});
+
+describe('the command line goes through the same config', () => {
+  it("with no flags, the CLI's config is the library's defaults", () => {
+    const cli = parseCommandLine([]);
+    expect(cli.help).toBe(false);
+    expect(comparable(resolveConfig(cli.proxy, { optionName: flagOf }))).toEqual(comparable(resolveConfig({})));
+  });
+
+  it('flags become options, and their values reach the config', () => {
+    const { proxy } = parseCommandLine(['--listen', '/p/S', '--connect-timeout', '7000', '--max-sessions=3', '--deny', 'PKSIGN', '--deny', 'havekey', '--restricted']);
+    const config = resolveConfig(proxy, { optionName: flagOf });
+    expect([config.listenPath, config.timeouts.connectMs, config.maxSessions, config.restricted]).toEqual(['/p/S', 7000, 3, true]);
+    expect(config.policy?.(Buffer.from('HAVEKEY\n'), 'HAVEKEY')).toBe('deny');
+  });
+
+  it.each([
+    [['--connect-timeout', '-5'], "--connect-timeout takes a positive whole number of milliseconds, not '-5'"],
+    [['--max-sessions', '0'], "--max-sessions takes a positive whole number, not '0'"],
+    [['--deny', 'PKSIGN,FROB'], '--deny: unknown command FROB'],
+  ])('a value the config refuses is named by its flag: %j', (args, message) => {
+    expect(failure(parseCommandLine(args).proxy, true).message).toContain(message);
+  });
+
+  it.each([
+    [['--listen'], '--listen needs a value: --listen PATH'],
+    [['--listen', '--upstream', '/a/S'], "--listen needs a value: --listen PATH (write --listen=--upstream if '--upstream' is meant as its value)"],
+    [['--connect-timeout', '5s'], "--connect-timeout takes a positive whole number of milliseconds, not '5s'"],
+    [['--connect-timeout='], "--connect-timeout takes a positive whole number of milliseconds, not ''"],
+    [['--bogus'], "Unknown option '--bogus'"],
+  ])('a command line that cannot be read is a usage error in our words: %j', (args, message) => {
+    expect(() => parseCommandLine(args)).toThrow(UsageError);
+    expect(() => parseCommandLine(args)).toThrow(message);
+  });
+
+  it('a value that starts with a dash can still be given with =', () => {
+    expect(parseCommandLine(['--listen=-odd', '--upstream', '/a/S']).proxy).toMatchObject({ listen: '-odd', upstream: '/a/S' });
+  });
+});
