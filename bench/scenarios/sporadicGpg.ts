@@ -37,11 +37,8 @@ export async function sporadicGpg(options: SporadicOptions): Promise<{ section: 
   ];
   // Every path, direct included, through a client home of the same kind: only the socket behind it differs.
   const homes = new Map<MeasuredPath, ClientHome>(options.paths.map((p) => [p, clientHome(agent, options.dir, `${options.variant}-${p.name}`, agent.socket)]));
-  const samples = new Map<string, number[]>();
-  const record = (operation: string, path: string, ms: number) => {
-    const key = `${operation}\0${path}`;
-    samples.set(key, [...(samples.get(key) ?? []), ms]);
-  };
+  /** Milliseconds per operation, then per path. */
+  const samples = new Map(operations.map((o) => [o.name, new Map(options.paths.map((p) => [p.name, [] as number[]]))]));
   for (let round = 0; round < options.rounds; round++) {
     for (const operation of operations) {
       for (let k = 0; k < options.paths.length; k++) {
@@ -51,7 +48,7 @@ export async function sporadicGpg(options: SporadicOptions): Promise<{ section: 
           home.pointAt(socket);
           return timeGpg(home.env, operation.args, operation.input);
         });
-        record(operation.name, path.name, ms);
+        samples.get(operation.name)!.get(path.name)!.push(ms);
       }
     }
   }
@@ -60,12 +57,13 @@ export async function sporadicGpg(options: SporadicOptions): Promise<{ section: 
   const findings: string[] = [];
   const verdicts: Verdict[] = [];
   for (const operation of operations) {
-    const stats = new Map<string, Summary>(options.paths.map((p) => [p.name, summarize(samples.get(`${operation.name}\0${p.name}`)!)]));
+    const stats = new Map<string, Summary>([...samples.get(operation.name)!].map(([path, ms]) => [path, summarize(ms)]));
     const direct = stats.get('direct');
     const socat = stats.get('socat');
     for (const [name, s] of stats) {
-      const vs = (base: Summary | undefined) => (base && name !== 'direct' && s !== base ? ratio(s.median / base.median) : '');
-      rows.push([operation.name, name, millis(s.median), millis(s.p90), vs(direct), vs(socat), String(s.n)]);
+      /** This path's median over a baseline's, blank on the baseline's own row (and direct's). */
+      const versus = (base: Summary | undefined) => (base && s !== base && s !== direct ? ratio(s.median / base.median) : '');
+      rows.push([operation.name, name, millis(s.median), millis(s.p90), versus(direct), versus(socat), String(s.n)]);
     }
     const proxy = stats.get('proxy');
     if (!proxy || !direct) continue;
