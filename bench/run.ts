@@ -2,9 +2,22 @@
  * `npm run bench`: the proxy side by side with a direct connection and with socat (the raw-relay baseline), in
  * one run, interleaved so machine drift hits every path alike. Prints the tables and writes bench/results.md.
  *
+ * Sections, each named for BENCH_ONLY:
+ * - rtt-agent, rtt-fast: hot round trips on one long connection, to gpg-agent and to our minimal Assuan server;
+ * - connect: connect plus greeting, back to back;
+ * - concurrency: 1000 sessions at once (memory per idle session, throughput of 100 round trips each);
+ * - stream: large D-block streams both ways;
+ * - sign: whole `gpg --detach-sign` processes, back to back;
+ * - sporadic: whole `gpg --detach-sign` and `gpg --decrypt` processes, one per path per round with an idle gap
+ *   before each, through relays that keep running and have served a few hundred sessions (warm);
+ * - fresh: the same through relays started for each operation (a new proxy and a new socat every time);
+ * - short: gpg-like short sessions (connect, greeting, twelve commands, BYE) a few to tens of ms apart through
+ *   warm relays, and one session per fresh relay; connect plus greeting and added latency per round trip.
+ * Then a targets table: each measure against its target (ratios to socat and direct from the same run).
+ *
  * Environment:
- * - BENCH_QUICK=1: smaller counts, for a quick look (the header says so);
- * - BENCH_ONLY=rtt-agent,rtt-fast,connect,concurrency,stream,sign: run only these sections;
+ * - BENCH_QUICK=1: smaller counts and shorter idle gaps, for a quick look (the header says so);
+ * - BENCH_ONLY=rtt-agent,rtt-fast,connect,concurrency,stream,sign,sporadic,fresh,short: run only these sections;
  * - BENCH_CPU_PROF=DIR: run the proxies with --cpu-prof (profiles written to DIR as they exit) and summarize each
  *   in bench/profile.md; the timings of such a run include the profiler's overhead.
  */
@@ -17,6 +30,11 @@ import { connectGreeting } from './scenarios/connectGreeting.js';
 import { dataStream } from './scenarios/dataStream.js';
 import { gpgSign } from './scenarios/gpgSign.js';
 import { roundTrip } from './scenarios/roundTrip.js';
+import { shortSessions } from './scenarios/shortSessions.js';
+import { sporadicGpg } from './scenarios/sporadicGpg.js';
+import { benchKey } from './support/gpgHomes.js';
+import { gpgLikeCommands, gpgLikeSession } from './support/gpgLikeSession.js';
+import { directPath, freshPath, standingPath, type MeasuredPath } from './support/measuredPaths.js';
 import { privateDir, socatBinary, startFastAgent, startGpgAgent, startProxy, startSocat, type Relay } from './support/processes.js';
 import { profileOf, profileSection } from './support/profile.js';
 import { renderSection, renderVerdicts, type Section, type Verdict } from './support/report.js';
@@ -126,6 +144,72 @@ async function main(): Promise<void> {
     if (wanted('sign')) {
       log('gpg --detach-sign');
       add(await gpgSign({ agent, relays: agentRelays, dir, rounds: quick ? 2 : 5, perRound: quick ? 3 : 6 }));
+    }
+
+    // The sporadic sections: what a user waits for, with the relays idle between uses.
+    const sporadicIdleMs = quick ? 200 : 1000;
+    const warmUpSessions = 300;
+    let warmPaths: MeasuredPath[] | undefined;
+    /** A proxy and a socat of their own, started once and warmed with a few hundred gpg-like sessions each. */
+    const warmAgentPaths = async (): Promise<MeasuredPath[]> => {
+      if (warmPaths) return warmPaths;
+      const proxy = await startProxy(relayDir, 'proxy', agent.socket, [], nodeArgs, 'warm');
+      stops.push(proxy.stop);
+      proxies.push({ label: 'the warm proxy of the sporadic sections', ...proxy });
+      const relays: Relay[] = [proxy];
+      if (socat) {
+        const socatRelay = await startSocat(socat, relayDir, 'socat', agent.socket, 'warm');
+        stops.push(socatRelay.stop);
+        relays.push(socatRelay);
+      }
+      const commands = gpgLikeCommands(benchKey(agent).keygrips);
+      for (let i = 0; i < warmUpSessions; i++) for (const relay of relays) await gpgLikeSession(relay.socket, commands);
+      warmPaths = [directPath(agent.socket), ...relays.map(standingPath)];
+      return warmPaths;
+    };
+    /** Paths whose relays start anew for every operation; `section` keeps their socket paths apart. */
+    const freshAgentPaths = (section: string): MeasuredPath[] => {
+      const paths = [directPath(agent.socket), freshPath('proxy', (instance) => startProxy(relayDir, 'proxy', agent.socket, [], nodeArgs, `${section}-${instance}`))];
+      if (socat) paths.push(freshPath('socat', (instance) => startSocat(socat, relayDir, 'socat', agent.socket, `${section}-${instance}`)));
+      return paths;
+    };
+    const warmDescription = `The relays keep running; before the first round each served ${warmUpSessions} gpg-like short sessions.`;
+    const freshDescription =
+      'A new relay process (proxy and socat alike) for every operation, waited for until it listens, then stopped after the one operation; direct is measured in the same rounds.';
+    if (wanted('sporadic')) {
+      log('sporadic whole gpg processes, warm relays');
+      const paths = await warmAgentPaths();
+      add(await sporadicGpg({ agent, dir, variant: 'warm', relayDescription: warmDescription, paths, rounds: quick ? 3 : 15, idleMs: sporadicIdleMs }));
+    }
+    if (wanted('fresh')) {
+      log('sporadic whole gpg processes, fresh relays');
+      const paths = freshAgentPaths('gpg');
+      add(await sporadicGpg({ agent, dir, variant: 'fresh', relayDescription: freshDescription, paths, rounds: quick ? 2 : 10, idleMs: sporadicIdleMs }));
+    }
+    if (wanted('short')) {
+      const commands = gpgLikeCommands(benchKey(agent).keygrips);
+      log('short sessions with idle gaps, warm relays');
+      add(
+        await shortSessions({
+          variant: 'warm',
+          relayDescription: `${warmDescription} Each session after an idle gap of 5–50 ms (uniformly random).`,
+          paths: await warmAgentPaths(),
+          commands,
+          rounds: quick ? 30 : 200,
+          idleMs: () => 5 + Math.random() * 45,
+        }),
+      );
+      log('short sessions, fresh relays');
+      add(
+        await shortSessions({
+          variant: 'fresh',
+          relayDescription: `${freshDescription} Each session after ${sporadicIdleMs} ms idle.`,
+          paths: freshAgentPaths('short'),
+          commands,
+          rounds: quick ? 3 : 10,
+          idleMs: () => sporadicIdleMs,
+        }),
+      );
     }
   } finally {
     for (const stop of stops.reverse()) stop();

@@ -5,7 +5,7 @@
 import { BenchConnection, nowMicros } from '../support/client.js';
 import { residentBytes, type Relay } from '../support/processes.js';
 import type { Section, Verdict } from '../support/report.js';
-import { micros, quantile } from '../support/stats.js';
+import { micros, quantile, ratio } from '../support/stats.js';
 
 export interface ConcurrencyOptions {
   upstreamLabel: string;
@@ -61,18 +61,37 @@ export async function concurrency(options: ConcurrencyOptions): Promise<{ sectio
     }
   }
   const kib = (bytes: number | undefined) => (bytes === undefined ? '' : `${(bytes / 1024).toFixed(1)} KiB`);
+  const throughputOf = (r: PathResult) => r.latencies.length / r.seconds.reduce((a, b) => a + b, 0);
+  const perSecond = (x: number) => `${Math.round(x).toLocaleString('en')} /s`;
   const rows = [...results.values()].map((r) => {
     const sorted = Float64Array.from(r.latencies).sort();
-    const totalSeconds = r.seconds.reduce((a, b) => a + b, 0);
-    const throughput = r.latencies.length / totalSeconds;
-    return [r.name, `${Math.round(throughput).toLocaleString('en')} /s`, micros(quantile(sorted, 0.5)), micros(quantile(sorted, 0.99)), String(r.errors), kib(r.memoryPerSession)];
+    return [r.name, perSecond(throughputOf(r)), micros(quantile(sorted, 0.5)), micros(quantile(sorted, 0.99)), String(r.errors), kib(r.memoryPerSession)];
   });
   const proxy = results.get('proxy');
+  const socat = results.get('socat');
   const verdicts: Verdict[] = [];
   if (proxy) {
-    verdicts.push({ target: `${options.sessions} concurrent sessions × ${options.roundTrips} round trips: errors (0)`, measured: String(proxy.errors), met: proxy.errors === 0 });
+    const scenario = `${options.sessions.toLocaleString('en')} concurrent sessions × ${options.roundTrips} round trips, ${options.upstreamLabel}`;
+    if (socat) {
+      const r = throughputOf(proxy) / throughputOf(socat);
+      verdicts.push({
+        topic: 'concurrency',
+        measure: `${scenario}: throughput proxy / socat, proxy errors`,
+        measured: `${ratio(r)} (${perSecond(throughputOf(proxy))} / ${perSecond(throughputOf(socat))}), ${proxy.errors} errors`,
+        target: '≥ 1.00, 0 errors',
+        met: r >= 1 && proxy.errors === 0,
+      });
+    } else {
+      verdicts.push({ topic: 'concurrency', measure: `${scenario}: proxy errors`, measured: String(proxy.errors), target: '0', met: proxy.errors === 0 });
+    }
     const perSession = proxy.memoryPerSession ?? Number.NaN;
-    verdicts.push({ target: 'memory per idle session (< 64 KiB)', measured: kib(perSession), met: perSession < 64 * 1024 });
+    verdicts.push({
+      topic: 'memory',
+      measure: 'memory per idle session (growth of a fresh proxy\'s resident set)',
+      measured: kib(perSession),
+      target: '< 64 KiB',
+      met: perSession < 64 * 1024,
+    });
   }
   return {
     section: {

@@ -37,5 +37,14 @@ export async function connectGreeting(options: ConnectOptions): Promise<{ sectio
   if (!proxy || !socat) return { section };
   const r = proxy.median / socat.median;
   section.findings.push(`proxy / socat (median): **${ratio(r)}** (target ≤ 1.30)`);
-  return { section, verdict: { target: `connect plus greeting vs socat, ${options.upstreamLabel} (≤ 1.30)`, measured: ratio(r), met: r <= 1.3 } };
+  return {
+    section,
+    verdict: {
+      topic: 'connect plus greeting',
+      measure: `connect plus greeting, back to back, ${options.upstreamLabel}: proxy / socat`,
+      measured: `${ratio(r)} (${micros(proxy.median)} / ${micros(socat.median)})`,
+      target: '≤ 1.30',
+      met: r <= 1.3,
+    },
+  };
 }

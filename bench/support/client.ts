@@ -88,6 +88,20 @@ export class BenchConnection {
     }
   }
 
+  /** Microseconds from sending `line` to its OK (status and data lines before it read); throws on ERR. */
+  async command(line: Buffer): Promise<number> {
+    const start = nowMicros();
+    this.socket.write(line);
+    await this.readAnswer();
+    return nowMicros() - start;
+  }
+
+  /** Sends BYE and closes without waiting for the answer, as libassuan's clients do when they finish. */
+  leave(): void {
+    this.socket.removeAllListeners('close');
+    this.socket.end(BYE);
+  }
+
   async bye(): Promise<void> {
     this.socket.write(BYE);
     await this.line();

@@ -106,14 +106,15 @@ export function socatBinary(): string | undefined {
 }
 
 /** socat as the raw relay: a forked process per connection, bytes copied both ways. */
-export async function startSocat(binary: string, dir: string, name: string, upstream: string, instance = ''): Promise<Relay> {
+export async function startSocat(binary: string, dir: string, name: string, upstream: string, instance = ''): Promise<Relay & { exited: Promise<void> }> {
   const socket = path.join(dir, `S.${name}${instance}-to-${path.basename(upstream)}`);
   const child = spawn(binary, [`UNIX-LISTEN:${socket},fork,backlog=4096`, `UNIX-CONNECT:${upstream}`], { stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   while (!fs.existsSync(socket)) {
     if (child.exitCode !== null) throw new Error('socat exited');
     await new Promise((r) => setTimeout(r, 5));
   }
-  return { name, socket, pid: child.pid!, stop: () => child.kill('SIGTERM') };
+  return { name, socket, pid: child.pid!, stop: () => child.kill('SIGTERM'), exited };
 }
 
 /** Resident memory of a process and its children (socat forks one per connection), in bytes. */

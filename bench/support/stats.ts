@@ -2,13 +2,14 @@
 
 export interface Summary {
   median: number;
+  p90: number;
   p99: number;
   n: number;
 }
 
 export function summarize(samples: number[]): Summary {
   const sorted = Float64Array.from(samples).sort();
-  return { median: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), n: sorted.length };
+  return { median: quantile(sorted, 0.5), p90: quantile(sorted, 0.9), p99: quantile(sorted, 0.99), n: sorted.length };
 }
 
 export function quantile(sorted: ArrayLike<number>, q: number): number {
@@ -21,7 +22,10 @@ export function median(samples: number[]): number {
 }
 
 export const micros = (us: number): string => `${us.toFixed(1)} µs`;
+export const millis = (ms: number): string => `${ms.toFixed(1)} ms`;
 export const ratio = (x: number): string => x.toFixed(2);
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs each path's step in rounds, rotating the order every round so no path always goes first. */
 export async function interleave<P>(paths: P[], rounds: number, step: (path: P) => Promise<void>): Promise<void> {
