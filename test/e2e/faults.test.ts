@@ -219,6 +219,21 @@ describe('agent faults while the client is busy', () => {
   });
 });
 
+describe('END lines in an answer', () => {
+  it('an END as the first line of an answer, and one after its D lines, are relayed as part of it', async () => {
+    const { client, upstream } = await greeted();
+    client.write('GETINFO x\n');
+    await upstream.readLine();
+    upstream.send('END\n');
+    expect(await client.readLine()).toBe('END');
+    upstream.send('D x\nEND\nOK\n');
+    expect(await client.response()).toEqual(['D x', 'END', 'OK']);
+    expect(taken).toContain('session.command.waitingForAgent|AGENT.END');
+    expect(taken).toContain('session.command|AGENT.END');
+    client.destroy();
+  });
+});
+
 describe('an INQUIRE that takes no data', () => {
   it('after a status line: the client\'s D line ends it, and the line behind waits for the command to end', async () => {
     const { client, upstream } = await greeted();
@@ -291,6 +306,19 @@ describe('agent lines during an INQUIRE answer', () => {
     expect(taken).toContain('session.awaitingCommand|AGENT.*');
   });
 
+  it('a malformed D line ends an INQUIRE that takes no data, as any D line does (the agent reads no data there)', async () => {
+    const { client, upstream } = await inAcknowledging();
+    client.write('D 50%\nNOP\n');
+    expect(await upstream.readLine()).toBe('D 50%');
+    upstream.send('OK\n');
+    expect(await client.response()).toEqual(['OK']);
+    expect(await upstream.readLine()).toBe('NOP');
+    upstream.send('OK\n');
+    expect(await client.response()).toEqual(['OK']);
+    expect(taken).toContain('session.command.bufferingInquire.acknowledging|CLIENT.MALFORMED_DATA');
+    client.destroy();
+  });
+
   it('an over-long line for an INQUIRE that takes no data: the agent gets CAN in its place, the client the proxy\'s ERR', async () => {
     const { client, upstream } = await greeted();
     client.write('GET_PASSPHRASE X\n');
@@ -318,6 +346,17 @@ describe('after the proxy refused part of an INQUIRE answer', () => {
     expect(await client.response()).toEqual([OWED]);
     expect(taken).toContain('session.command.bufferingInquire.discarding|CLIENT.MALFORMED_DATA');
     expect(taken).toContain('session.command.bufferingInquire.discarding|CLIENT.*');
+    client.destroy();
+  });
+
+  it('comment lines of the rest of the answer are dropped too', async () => {
+    const { client, upstream } = await inDiscarding();
+    client.write('# more\nD 1\nEND\n');
+    expect(await upstream.readLine()).toBe('CAN');
+    upstream.send('ERR 67109141 IPC call has been cancelled\n');
+    expect(await client.response()).toEqual([OWED]);
+    expect(taken).toContain('session.command.bufferingInquire.discarding|CLIENT.COMMENT');
+    expect(taken).toContain('session.command.bufferingInquire.discarding|CLIENT.DATA');
     client.destroy();
   });
 
@@ -476,6 +515,37 @@ describe('events while the agent has not taken a request yet (sendingToAgent und
     act(upstream);
     await client.rest();
     expect(taken).toContain(key);
+  });
+
+  it('the agent reading again: the request reaches it and its answer is relayed', async () => {
+    const { client, upstream } = await blocked();
+    upstream.resumeReading();
+    await until(() => taken.includes('session.command.sendingToAgent|AGENT_DRAINED'));
+    expect(newest().state).toBe('waitingForAgent');
+    // What the agent reads: the rest of the data answer, then the line that ended it.
+    for (let line = await upstream.readLine(); !line.startsWith('NOP'); line = await upstream.readLine()) expect(line).toMatch(/^D d+$/);
+    upstream.send('ERR 67109138 Unexpected IPC command\n');
+    expect(await client.readLine()).toBe('ERR 67109138 Unexpected IPC command');
+    client.destroy();
+  });
+
+  it('an agent that stops reading in the middle of a data answer pauses the client; the whole answer arrives once it reads again', async () => {
+    const { client, upstream } = await inInquire();
+    upstream.stopReading();
+    const block = `D ${'b'.repeat(997)}\n`;
+    // More than the socket buffers between us and the agent hold: the proxy's own writes must pile up.
+    const lines = Math.ceil((2 * 1024 * 1024) / block.length);
+    client.write(block.repeat(lines));
+    await until(() => taken.includes('session|AGENT_BLOCKED'));
+    expect(newest().state).toBe('bufferingInquire');
+    upstream.resumeReading();
+    for (let i = 0; i < lines; i++) expect(await upstream.readLine()).toBe(block.slice(0, -1));
+    expect(taken).toContain('session|AGENT_DRAINED');
+    client.write('END\n');
+    expect(await upstream.readLine()).toBe('END');
+    upstream.send('OK\n');
+    expect(await client.response()).toEqual(['OK']);
+    client.destroy();
   });
 
   it('the client finishing (EOF) while the request is pending: the EOF is passed on', async () => {

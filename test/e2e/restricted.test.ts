@@ -215,6 +215,6 @@ describe('--allow and --deny', () => {
   });
 
   it('an unknown verb in --allow or --deny stops the start with a clear message', async () => {
-    await expect(startTestProxy({ upstream: agent.socket, deny: ['PKSIGN', 'FROBNICATE'] })).rejects.toThrow('--deny: unknown command FROBNICATE');
+    await expect(startTestProxy({ upstream: agent.socket, deny: ['PKSIGN', 'FROBNICATE'] })).rejects.toThrow('deny: unknown command FROBNICATE');
   });
 });

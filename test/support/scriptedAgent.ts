@@ -20,6 +20,8 @@ export interface ScriptedConnection {
   pendingBytes(): number;
   /** Stop reading from the socket: what the proxy writes piles up in the socket buffers. */
   stopReading(): void;
+  /** Read again after stopReading(). */
+  resumeReading(): void;
   /** Stay open after the proxy's EOF (by default the scripted agent closes then, as gpg-agent does). */
   holdOpenAfterEof(): void;
   closed: Promise<void>;
@@ -68,6 +70,7 @@ export async function createScriptedAgent(): Promise<ScriptedAgent> {
       destroy: () => sock.destroy(),
       pendingBytes: () => sock.writableLength,
       stopReading: () => sock.pause(),
+      resumeReading: () => sock.resume(),
       holdOpenAfterEof: () => {
         closeOnEof = false;
       },
