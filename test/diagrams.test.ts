@@ -153,6 +153,23 @@ describe('lifecycle and detail views', () => {
     expect(grouped!.drawnStates).toMatchObject({ idle: ['active'], 'work.a': ['active'] });
   });
 
+  it("draws the regions of a parallel state apart, and writes Mermaid's own characters as entity codes", () => {
+    const regions = setup({}).createMachine({
+      id: 'regions',
+      initial: 'both',
+      states: {
+        both: {
+          type: 'parallel',
+          states: { left: { initial: 'x', states: { x: { on: { 'GO#1;': 'y' } }, y: {} } }, right: {} },
+        },
+      },
+    });
+    const [view] = diagramViews(regions);
+    expect(view!.mermaid).toContain('    state "left" as both__left {\n      [*] --> both__left__x\n');
+    expect(view!.mermaid).toContain('    }\n    --\n    state "right" as both__right\n');
+    expect(arrows(view!.mermaid)).toContain('  both__left__x --> both__left__y : GO#35;1#59;');
+  });
+
   it('refuses a specification that names a state the machine lacks', () => {
     expect(() => diagramViews(demo, { lifecycle: { collapse: ['working'] } })).toThrow(/cannot collapse working/);
     expect(() => diagramViews(demo, { lifecycle: {}, details: [{ name: 'x', title: 'x', focus: 'idle' }] })).toThrow(/idle is not a composite/);

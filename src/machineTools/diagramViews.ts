@@ -157,19 +157,21 @@ function draw(graph: StateGraph, frame: Frame): DiagramView {
   const sharedBoxes = new Set(arrows.filter((a) => a.from.kind === 'any').map((a) => a.from.state));
   const renderChildren = (parent: GraphState, indent: string) => {
     if (parent.initial) out.push(`${indent}[*] --> ${boxOf(parent.initial)!.drawnId}`);
-    for (const child of parent.children) {
+    parent.children.forEach((child, index) => {
+      // Mermaid separates regions only inside a composite state (a parallel root's are drawn side by side).
+      if (parent.parallel && parent.kind !== 'root' && index > 0) out.push(`${indent}--`);
       declare(child.drawnId);
       if (expanded(child)) {
-        out.push(`${indent}state "${child.label}" as ${child.drawnId} {`);
+        out.push(`${indent}state "${mermaidText(child.label)}" as ${child.drawnId} {`);
         renderChildren(child, `${indent}  `);
         out.push(`${indent}}`);
       } else {
-        out.push(`${indent}state "${child.label}" as ${child.drawnId}`);
+        out.push(`${indent}state "${mermaidText(child.label)}" as ${child.drawnId}`);
         if (collapsed.has(child)) classify(child.drawnId, 'collapsed');
       }
       if (child.final) out.push(`${indent}${child.drawnId} --> [*]`);
       if (frame.failures.includes(child)) classify(child.drawnId, 'failure');
-    }
+    });
     // The view's own box gets its "anywhere in" box outside it, below: inside, Mermaid's layout would rank it
     // with the first states and set the stubs it leads to beside them.
     if (parent !== frame.container || lifecycle) declareShared(parent, indent);
@@ -178,7 +180,7 @@ function draw(graph: StateGraph, frame: Frame): DiagramView {
     if (!sharedBoxes.has(parent)) return;
     const id = anyId(parent);
     declare(id);
-    out.push(`${indent}state "${parent === graph.root ? 'any state' : `anywhere in ${parent.label}`}" as ${id}`);
+    out.push(`${indent}state "${parent === graph.root ? 'any state' : `anywhere in ${mermaidText(parent.label)}`}" as ${id}`);
     classify(id, 'shared');
   };
   const endpointId = (e: Endpoint): string => {
@@ -197,7 +199,7 @@ function draw(graph: StateGraph, frame: Frame): DiagramView {
       if ((arrow.from.kind === 'from') !== entries) continue;
       const showGuards = (event: string) => !lifecycle || (targetsOf.get(`${endpointKey(arrow.from)}\u0000${event}`)?.size ?? 0) > 1;
       const label = arrowLabel(arrow.steps, showGuards);
-      out.push(`  ${endpointId(arrow.from)} --> ${endpointId(arrow.to)}${label ? ` : ${label}` : ''}`);
+      out.push(`  ${endpointId(arrow.from)} --> ${endpointId(arrow.to)}${label ? ` : ${mermaidText(label)}` : ''}`);
     }
   };
   // Stubs for the states outside: those it is entered from first (drawn above it), those it leads to last.
@@ -209,7 +211,7 @@ function draw(graph: StateGraph, frame: Frame): DiagramView {
       if (ids.has(id)) continue;
       declare(id);
       const names = kind === 'from' && arrow.fromNames.length > 0 ? arrow.fromNames : [stubName(end.state)];
-      out.push(`  state "${names.join(',<br>')}" as ${id}`);
+      out.push(`  state "${names.map(mermaidText).join(',<br>')}" as ${id}`);
       classify(id, frame.failures.includes(end.state) ? 'failureStub' : 'stub');
     }
   };
@@ -220,7 +222,7 @@ function draw(graph: StateGraph, frame: Frame): DiagramView {
     renderChildren(frame.container, '  ');
   } else {
     declare(frame.container.drawnId);
-    out.push(`  state "${frame.container.label}" as ${frame.container.drawnId} {`);
+    out.push(`  state "${mermaidText(frame.container.label)}" as ${frame.container.drawnId} {`);
     renderChildren(frame.container, '    ');
     out.push('  }');
     declareShared(frame.container, '  ');
@@ -230,6 +232,11 @@ function draw(graph: StateGraph, frame: Frame): DiagramView {
   for (const [cls, members] of classes) out.push(`  classDef ${cls} ${CLASS_STYLES[cls]}`, `  class ${members.join(',')} ${cls}`);
 
   return { name: frame.name, title: frame.title, mermaid: `${out.join('\n')}\n`, drawnStates: drawnStates(graph, boxOf) };
+}
+
+/** Text Mermaid shows as written: `#`, `;` and `"` are its own syntax, written as entity codes. */
+function mermaidText(text: string): string {
+  return text.replace(/[#;"]/g, (c) => `#${c.charCodeAt(0)};`);
 }
 
 /** Where an arrow into a view comes from, as coarse as the view allows: `source`'s ancestor beside the view's. */

@@ -18,6 +18,8 @@ export interface GraphState {
   /** The child entered first, when this state has children. */
   initial: GraphState | undefined;
   final: boolean;
+  /** Its children are regions, all active at once. */
+  parallel: boolean;
   /** Left at once (an unguarded `always`): it takes no events. */
   transient: boolean;
 }
@@ -62,6 +64,7 @@ export function stateGraph(machine: AnyStateMachine, groups: Record<string, Stat
       children: [],
       initial: undefined,
       final: node.type === 'final',
+      parallel: node.type === 'parallel',
       transient: (node.always ?? []).some((t) => t.guard === undefined && (t.target ?? []).length > 0),
     };
     byPath.set(path, state);
@@ -135,6 +138,7 @@ function addGroup(byPath: Map<string, GraphState>, name: string, group: StateGro
     children: members,
     initial: undefined,
     final: false,
+    parallel: false,
     transient: false,
   };
   parent.children.splice(parent.children.indexOf(members[0]!), 0, grouped);
