@@ -1,7 +1,7 @@
 /**
  * `--ui`: the live view, served by the proxy itself on 127.0.0.1 with no CDN or internet. The page draws each
- * machine's diagram (Mermaid from the installed package, the diagram text from the machine definitions, as
- * `npm run diagrams` does), highlights the states live actors are in, and lists sessions with their recent
+ * machine's lifecycle view (Mermaid from the installed package, the diagram text from the machine definitions, as
+ * `npm run diagrams` does), highlights the boxes live actors are in, and lists sessions with their recent
  * transitions. Updates are pushed as Server-Sent Events: every actor opening, transition and ending at once,
  * and session statistics (verb, age, bytes) every second while a page is open.
  *
@@ -14,7 +14,8 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { AnyStateMachine } from 'xstate';
-import { toMermaid } from '../machineTools/mermaid.js';
+import { lifecycleView } from '../machineTools/diagramViews.js';
+import { VIEW_SPECS } from '../machineTools/viewSpecs.js';
 import { closeServer, isLoopbackRequest, listenOnLoopback, refuse } from '../http/loopback.js';
 import { ViewerAccess } from '../http/viewerAccess.js';
 import type { SessionInfo } from '../session/session.js';
@@ -66,7 +67,11 @@ const SECURITY_HEADERS = {
 
 export async function startLiveView(options: LiveViewOptions): Promise<LiveView> {
   const { actors, proxy } = options;
-  const diagrams = options.machines.map((machine) => ({ name: machine.id, mermaid: toMermaid(machine) }));
+  // Each machine's lifecycle view, and which of its boxes show each state (a collapsed box stands for its states).
+  const diagrams = options.machines.map((machine) => {
+    const { mermaid, drawnStates } = lifecycleView(machine, VIEW_SPECS[machine.id]);
+    return { name: machine.id, mermaid, drawnStates };
+  });
   const viewers = new Set<http.ServerResponse>();
   const access = new ViewerAccess();
 

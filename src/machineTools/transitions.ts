@@ -62,9 +62,11 @@ const INVOKE_ERROR = 'xstate.error.actor.';
 function eventLabel(node: AnyStateNode, eventType: string): string {
   const delay = node.after.find((a) => a.eventType === eventType);
   if (delay) return `after ${String(delay.delay)}`;
-  for (const { id } of node.invoke) {
-    if (eventType === `${INVOKE_DONE}${id}`) return `${id} done`;
-    if (eventType === `${INVOKE_ERROR}${id}`) return `${id} error`;
+  for (const { id, src } of node.invoke) {
+    // Named after what it runs: an invoke without an id of its own gets a generated one (`0.machine.state`).
+    const name = typeof src === 'string' ? src : id;
+    if (eventType === `${INVOKE_DONE}${id}`) return `${name} done`;
+    if (eventType === `${INVOKE_ERROR}${id}`) return `${name} error`;
   }
   return eventType;
 }

@@ -6,6 +6,7 @@
 const actors = new Map(); // actor id -> { actor, machine, state, recent }
 const stats = new Map(); // session id -> SessionInfo
 const diagramNodes = new Map(); // machine id -> Map(mermaid state id -> [svg group])
+const drawnStates = new Map(); // machine id -> { state path -> [mermaid state ids of the boxes that show it] }
 const RECENT = 12;
 
 mermaid.initialize({ startOnLoad: false, securityLevel: 'strict', theme: 'neutral' });
@@ -16,21 +17,28 @@ function sessionIdOf(actorId) {
   return actorId.startsWith('session-') ? actorId.slice('session-'.length) : null;
 }
 
-// A state path `a.b.c` is drawn as the nested Mermaid states a, a__b, a__b__c.
-function mermaidIds(statePath) {
-  const parts = statePath.split('.');
-  return parts.map((_, i) => parts.slice(0, i + 1).join('__'));
+// The boxes that show a state (`a.b.c`, or `a.b,c.d` for parallel regions): as the server says for the drawn
+// view (a collapsed box stands for the states inside it), else the nested Mermaid states a, a__b, a__b__c.
+function mermaidIds(machine, stateText) {
+  const drawn = drawnStates.get(machine) ?? {};
+  return stateText.split(',').flatMap((statePath) => {
+    if (drawn[statePath]) return drawn[statePath];
+    const parts = statePath.split('.');
+    return parts.map((_, i) => parts.slice(0, i + 1).join('__'));
+  });
 }
 
 // The session machine is the large one: drawn full width at its natural size (scrollable, or fitted on demand);
-// the others sit beside the session list.
+// the others sit beside the session list. Each is its lifecycle view: sessions light up its boxes.
 const MAIN_MACHINE = 'session';
 
 async function drawDiagrams(diagrams) {
   $('main-diagram').replaceChildren();
   $('side-diagrams').replaceChildren();
   diagramNodes.clear();
-  for (const { name, mermaid: text } of diagrams) {
+  drawnStates.clear();
+  for (const { name, mermaid: text, drawnStates: boxesOfStates } of diagrams) {
+    drawnStates.set(name, boxesOfStates ?? {});
     const main = name === MAIN_MACHINE;
     const box = document.createElement('div');
     box.className = main ? 'diagram' : 'diagram fit';
@@ -83,7 +91,7 @@ function highlight() {
     for (const a of actors.values()) {
       if (a.machine !== machine) continue;
       live += 1;
-      for (const id of mermaidIds(a.state)) occupied.set(id, (occupied.get(id) ?? 0) + 1);
+      for (const id of new Set(mermaidIds(machine, a.state))) occupied.set(id, (occupied.get(id) ?? 0) + 1);
     }
     for (const [id, groups] of nodes) {
       const n = occupied.get(id) ?? 0;
