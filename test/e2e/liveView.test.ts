@@ -106,8 +106,8 @@ describe('--ui live view', () => {
     expect(cells[4]).toMatch(/^\d+(\.\d)? (B|KiB)$/);
     expect(await page.locator('tr.transitions ol.recent li').count()).toBeGreaterThan(0);
     const liveSessionStates = await page.locator('.diagram[data-machine="session"] g.live').evaluateAll((nodes) => nodes.map((n) => n.id));
-    // The page draws the lifecycle view: `ready` is inside the box "awaiting a command".
-    expect(liveSessionStates).toEqual([expect.stringMatching(/-state-awaitingCommand-\d+$/)]);
+    // The page draws the lifecycle view: `ready`, and the awaitingCommand cluster around it, are lit.
+    expect(liveSessionStates).toEqual([expect.stringMatching(/-state-awaitingCommand-\d+$/), expect.stringMatching(/-state-awaitingCommand__ready-\d+$/)]);
     expect(await page.textContent('#session-count')).toBe('1');
     await page.locator('.diagram[data-machine="session"] g.live').last().scrollIntoViewIfNeeded();
     await page.screenshot({ path: path.join(OUTPUT_DIR, 'live-view.png'), fullPage: true });
