@@ -12,8 +12,7 @@ import { Session, type SessionInfo } from './session/session.js';
 import { SessionRegistry } from './sessionRegistry.js';
 import { resolveUpstream } from './upstream.js';
 import { combineObservers, transitionRecorder } from './machineTools/trace.js';
-import { warmUpOnce } from './machineTools/warmUp.js';
-import { sessionMachine } from '../machines/session.js';
+import { warmUpSessionsOnce } from './session/warmUp.js';
 
 export type { ProxyConfig, ProxyOptions } from './config.js';
 
@@ -43,7 +42,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   const { logger } = config;
   const upstreamPath = await resolveUpstream(config.upstream, config.env);
   // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
-  warmUpOnce(sessionMachine);
+  await warmUpSessionsOnce(config.timeouts);
   const inspect = combineObservers([
     config.inspect,
     config.traceTransitions
