@@ -36,6 +36,9 @@ Options:
                            a signing may wait on a pinentry)
   --max-sessions N         sessions open at once (default ${PROXY_DEFAULTS.maxSessions}); the next
                            connection gets ERR 67109047 Limit reached
+  --warm-up N              throwaway sessions run at start against a stand-in
+                           agent, so the first real ones are fast (default
+                           ${PROXY_DEFAULTS.warmUpSessions}, ~0.9 s; 0 skips it)
   --restricted             enforce gpg-agent's extra-socket rules in the proxy:
                            forbidden commands get ERR 67109115 Forbidden and
                            never reach the agent (for forwarded sockets)
@@ -86,6 +89,7 @@ const PROXY_FLAGS: Partial<Record<keyof ProxyOptions, string>> = {
   inquiryTimeoutMs: '--inquiry-timeout',
   responseTimeoutMs: '--response-timeout',
   maxSessions: '--max-sessions',
+  warmUpSessions: '--warm-up',
   restricted: '--restricted',
   allow: '--allow',
   deny: '--deny',
@@ -108,6 +112,7 @@ const VALUE_NAMES: Readonly<Record<string, string>> = {
   'inquiry-timeout': 'MS',
   'response-timeout': 'MS',
   'max-sessions': 'N',
+  'warm-up': 'N',
   allow: 'VERBS',
   deny: 'VERBS',
   'log-level': 'LEVEL',
@@ -132,6 +137,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
         'inquiry-timeout': { type: 'string' },
         'response-timeout': { type: 'string' },
         'max-sessions': { type: 'string' },
+        'warm-up': { type: 'string' },
         restricted: { type: 'boolean' },
         allow: { type: 'string', multiple: true },
         deny: { type: 'string', multiple: true },
@@ -173,6 +179,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       inquiryTimeoutMs: numberValue(values['inquiry-timeout'], 'inquiryTimeoutMs'),
       responseTimeoutMs: numberValue(values['response-timeout'], 'responseTimeoutMs'),
       maxSessions: numberValue(values['max-sessions'], 'maxSessions'),
+      warmUpSessions: numberValue(values['warm-up'], 'warmUpSessions'),
       restricted: values.restricted,
       allow: values.allow,
       deny: values.deny,

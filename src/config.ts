@@ -53,6 +53,12 @@ export interface ProxyOptions {
   closeGraceMs?: number;
   /** Milliseconds commands in flight may take to finish after close() or a signal (default 10000). */
   drainTimeoutMs?: number;
+  /**
+   * Throwaway sessions run at start, over the proxy's own sockets against a stand-in agent, so that the first
+   * real sessions of a fresh proxy run compiled code (default 300, about 0.9 s at start; 0 skips it, e.g. where the
+   * proxy is started by the first connection).
+   */
+  warmUpSessions?: number;
   /** Default: a silent logger. */
   logger?: Logger;
   /** Receives every actor's inspection events (transition traces, inspectors). */
@@ -78,6 +84,7 @@ export interface ProxyConfig {
   readonly maxBufferedClientBytes: number;
   /** Ask the agent to run each connection restricted (the policy below enforces the same rules too). */
   readonly restricted: boolean;
+  readonly warmUpSessions: number;
   /** Built once from restricted/allow/deny; undefined relays every command. */
   readonly policy: CommandPolicy | undefined;
   readonly logger: Logger;
@@ -97,6 +104,7 @@ export const PROXY_DEFAULTS = Object.freeze({
   drainTimeoutMs: 10_000,
   maxSessions: 256,
   maxBufferedClientBytes: 64 * 1024,
+  warmUpSessions: 300,
 });
 
 /** An option whose value cannot be used; the message names the option as the caller spells it. */
@@ -116,7 +124,7 @@ export interface ResolveConfigOptions {
 
 /** Timers cannot exceed 2^31-1 ms (about 24.8 days); Node would fire a longer one at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-const MILLISECONDS = { what: 'a positive whole number of milliseconds', max: MAX_TIMER_MS };
+const MILLISECONDS = { what: 'a positive whole number of milliseconds', min: 1, max: MAX_TIMER_MS };
 
 /** The options that take a number, and what each must be. */
 const NUMBER_RULES = {
@@ -127,8 +135,9 @@ const NUMBER_RULES = {
   responseTimeoutMs: MILLISECONDS,
   closeGraceMs: MILLISECONDS,
   drainTimeoutMs: MILLISECONDS,
-  maxSessions: { what: 'a positive whole number', max: Number.MAX_SAFE_INTEGER },
-} as const satisfies Partial<Record<keyof ProxyOptions, { what: string; max: number }>>;
+  maxSessions: { what: 'a positive whole number', min: 1, max: Number.MAX_SAFE_INTEGER },
+  warmUpSessions: { what: 'a whole number of sessions from 0 to 10000', min: 0, max: 10_000 },
+} as const satisfies Partial<Record<keyof ProxyOptions, { what: string; min: number; max: number }>>;
 
 export type NumberOption = keyof typeof NUMBER_RULES;
 
@@ -148,7 +157,8 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
   const name = resolveOptions.optionName ?? ((option) => option);
   const positive = (option: NumberOption, value: unknown, fallback: number): number => {
     if (value === undefined) return fallback;
-    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > NUMBER_RULES[option].max) {
+    const { min, max } = NUMBER_RULES[option];
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
       throw new InvalidOptionError(option, `${name(option)} takes ${expectedNumber(option)}, not '${String(value)}'`);
     }
     return value;
@@ -194,6 +204,7 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
     maxSessions: positive('maxSessions', options.maxSessions, PROXY_DEFAULTS.maxSessions),
     maxBufferedClientBytes: PROXY_DEFAULTS.maxBufferedClientBytes,
     restricted,
+    warmUpSessions: positive('warmUpSessions', options.warmUpSessions, PROXY_DEFAULTS.warmUpSessions),
     policy,
     logger: options.logger ?? pino({ level: 'silent' }),
     inspect: options.inspect,

@@ -42,7 +42,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   const { logger } = config;
   const upstreamPath = await resolveUpstream(config.upstream, config.env);
   // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
-  await warmUpSessionsOnce(config.timeouts);
+  await warmUpSessionsOnce(config.timeouts, config.warmUpSessions);
   const inspect = combineObservers([
     config.inspect,
     config.traceTransitions

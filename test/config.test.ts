@@ -40,6 +40,7 @@ describe('resolveConfig', () => {
       drainTimeoutMs: PROXY_DEFAULTS.drainTimeoutMs,
       maxSessions: PROXY_DEFAULTS.maxSessions,
       maxBufferedClientBytes: PROXY_DEFAULTS.maxBufferedClientBytes,
+      warmUpSessions: 300,
       restricted: false,
       policy: undefined,
       inspect: undefined,
@@ -57,6 +58,8 @@ describe('resolveConfig', () => {
     const config = resolveConfig({ listen: '/p/S', upstream: '/a/S', connectTimeoutMs: 1, responseTimeoutMs: 2 ** 31 - 1, maxSessions: 3, restricted: true, traceTransitions: true });
     expect([config.listenPath, config.upstream, config.timeouts.connectMs, config.timeouts.responseMs, config.maxSessions]).toEqual(['/p/S', '/a/S', 1, 2 ** 31 - 1, 3]);
     expect([config.restricted, config.traceTransitions]).toEqual([true, true]);
+    // No warm-up at all is a choice (a proxy started by its first connection).
+    expect(resolveConfig({ warmUpSessions: 0 }).warmUpSessions).toBe(0);
   });
 
   it('builds the command policy once, from restricted, allow and deny', () => {
@@ -80,6 +83,8 @@ describe('resolveConfig', () => {
     [{ responseTimeoutMs: 2 ** 31 }, 'responseTimeoutMs', `responseTimeoutMs takes a positive whole number of milliseconds, not '${2 ** 31}'`],
     [{ drainTimeoutMs: Number.NaN }, 'drainTimeoutMs', "drainTimeoutMs takes a positive whole number of milliseconds, not 'NaN'"],
     [{ maxSessions: -1 }, 'maxSessions', "maxSessions takes a positive whole number, not '-1'"],
+    [{ warmUpSessions: -1 }, 'warmUpSessions', "warmUpSessions takes a whole number of sessions from 0 to 10000, not '-1'"],
+    [{ warmUpSessions: 10_001 }, 'warmUpSessions', "warmUpSessions takes a whole number of sessions from 0 to 10000, not '10001'"],
     [{ listen: '' }, 'listen', "listen takes a socket path, not ''"],
     [{ deny: ['PKSIGN', 'FROB'] }, 'deny', 'deny: unknown command FROB (known: '],
   ] as Array<[ProxyOptions, string, string]>)('refuses %j, naming the option', (options, option, message) => {
@@ -97,15 +102,16 @@ describe('the command line goes through the same config', () => {
   });
 
   it('flags become options, and their values reach the config', () => {
-    const { proxy } = parseCommandLine(['--listen', '/p/S', '--connect-timeout', '7000', '--max-sessions=3', '--deny', 'PKSIGN', '--deny', 'havekey', '--restricted']);
+    const { proxy } = parseCommandLine(['--listen', '/p/S', '--connect-timeout', '7000', '--max-sessions=3', '--deny', 'PKSIGN', '--deny', 'havekey', '--restricted', '--warm-up', '0']);
     const config = resolveConfig(proxy, { optionName: flagOf });
-    expect([config.listenPath, config.timeouts.connectMs, config.maxSessions, config.restricted]).toEqual(['/p/S', 7000, 3, true]);
+    expect([config.listenPath, config.timeouts.connectMs, config.maxSessions, config.restricted, config.warmUpSessions]).toEqual(['/p/S', 7000, 3, true, 0]);
     expect(config.policy?.(Buffer.from('HAVEKEY\n'), 'HAVEKEY')).toBe('deny');
   });
 
   it.each([
     [['--connect-timeout', '-5'], "--connect-timeout takes a positive whole number of milliseconds, not '-5'"],
     [['--max-sessions', '0'], "--max-sessions takes a positive whole number, not '0'"],
+    [['--warm-up', '-1'], "--warm-up takes a whole number of sessions from 0 to 10000, not '-1'"],
     [['--deny', 'PKSIGN,FROB'], '--deny: unknown command FROB'],
   ])('a value the config refuses is named by its flag: %j', (args, message) => {
     expect(failure(parseCommandLine(args).proxy, true).message).toContain(message);

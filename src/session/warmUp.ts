@@ -84,17 +84,17 @@ function runClient(socketPath: string): Promise<void> {
 let warmed = false;
 
 /** Warms once per process: compiled code is the process's, so a second proxy in it gains nothing. */
-export async function warmUpSessionsOnce(timeouts: SessionTimeouts): Promise<void> {
-  if (warmed) return;
+export async function warmUpSessionsOnce(timeouts: SessionTimeouts, sessions: number): Promise<void> {
+  if (warmed || sessions === 0) return;
   warmed = true;
-  await warmUpSessions(timeouts);
+  await warmUpSessions(timeouts, sessions);
 }
 
 /**
  * Runs `sessions` throwaway sessions one after the other and returns how each ended. Never fails the start: a
  * warm-up that cannot run (no temp dir) leaves the proxy only as cold as it was.
  */
-export async function warmUpSessions(timeouts: SessionTimeouts, sessions = 30): Promise<SessionSummary[]> {
+export async function warmUpSessions(timeouts: SessionTimeouts, sessions: number): Promise<SessionSummary[]> {
   const ended: SessionSummary[] = [];
   let dir: string | undefined;
   let agent: net.Server | undefined;
