@@ -129,6 +129,8 @@ export type SessionEvent =
   /** A client line longer than libassuan accepts; its bytes were dropped as they arrived. */
   | { type: 'CLIENT.TOO_LONG'; bytes: number }
   | { type: 'AGENT_CONNECTED' }
+  /** A connection dialed ahead of this client was taken; the greeting the agent sent on it follows as AGENT lines. */
+  | { type: 'AGENT_SPARE_TAKEN' }
   | { type: 'AGENT_CONNECT_FAILED'; code: string }
   /** The agent's socket took a write only in part: the agent is not reading what we send. */
   | { type: 'AGENT_BLOCKED' }
@@ -176,7 +178,7 @@ const session = setup({
     tags: {} as 'clientInput' | 'idle' | 'inquiry',
   },
   actions: {
-    /** Open the upstream connection to gpg-agent. */
+    /** Open the upstream connection to gpg-agent, or take the spare one dialed ahead of this client. */
     dialAgent: () => {},
     /** Send `OPTION pretend-request-origin=remote` to the agent: from now on it runs this connection restricted. */
     restrictAgent: () => {},
@@ -358,6 +360,7 @@ export const sessionMachine = session.createMachine({
               entry: [session.assign({ connectAttempts: ({ context }) => context.connectAttempts + 1 }), 'dialAgent'],
               on: {
                 AGENT_CONNECTED: '#session.connecting.awaitingGreeting',
+                AGENT_SPARE_TAKEN: '#session.connecting.awaitingGreeting',
                 AGENT_CONNECT_FAILED: [
                   { guard: 'agentBusy', target: 'backingOff' },
                   { target: '#session.fatal', actions: assign({ failure: ({ event }) => ({ reason: 'connectFailed', code: event.code }) }) },

@@ -39,6 +39,9 @@ Options:
   --warm-up N              throwaway sessions run at start against a stand-in
                            agent, so the first real ones are fast (default
                            ${PROXY_DEFAULTS.warmUpSessions}, ~0.9 s; 0 skips it)
+  --no-spare-connection    do not keep a connection to the agent dialed and
+                           greeted ahead of the next client (by default one
+                           is kept, taken by one session only, and replaced)
   --restricted             enforce gpg-agent's extra-socket rules in the proxy:
                            forbidden commands get ERR 67109115 Forbidden and
                            never reach the agent (for forwarded sockets)
@@ -90,6 +93,7 @@ const PROXY_FLAGS: Partial<Record<keyof ProxyOptions, string>> = {
   responseTimeoutMs: '--response-timeout',
   maxSessions: '--max-sessions',
   warmUpSessions: '--warm-up',
+  spareConnection: '--no-spare-connection',
   restricted: '--restricted',
   allow: '--allow',
   deny: '--deny',
@@ -138,6 +142,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
         'response-timeout': { type: 'string' },
         'max-sessions': { type: 'string' },
         'warm-up': { type: 'string' },
+        'no-spare-connection': { type: 'boolean' },
         restricted: { type: 'boolean' },
         allow: { type: 'string', multiple: true },
         deny: { type: 'string', multiple: true },
@@ -180,6 +185,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       responseTimeoutMs: numberValue(values['response-timeout'], 'responseTimeoutMs'),
       maxSessions: numberValue(values['max-sessions'], 'maxSessions'),
       warmUpSessions: numberValue(values['warm-up'], 'warmUpSessions'),
+      ...(values['no-spare-connection'] ? { spareConnection: false } : {}),
       restricted: values.restricted,
       allow: values.allow,
       deny: values.deny,

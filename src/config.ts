@@ -59,6 +59,11 @@ export interface ProxyOptions {
    * proxy is started by the first connection).
    */
   warmUpSessions?: number;
+  /**
+   * Keep one connection to the agent dialed and greeted ahead of the next client, so that a session skips the dial
+   * and the wait for the greeting (default true). Never reused: each is taken by one session and replaced.
+   */
+  spareConnection?: boolean;
   /** Default: a silent logger. */
   logger?: Logger;
   /** Receives every actor's inspection events (transition traces, inspectors). */
@@ -85,6 +90,7 @@ export interface ProxyConfig {
   /** Ask the agent to run each connection restricted (the policy below enforces the same rules too). */
   readonly restricted: boolean;
   readonly warmUpSessions: number;
+  readonly spareConnection: boolean;
   /** Built once from restricted/allow/deny; undefined relays every command. */
   readonly policy: CommandPolicy | undefined;
   readonly logger: Logger;
@@ -105,6 +111,7 @@ export const PROXY_DEFAULTS = Object.freeze({
   maxSessions: 256,
   maxBufferedClientBytes: 64 * 1024,
   warmUpSessions: 300,
+  spareConnection: true,
 });
 
 /** An option whose value cannot be used; the message names the option as the caller spells it. */
@@ -205,6 +212,7 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
     maxBufferedClientBytes: PROXY_DEFAULTS.maxBufferedClientBytes,
     restricted,
     warmUpSessions: positive('warmUpSessions', options.warmUpSessions, PROXY_DEFAULTS.warmUpSessions),
+    spareConnection: options.spareConnection ?? PROXY_DEFAULTS.spareConnection,
     policy,
     logger: options.logger ?? pino({ level: 'silent' }),
     inspect: options.inspect,

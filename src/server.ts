@@ -10,6 +10,7 @@ import { resolveConfig, type ProxyConfig, type ProxyOptions } from './config.js'
 import { closeListener, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
 import { Session, type SessionInfo } from './session/session.js';
 import { SessionRegistry } from './sessionRegistry.js';
+import { SpareAgentConnection } from './session/spareConnection.js';
 import { resolveUpstream } from './upstream.js';
 import { combineObservers, transitionRecorder } from './machineTools/trace.js';
 import { warmUpSessionsOnce } from './session/warmUp.js';
@@ -55,6 +56,8 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
       : undefined,
   ]);
 
+  // Dialed once the socket listens, replaced each time a session takes it, closed when the proxy stops accepting.
+  const spare = config.spareConnection ? new SpareAgentConnection(upstreamPath, config.timeouts.greetingMs, logger) : undefined;
   const registry = new SessionRegistry({
     maxSessions: config.maxSessions,
     closeGraceMs: config.timeouts.closeGraceMs,
@@ -69,6 +72,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
         maxBufferedClientBytes: config.maxBufferedClientBytes,
         policy: config.policy,
         restrictAgent: config.restricted,
+        takeSpareConnection: spare && (() => spare.take()),
         ...(config.clock ? { clock: config.clock } : {}),
         ...(inspect ? { inspect } : {}),
         onEnd,
@@ -88,6 +92,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
         try {
           socketPath = await prepareListenPath(config.listenPath, upstreamPath);
           ownSocket = await listenPrivately(listener, socketPath);
+          spare?.start();
         } catch (err) {
           // The machine keeps the message for the person who started us: say what went wrong, not where.
           throw err instanceof ProxyStartError ? err : new ProxyStartError(String(err));
@@ -99,6 +104,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
       stopAccepting: () => {
         logger.info({ openSessions: registry.count }, 'shutting down: no new connections; commands in flight may finish');
         closeListener(listener, socketPath, ownSocket);
+        spare?.close();
       },
       stopSessions: () => registry.stopAll(),
       stopSessionsNow: () => {

@@ -16,6 +16,7 @@ import { commandAnswerIsSecret, inquiryAnswerIsSecret } from '../protocol/inquir
 import { bindEffects, SessionEffects, sessionMachineFor, type SessionTimeouts } from './effects.js';
 import { takeAgentEvent, takeClientEvent } from './intake.js';
 import { LineEndpoint } from './lineEndpoint.js';
+import type { SpareConnection } from './spareConnection.js';
 import { SessionStats, type SessionInfo, type SessionSummary } from './stats.js';
 
 export type { SessionInfo, SessionSummary } from './stats.js';
@@ -33,6 +34,8 @@ export interface SessionOptions {
   policy?: CommandPolicy | undefined;
   /** Ask the agent itself to run this connection restricted (`OPTION pretend-request-origin=remote`) first. */
   restrictAgent?: boolean;
+  /** A connection to the agent dialed and greeted ahead of this client, if one is ready (see spareConnection.ts). */
+  takeSpareConnection?: (() => SpareConnection | undefined) | undefined;
   clock?: { setTimeout(fn: (...args: unknown[]) => void, ms: number): unknown; clearTimeout(id: unknown): void };
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   onEnd?: (summary: SessionSummary) => void;
@@ -225,8 +228,9 @@ export class Session {
   }
 
   private dialAgent(): void {
-    const socket = net.connect({ path: this.options.upstreamPath });
-    let connected = false;
+    const spare = this.options.takeSpareConnection?.();
+    const socket = spare?.socket ?? net.connect({ path: this.options.upstreamPath });
+    let connected = spare !== undefined;
     let goneReported = false;
     // A retry replaces the endpoint: events of an earlier, failed attempt must not reach the machine.
     const current = () => this.agent === endpoint;
@@ -261,12 +265,23 @@ export class Session {
         this.pump();
       },
     });
+    this.agent = endpoint;
+    if (spare) {
+      // Called from the machine's entry into dialing: what the spare brings is delivered once that step is over.
+      queueMicrotask(() => {
+        if (!current() || this.finished) return;
+        this.send({ type: 'AGENT_SPARE_TAKEN' });
+        endpoint.framer.push(spare.received);
+        this.takeAgentLines(endpoint);
+        socket.resume();
+      });
+      return;
+    }
     socket.on('connect', () => {
       if (!current()) return;
       connected = true;
       this.send({ type: 'AGENT_CONNECTED' });
     });
-    this.agent = endpoint;
   }
 
   private reportSocketsClosed(): void {

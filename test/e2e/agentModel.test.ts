@@ -24,9 +24,9 @@ let restricted: TestProxy;
 beforeAll(async () => {
   agent = await createAgentHome({ pinentryPassphrase: PASSPHRASE });
   protectedKey = await generateKey(agent.home, 'Protected <protected@example.org>', 'ed25519', PASSPHRASE);
-  plain = await startTestProxy({ upstream: agent.socket });
+  plain = await startTestProxy({ upstream: agent.socket, spareConnection: true });
   denying = await startTestProxy({ upstream: agent.socket, deny: ['PRESET_PASSPHRASE', 'KEYINFO'] });
-  restricted = await startTestProxy({ upstream: agent.socket, restricted: true });
+  restricted = await startTestProxy({ upstream: agent.socket, restricted: true, spareConnection: true });
 });
 
 afterAll(async () => {

@@ -44,6 +44,8 @@ beforeAll(async () => {
   client = await createClientHome(agent.home);
   cleanups.push(() => client.cleanup());
   proxy = await startTestProxy({
+    // As users run it: sessions take the connection dialed and greeted ahead of them.
+    spareConnection: true,
     upstream: agent.socket,
     listen: client.socket,
     traceTransitions: true,

@@ -9,7 +9,7 @@ let proxy: TestProxy;
 
 beforeAll(async () => {
   agent = await createAgentHome();
-  proxy = await startTestProxy({ upstream: agent.socket });
+  proxy = await startTestProxy({ upstream: agent.socket, spareConnection: true });
 });
 
 afterAll(async () => {

@@ -16,6 +16,7 @@ const clientLines: Array<ClientLineEvent['type']> = ['CLIENT.COMMAND', 'CLIENT.C
 /** Every event the sockets and the server can produce, one per line event type, with the variants guards tell apart. */
 const events: SessionEvent[] = [
   { type: 'AGENT_CONNECTED' },
+  { type: 'AGENT_SPARE_TAKEN' },
   { type: 'AGENT_CONNECT_FAILED', code: 'ECONNREFUSED' },
   { type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' },
   { type: 'AGENT_BLOCKED' },
@@ -50,7 +51,7 @@ const EVENT_TYPES: Record<SessionEventType, true> = {
   'AGENT.DATA': true, 'AGENT.END': true, 'AGENT.INVALID': true,
   'CLIENT.COMMAND': true, 'CLIENT.COMMENT': true, 'CLIENT.DATA': true, 'CLIENT.MALFORMED_DATA': true, 'CLIENT.END': true, 'CLIENT.CAN': true,
   'CLIENT.TOO_LONG': true,
-  AGENT_CONNECTED: true, AGENT_CONNECT_FAILED: true, AGENT_BLOCKED: true, AGENT_DRAINED: true, AGENT_CLOSED: true,
+  AGENT_CONNECTED: true, AGENT_SPARE_TAKEN: true, AGENT_CONNECT_FAILED: true, AGENT_BLOCKED: true, AGENT_DRAINED: true, AGENT_CLOSED: true,
   CLIENT_PARTIAL: true, CLIENT_EOF: true, CLIENT_GONE: true, SOCKETS_CLOSED: true, STOP: true, STOP_NOW: true,
   IDLE_TIMEOUT: true, RESPONSE_TIMEOUT: true, CLIENT_BLOCKED: true, CLIENT_DRAINED: true, CLIENT_STALLED: true,
 };

@@ -54,6 +54,7 @@ const refused = <T extends JudgedClientLine>(type: T) => ({ type, verb: 'KEYINFO
 
 const SAMPLES: { [K in EventKey]: Extract<SessionEvent, { type: TypeOf<K> }> } = {
   AGENT_CONNECTED: { type: 'AGENT_CONNECTED' },
+  AGENT_SPARE_TAKEN: { type: 'AGENT_SPARE_TAKEN' },
   AGENT_CONNECT_FAILED: { type: 'AGENT_CONNECT_FAILED', code: 'ECONNREFUSED' },
   'AGENT_CONNECT_FAILED:EAGAIN': { type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' },
   AGENT_BLOCKED: { type: 'AGENT_BLOCKED' },
@@ -180,6 +181,8 @@ const inquireCommon: Partial<Row> = {
 const SPEC: Record<State, Row> = {
   'connecting.reaching.dialing': row('reject', {
     AGENT_CONNECTED: 'connecting.awaitingGreeting',
+    // A connection dialed ahead of the client: its greeting follows as agent lines.
+    AGENT_SPARE_TAKEN: 'connecting.awaitingGreeting',
     AGENT_CONNECT_FAILED: 'fatal',
     'AGENT_CONNECT_FAILED:EAGAIN': 'connecting.reaching.backingOff',
   }),
