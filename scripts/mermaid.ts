@@ -60,8 +60,8 @@ export function diagramsReadme(diagrams: GeneratedDiagram[]): string {
     'Each machine has a **lifecycle** view (composite states collapsed into one box, one arrow per pair of boxes',
     'with its events; transitions every state shares drawn once, from *any state*), **detail** views of its',
     'composite states (the states outside drawn as dashed stubs; *anywhere in X* stands for every state in X), and',
-    'the full diagram with every transition. Guards are in brackets, shortened (`[ok]` for `agentOk` on an',
-    '`AGENT_LINE`); `[else]` is the transition taken when no guarded one is. The views are also rendered to PNG in',
+    'the full diagram with every transition. Guards are in brackets, shortened (`[busy]` for `agentBusy` on',
+    '`AGENT_CONNECT_FAILED`); `[else]` is the transition taken when no guarded one is. The views are also rendered to PNG in',
     '`docs/diagrams/`.',
     '',
   ];

@@ -394,7 +394,7 @@ function withoutSubsumed(conditions: string[]): string[] {
   return conditions.filter((c) => !c.split(' & ').some((part) => part !== c && conditions.includes(part)));
 }
 
-/** `agentOk` on AGENT_LINE reads as `ok`: a guard's first word that repeats the event's is dropped. */
+/** `agentBusy` on AGENT_CONNECT_FAILED reads as `busy`: a guard's first word that repeats the event's is dropped. */
 function shortGuard(guard: string, event: string): string {
   const word = /^[A-Za-z][a-z]*/.exec(event.toLowerCase())?.[0] ?? '';
   return guard
