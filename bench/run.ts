@@ -18,6 +18,7 @@
  * Environment:
  * - BENCH_QUICK=1: smaller counts and shorter idle gaps, for a quick look (the header says so);
  * - BENCH_ONLY=rtt-agent,rtt-fast,connect,concurrency,stream,sign,sporadic,fresh,short: run only these sections;
+ * - BENCH_PROXY_ARGS="--flag …": options given to every proxy of the run, to compare two settings;
  * - BENCH_CPU_PROF=DIR: run the proxies with --cpu-prof (profiles written to DIR as they exit) and summarize each
  *   in bench/profile.md; the timings of such a run include the profiler's overhead.
  */

@@ -65,6 +65,9 @@ export async function startFastAgent(dir: string): Promise<Relay> {
 }
 
 /** The proxy as users run it: the built CLI in its own process, logging at warn. */
+/** BENCH_PROXY_ARGS: options given to every proxy of the run, to compare two settings (e.g. `--no-spare-connection`). */
+const PROXY_ARGS = (process.env.BENCH_PROXY_ARGS ?? '').split(' ').filter(Boolean);
+
 export async function startProxy(
   dir: string,
   name: string,
@@ -76,7 +79,7 @@ export async function startProxy(
   const socket = path.join(dir, `S.${name}${instance}-to-${path.basename(upstream)}`);
   const child = spawn(
     process.execPath,
-    [...nodeArgs, path.join(root, 'dist/src/cli.js'), '--listen', socket, '--upstream', upstream, '--log-level', 'warn', '--log-format', 'json', ...extraArgs],
+    [...nodeArgs, path.join(root, 'dist/src/cli.js'), '--listen', socket, '--upstream', upstream, '--log-level', 'warn', '--log-format', 'json', ...extraArgs, ...PROXY_ARGS],
     { stdio: ['ignore', 'inherit', 'pipe'], cwd: dir },
   );
   await waitForOutput(child, 'stderr', 'listening on');

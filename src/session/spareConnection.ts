@@ -60,7 +60,8 @@ export class SpareAgentConnection {
     if (!spare?.greeted) return undefined;
     this.current = undefined;
     this.release(spare);
-    this.dial();
+    // The replacement is dialed once the session taking this one has relayed its greeting: not in its way.
+    setImmediate(() => this.dial());
     return { socket: spare.socket, received: Buffer.concat(spare.chunks, spare.bytes) };
   }
 
