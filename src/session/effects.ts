@@ -11,7 +11,6 @@ import type { Logger } from 'pino';
 import type { AnyActorRef } from 'xstate';
 import { sessionMachine, type CommandOutcome, type PolicyRule, type ProxyAnswer, type SessionEvent, type SessionFailure } from '../../machines/session.js';
 import type { CommandVerb } from '../protocol/classify.js';
-import { commandAnswerIsSecret } from '../protocol/inquiries.js';
 import type { LineHandle } from '../protocol/line.js';
 import * as answers from './answers.js';
 import type { LineEndpoint } from './lineEndpoint.js';
@@ -56,8 +55,9 @@ export class SessionEffects {
     this.deps.agent()?.write(answers.RESTRICT_CONNECTION);
   }
 
-  relayToClient(line: LineHandle, command: string): void {
-    this.deps.stats.sentToClient(line.length, commandAnswerIsSecret(command));
+  /** `secret`: the answer of a command whose answer is secret (intake published no size for it). */
+  relayToClient(line: LineHandle, secret: boolean): void {
+    this.deps.stats.sentToClient(line.length, secret);
     this.deps.client.write(line.take());
   }
 
@@ -151,7 +151,7 @@ export function sessionMachineFor(timeouts: SessionTimeouts) {
     actions: {
       dialAgent: ({ self }) => of(self).dialAgent(),
       restrictAgent: ({ self }) => of(self).restrictAgent(),
-      relayToClient: ({ self, event, context }) => of(self).relayToClient(lineOf(event), context.command),
+      relayToClient: ({ self, event }) => of(self).relayToClient(lineOf(event), !('bytes' in event)),
       forwardToAgent: ({ self, event }) => of(self).forwardToAgent(lineOf(event)),
       cancelAgentInquiry: ({ self }) => of(self).cancelAgentInquiry(),
       answerClient: ({ self, context }, { answer }) => of(self).answerClient(answer, context.refusedVerb),

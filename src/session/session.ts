@@ -269,6 +269,7 @@ export class Session {
     if (spare) {
       // Called from the machine's entry into dialing: what the spare brings is delivered once that step is over.
       queueMicrotask(() => {
+        if (this.finished) socket.destroy();
         if (!current() || this.finished) return;
         this.send({ type: 'AGENT_SPARE_TAKEN' });
         endpoint.framer.push(spare.received);
