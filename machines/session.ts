@@ -127,7 +127,7 @@ export type SessionEvent =
   | AgentLineEvent
   | ClientLineEvent
   /** A client line longer than libassuan accepts; its bytes were dropped as they arrived. */
-  | { type: 'CLIENT.TOO_LONG'; bytes: number }
+  | { type: 'CLIENT.TOO_LONG'; bytes?: number }
   | { type: 'AGENT_CONNECTED' }
   /** A connection dialed ahead of this client was taken; the greeting the agent sent on it follows as AGENT lines. */
   | { type: 'AGENT_SPARE_TAKEN' }

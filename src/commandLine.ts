@@ -39,9 +39,10 @@ Options:
   --warm-up N              throwaway sessions run at start against a stand-in
                            agent, so the first real ones are fast (default
                            ${PROXY_DEFAULTS.warmUpSessions}, ~0.9 s; 0 skips it)
-  --no-spare-connection    do not keep a connection to the agent dialed and
-                           greeted ahead of the next client (by default one
-                           is kept, taken by one session only, and replaced)
+  --spare-connection       keep a connection to the agent dialed and greeted
+                           ahead of the next client (taken by one session
+                           only, and replaced); off by default: an idle spare
+                           keeps gpg-agent from exiting on SIGTERM
   --restricted             enforce gpg-agent's extra-socket rules in the proxy:
                            forbidden commands get ERR 67109115 Forbidden and
                            never reach the agent (for forwarded sockets)
@@ -93,7 +94,7 @@ const PROXY_FLAGS: Partial<Record<keyof ProxyOptions, string>> = {
   responseTimeoutMs: '--response-timeout',
   maxSessions: '--max-sessions',
   warmUpSessions: '--warm-up',
-  spareConnection: '--no-spare-connection',
+  spareConnection: '--spare-connection',
   restricted: '--restricted',
   allow: '--allow',
   deny: '--deny',
@@ -142,7 +143,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
         'response-timeout': { type: 'string' },
         'max-sessions': { type: 'string' },
         'warm-up': { type: 'string' },
-        'no-spare-connection': { type: 'boolean' },
+        'spare-connection': { type: 'boolean' },
         restricted: { type: 'boolean' },
         allow: { type: 'string', multiple: true },
         deny: { type: 'string', multiple: true },
@@ -185,7 +186,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       responseTimeoutMs: numberValue(values['response-timeout'], 'responseTimeoutMs'),
       maxSessions: numberValue(values['max-sessions'], 'maxSessions'),
       warmUpSessions: numberValue(values['warm-up'], 'warmUpSessions'),
-      ...(values['no-spare-connection'] ? { spareConnection: false } : {}),
+      ...(values['spare-connection'] ? { spareConnection: true } : {}),
       restricted: values.restricted,
       allow: values.allow,
       deny: values.deny,

@@ -61,7 +61,8 @@ export interface ProxyOptions {
   warmUpSessions?: number;
   /**
    * Keep one connection to the agent dialed and greeted ahead of the next client, so that a session skips the dial
-   * and the wait for the greeting (default true). Never reused: each is taken by one session and replaced.
+   * and the wait for the greeting (default false). Never reused: each is taken by one session and replaced. Off by
+   * default: gpg-agent waits for its last connection before it exits on SIGTERM, and an idle spare is one.
    */
   spareConnection?: boolean;
   /** Default: a silent logger. */
@@ -111,7 +112,7 @@ export const PROXY_DEFAULTS = Object.freeze({
   maxSessions: 256,
   maxBufferedClientBytes: 64 * 1024,
   warmUpSessions: 300,
-  spareConnection: true,
+  spareConnection: false,
 });
 
 /** An option whose value cannot be used; the message names the option as the caller spells it. */

@@ -41,7 +41,7 @@ describe('resolveConfig', () => {
       maxSessions: PROXY_DEFAULTS.maxSessions,
       maxBufferedClientBytes: PROXY_DEFAULTS.maxBufferedClientBytes,
       warmUpSessions: 300,
-      spareConnection: true,
+      spareConnection: false,
       restricted: false,
       policy: undefined,
       inspect: undefined,

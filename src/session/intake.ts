@@ -49,7 +49,8 @@ export interface ClientLineSetting {
 export function takeClientEvent(framer: LineFramer, setting: ClientLineSetting): SessionEvent | undefined {
   const item = framer.next();
   if (item === undefined) return undefined;
-  if (item.kind === 'tooLong') return { type: 'CLIENT.TOO_LONG', bytes: item.byteCount };
+  // Inside a secret answer not even an over-long line's size is published.
+  if (item.kind === 'tooLong') return setting.secret ? { type: 'CLIENT.TOO_LONG' } : { type: 'CLIENT.TOO_LONG', bytes: item.byteCount };
   const { kind, verb } = classifyClientLine(item.bytes);
   const bytes = kind === 'data' && setting.dataRuns ? dataRun(framer, item.bytes, isClientData) : item.bytes;
   // The one policy check: every line but `#` and empty is judged as the command it is wherever the agent reads

@@ -81,6 +81,9 @@ function runClient(socketPath: string): Promise<void> {
   });
 }
 
+/** sun_path holds 108 bytes, its terminating NUL included. */
+const MAX_SOCKET_PATH_BYTES = 107;
+
 let warmed = false;
 
 /** Warms once per process: compiled code is the process's, so a second proxy in it gains nothing. */
@@ -103,6 +106,8 @@ export async function warmUpSessions(timeouts: SessionTimeouts, sessions: number
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'assuan-proxy-warm-'));
     const agentPath = path.join(dir, 'agent');
     const proxyPath = path.join(dir, 'proxy');
+    // Node cuts a longer socket path short without a word, and the cut one would lie outside the private directory.
+    if (Buffer.byteLength(agentPath) > MAX_SOCKET_PATH_BYTES) return ended;
     const logger = pino({ level: 'silent' });
     agent = await standInAgent(agentPath);
     let nextId = 1;

@@ -209,8 +209,7 @@ describe('assuan-proxy CLI: hang-ups and output nobody reads', () => {
     for (const run of started.splice(0)) if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill('SIGKILL');
   });
   const start = (args: string[], options: { stderrFd?: number } = {}) => {
-    // A scripted agent counts the connections it is given: no spare one dialed ahead.
-    const run = runCli([...args, '--no-spare-connection'], {}, options);
+    const run = runCli(args, {}, options);
     started.push(run);
     return run;
   };

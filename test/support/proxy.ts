@@ -41,8 +41,7 @@ export async function startTestProxy(options: ProxyOptions & { upstream: string 
   const inspect = combineObservers([options.inspect, recording.observer])!;
   let proxy: RunningProxy;
   try {
-    // No spare connection unless a test asks: a scripted agent counts the connections it is given.
-    proxy = await startProxy({ logger: pino({ level: 'trace' }, destination), spareConnection: false, ...options, listen, inspect });
+    proxy = await startProxy({ logger: pino({ level: 'trace' }, destination), ...options, listen, inspect });
   } catch (err) {
     // A refused start is a transition of the server machine too.
     recording.save(listen);
