@@ -5,7 +5,7 @@ import { RawClient } from '../support/assuanClient.js';
 import { createAgentHome, type AgentHome } from '../support/gnupg.js';
 import { sessionsDrained, startTestProxy, type TestProxy } from '../support/proxy.js';
 import { createScriptedAgent, type ScriptedAgent } from '../support/scriptedAgent.js';
-import { greetedSession, sendSlowly, until, whileStopped } from '../support/sessions.js';
+import { greetedSession, sendSlowly, until, whileStopped, whileTimePasses } from '../support/sessions.js';
 import { transitionRecorder } from '../../src/machineTools/trace.js';
 
 let scripted: ScriptedAgent;
@@ -54,7 +54,9 @@ describe('session limit', () => {
 describe('idle sessions hold no slot forever (simulated clock, real gpg-agent)', () => {
   let agent: AgentHome;
   beforeAll(async () => {
-    agent = await createAgentHome();
+    // A listen queue of one: most of 256 sessions dialling at once find the agent busy and retry, as on a loaded
+    // machine (where CI once waited forever for a greeting: the retry's delay ran on the simulated clock).
+    agent = await createAgentHome({ agentConf: 'listen-backlog 1\n' });
   });
   afterAll(async () => {
     await agent?.cleanup();
@@ -62,9 +64,20 @@ describe('idle sessions hold no slot forever (simulated clock, real gpg-agent)',
 
   it('300 clients that each sent a NOP and then nothing: the 256 served are reclaimed at the idle limit, each told why; then new clients are served', async () => {
     const clock = new SimulatedClock();
-    const proxy = await proxyWith({ upstream: agent.socket, clock, idleTimeoutMs: 60_000 });
+    // A busy agent (its listen queue full) is dialled again after a delay on this clock: time passes while any
+    // session waits for that, or its client would wait for a greeting forever.
+    let backingOff = 0;
+    const proxy = await proxyWith({
+      upstream: agent.socket,
+      clock,
+      idleTimeoutMs: 60_000,
+      inspect: transitionRecorder(({ key }) => {
+        if (key === 'session.connecting.reaching.dialing|AGENT_CONNECT_FAILED[agentBusy]') backingOff++;
+        if (key === 'session.connecting.reaching.backingOff|after retryBackoff') backingOff--;
+      }),
+    });
     const clients = await Promise.all(Array.from({ length: 300 }, () => RawClient.connect(proxy.socket)));
-    const greetings = await Promise.all(clients.map((c) => c.readLine()));
+    const greetings = await whileTimePasses(clock, () => backingOff > 0, Promise.all(clients.map((c) => c.readLine())));
     const served = clients.filter((_, i) => greetings[i]!.startsWith('OK Pleased'));
     expect(served).toHaveLength(256);
     for (const c of served) c.write('NOP\n');

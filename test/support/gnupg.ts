@@ -73,7 +73,7 @@ export interface ScriptedPinentry {
  * A home with a running gpg-agent whose pinentry is test/support/pinentry.py; with `scdaemon`, its card daemon is
  * test/support/scdaemon.py, so that `SCD LEARN` gets an INQUIRE passed through from it.
  */
-export async function createAgentHome(options: { pinentryPassphrase?: string; scdaemon?: boolean } = {}): Promise<AgentHome & { pinentry: ScriptedPinentry }> {
+export async function createAgentHome(options: { pinentryPassphrase?: string; scdaemon?: boolean; agentConf?: string } = {}): Promise<AgentHome & { pinentry: ScriptedPinentry }> {
   const home = makeTempDir('gpgh.');
   const pinentryDir = path.join(home, 'pinentry');
   fs.mkdirSync(pinentryDir, { mode: 0o700 });
@@ -84,7 +84,8 @@ export async function createAgentHome(options: { pinentryPassphrase?: string; sc
   fs.writeFileSync(
     path.join(home, 'gpg-agent.conf'),
     `allow-loopback-pinentry\nallow-preset-passphrase\npinentry-program ${path.join(pinentryDir, 'pinentry.py')}\n` +
-      (options.scdaemon ? `scdaemon-program ${SCDAEMON_SCRIPT}\n` : ''),
+      (options.scdaemon ? `scdaemon-program ${SCDAEMON_SCRIPT}\n` : '') +
+      (options.agentConf ?? ''),
   );
   const pinentry: ScriptedPinentry = {
     lines: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l !== '') : []),

@@ -34,6 +34,26 @@ export async function sendSlowly(
   return sent;
 }
 
+/**
+ * Awaits `pending` while `clock` (the proxy's simulated clock) moves 10 ms per turn of the event loop, but only
+ * while `timeShouldPass()`: e.g. while a session waits to dial a busy agent again, whose retry runs on that clock.
+ */
+export async function whileTimePasses<T>(
+  clock: { increment(ms: number): void },
+  timeShouldPass: () => boolean,
+  pending: Promise<T>,
+): Promise<T> {
+  let settled = false;
+  const result = pending.finally(() => {
+    settled = true;
+  });
+  while (!settled) {
+    await new Promise((r) => setImmediate(r));
+    if (!settled && timeShouldPass()) clock.increment(10);
+  }
+  return result;
+}
+
 /** Runs `during` with the process stopped (SIGSTOP), and lets it run on (SIGCONT) afterwards, whatever happens. */
 export async function whileStopped<T>(pid: number, during: () => Promise<T>): Promise<T> {
   process.kill(pid, 'SIGSTOP');
