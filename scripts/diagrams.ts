@@ -1,12 +1,14 @@
 /**
  * `npm run diagrams`: writes diagrams/<name>.mmd and diagrams/README.md from the definitions in machines/, puts the
- * session lifecycle into README.md, and renders each view to docs/diagrams/<name>.png in headless Chromium
- * (`--no-png` skips that). Files it no longer produces are removed.
+ * session lifecycle into README.md, renders each view to docs/diagrams/<name>.png in headless Chromium, and each
+ * lifecycle view to diagrams/<machine>-lifecycle.svg for the live view (`--no-png` skips the rendering). Files it
+ * no longer produces are removed.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { diagramsReadme, discoverMachines, generatedDiagrams, readmeDiagram, withReadmeDiagram } from './mermaid.js';
 import { openMermaidRenderer } from './renderMermaid.js';
+import { drawingStamp, lifecycleRenderId } from '../src/machineTools/lifecycleDrawing.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const outDir = path.join(root, 'diagrams');
@@ -28,12 +30,19 @@ if (!process.argv.includes('--no-png')) {
   const views = diagrams.filter((d) => d.view);
   fs.mkdirSync(pngDir, { recursive: true });
   removeStale(pngDir, '.png', views.map((d) => d.file));
+  const lifecycles = views.filter((d) => d.file === `${d.machine}-lifecycle`);
+  removeStale(outDir, '.svg', lifecycles.map((d) => d.file));
   const renderer = await openMermaidRenderer({ scale: 1.5 });
   try {
     for (const d of views) {
-      const drawn = await renderer.render(d.mermaid);
+      const isLifecycle = lifecycles.includes(d);
+      const drawn = await renderer.render(d.mermaid, isLifecycle ? { id: lifecycleRenderId(d.machine) } : {});
       fs.writeFileSync(path.join(pngDir, `${d.file}.png`), drawn.png);
       process.stdout.write(`rendered docs/diagrams/${d.file}.png (${Math.round(drawn.width)}×${Math.round(drawn.height)}, ${drawn.edges} arrows)\n`);
+      if (isLifecycle) {
+        fs.writeFileSync(path.join(outDir, `${d.file}.svg`), drawingStamp(d.mermaid) + drawn.svg + '\n');
+        process.stdout.write(`drew diagrams/${d.file}.svg for the live view\n`);
+      }
     }
   } finally {
     await renderer.close();

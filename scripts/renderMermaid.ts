@@ -23,10 +23,13 @@ export interface RenderedDiagram {
   states: number;
   /** A PNG of the drawing at `scale` device pixels per CSS pixel. */
   png: Buffer;
+  /** The drawing itself, at its natural size; its element ids start with the render id. */
+  svg: string;
 }
 
 export interface MermaidRenderer {
-  render(text: string): Promise<RenderedDiagram>;
+  /** `id` names the drawing: Mermaid prefixes every element id with it (default: a counter). */
+  render(text: string, options?: { id?: string }): Promise<RenderedDiagram>;
   close(): Promise<void>;
 }
 
@@ -44,7 +47,7 @@ export async function openMermaidRenderer(options: { scale?: number } = {}): Pro
     });
     let counter = 0;
     return {
-      async render(text) {
+      async render(text, options = {}) {
         counter += 1;
         const measured = await page.evaluate(
           async ({ text, id }) => {
@@ -62,14 +65,15 @@ export async function openMermaidRenderer(options: { scale?: number } = {}): Pro
               edges: drawn.querySelectorAll('path.transition').length,
               states: drawn.querySelectorAll('g.node').length,
               error: /Syntax error|Parse error/i.test(drawn.textContent ?? ''),
+              svg,
             };
           },
-          { text, id: `diagram${counter}` },
+          { text, id: options.id ?? `diagram${counter}` },
         );
         if (measured.error) throw new Error('Mermaid drew an error in place of the diagram');
         await page.setViewportSize({ width: Math.ceil(measured.width) + 64, height: Math.ceil(measured.height) + 64 });
         const png = await page.locator('#out').screenshot({ type: 'png' });
-        return { width: measured.width, height: measured.height, edges: measured.edges, states: measured.states, png };
+        return { width: measured.width, height: measured.height, edges: measured.edges, states: measured.states, png, svg: measured.svg };
       },
       close: () => browser.close(),
     };

@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fromPromise, setup } from 'xstate';
-import { diagramViews, type ViewSpec } from '../src/machineTools/diagramViews.js';
+import { diagramViews, lifecycleView, type ViewSpec } from '../src/machineTools/diagramViews.js';
+import { lifecycleRenderId, mermaidHash, stampedHash } from '../src/machineTools/lifecycleDrawing.js';
 import { VIEW_SPECS } from '../src/machineTools/viewSpecs.js';
 import { diagramsReadme, discoverMachines, generatedDiagrams, readmeDiagram, toMermaid, withReadmeDiagram } from '../scripts/mermaid.js';
 
@@ -30,6 +31,19 @@ describe('generated diagrams', () => {
     const pngs = fs.readdirSync(path.resolve('docs', 'diagrams')).filter((f) => f.endsWith('.png'));
     expect(pngs.sort()).toEqual(diagrams.filter((d) => d.view).map((d) => `${d.file}.png`).sort());
   });
+
+  it.each(diagrams.filter((d) => d.file === `${d.machine}-lifecycle`).map((d) => [d.file, d] as const))(
+    'diagrams/%s.svg, which the live view shows, was drawn from the current lifecycle view, with the ids the page looks for',
+    (file, d) => {
+      const svg = fs.readFileSync(path.resolve('diagrams', `${file}.svg`), 'utf8');
+      expect(stampedHash(svg)).toBe(mermaidHash(d.mermaid));
+      expect(svg).toContain(`<svg id="${lifecycleRenderId(d.machine)}"`);
+      // Every box the live view lights up is in the drawing.
+      for (const ids of Object.values(lifecycleView(machines.find((m) => m.name === d.machine)!.machine, VIEW_SPECS[d.machine]).drawnStates)) {
+        for (const id of ids) expect(svg).toMatch(new RegExp(`id="${lifecycleRenderId(d.machine)}-state-${id}-\\d+"`));
+      }
+    },
+  );
 
   it('diagrams/README.md is current', () => {
     expect(fs.readFileSync(path.resolve('diagrams', 'README.md'), 'utf8')).toBe(diagramsReadme(diagrams));

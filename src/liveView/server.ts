@@ -1,21 +1,18 @@
 /**
- * `--ui`: the live view, served by the proxy itself on 127.0.0.1 with no CDN or internet. The page draws each
- * machine's lifecycle view (Mermaid from the installed package, the diagram text from the machine definitions, as
- * `npm run diagrams` does), highlights the boxes live actors are in, and lists sessions with their recent
- * transitions. Updates are pushed as Server-Sent Events: every actor opening, transition and ending at once,
+ * `--ui`: the live view, served by the proxy itself on 127.0.0.1 with no CDN or internet. The page shows each
+ * machine's lifecycle view (drawn ahead of time by `npm run diagrams`: diagrams/<machine>-lifecycle.svg, so no
+ * Mermaid is installed with the proxy), highlights the boxes live actors are in, and lists sessions with their
+ * recent transitions. Updates are pushed as Server-Sent Events: every actor opening, transition and ending at once,
  * and session statistics (verb, age, bytes) every second while a page is open.
  *
  * Any local user can reach a loopback port: every request needs the token printed at start, or the cookie it
  * buys (see ../http/viewerAccess.ts), and viewers are capped.
  */
-import fs from 'node:fs';
 import http from 'node:http';
-import path from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import type { AnyStateMachine } from 'xstate';
 import { lifecycleView } from '../machineTools/diagramViews.js';
 import { VIEW_SPECS } from '../machineTools/viewSpecs.js';
+import { readPackageFile, RUNTIME_FILES, type RuntimeFile } from '../packageFiles.js';
 import { closeServer, isLoopbackRequest, listenOnLoopback, refuse } from '../http/loopback.js';
 import { ViewerAccess } from '../http/viewerAccess.js';
 import type { SessionInfo } from '../session/session.js';
@@ -48,18 +45,22 @@ export interface LiveView {
   close(): Promise<void>;
 }
 
-const ASSET_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'assets');
-const MERMAID_BUNDLE = path.join(path.dirname(createRequire(import.meta.url).resolve('mermaid')), 'mermaid.min.js');
-
-const STATIC: Record<string, { file: string; type: string }> = {
-  '/': { file: path.join(ASSET_DIR, 'index.html'), type: 'text/html; charset=utf-8' },
-  '/live-view.js': { file: path.join(ASSET_DIR, 'live-view.js'), type: 'text/javascript; charset=utf-8' },
-  '/live-view.css': { file: path.join(ASSET_DIR, 'live-view.css'), type: 'text/css; charset=utf-8' },
-  '/mermaid.min.js': { file: MERMAID_BUNDLE, type: 'text/javascript; charset=utf-8' },
+const PAGE_FILES: Record<string, { file: RuntimeFile; type: string }> = {
+  '/': { file: 'src/liveView/assets/index.html', type: 'text/html; charset=utf-8' },
+  '/live-view.js': { file: 'src/liveView/assets/live-view.js', type: 'text/javascript; charset=utf-8' },
+  '/live-view.css': { file: 'src/liveView/assets/live-view.css', type: 'text/css; charset=utf-8' },
 };
 
+/** Where the page fetches a machine's drawing from, and the package file it is. */
+const diagramUrl = (machineId: string) => `/diagrams/${machineId}.svg`;
+function drawingFile(machineId: string): RuntimeFile {
+  const file = `diagrams/${machineId}-lifecycle.svg`;
+  if (!(RUNTIME_FILES as readonly string[]).includes(file)) throw new Error(`the live view has no drawing of the ${machineId} machine (${file})`);
+  return file as RuntimeFile;
+}
+
 const SECURITY_HEADERS = {
-  // Mermaid puts style elements in its SVG; nothing is loaded from anywhere but this server.
+  // The drawings carry Mermaid's style elements; nothing is loaded from anywhere but this server.
   'Content-Security-Policy': "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
   'X-Content-Type-Options': 'nosniff',
   'Cache-Control': 'no-store',
@@ -67,10 +68,13 @@ const SECURITY_HEADERS = {
 
 export async function startLiveView(options: LiveViewOptions): Promise<LiveView> {
   const { actors, proxy } = options;
-  // Each machine's lifecycle view, and which of its boxes show each state (a collapsed box stands for its states).
+  // Each machine's lifecycle drawing, and which of its boxes show each state (a collapsed box stands for its
+  // states). Everything the page loads is read once, here.
+  const assets = new Map<string, { body: Buffer; type: string }>();
+  for (const [url, { file, type }] of Object.entries(PAGE_FILES)) assets.set(url, { body: readPackageFile(file), type });
   const diagrams = options.machines.map((machine) => {
-    const { mermaid, drawnStates } = lifecycleView(machine, VIEW_SPECS[machine.id]);
-    return { name: machine.id, mermaid, drawnStates };
+    assets.set(diagramUrl(machine.id), { body: readPackageFile(drawingFile(machine.id)), type: 'image/svg+xml' });
+    return { name: machine.id, url: diagramUrl(machine.id), drawnStates: lifecycleView(machine, VIEW_SPECS[machine.id]).drawnStates };
   });
   const viewers = new Set<http.ServerResponse>();
   const access = new ViewerAccess();
@@ -80,13 +84,12 @@ export async function startLiveView(options: LiveViewOptions): Promise<LiveView>
     if (!access.admit(req, res, SECURITY_HEADERS)) return;
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (url.pathname === '/events') return openStream(res);
-    const asset = STATIC[url.pathname];
+    const asset = assets.get(url.pathname);
     if (!asset) {
       res.writeHead(404, SECURITY_HEADERS).end();
       return;
     }
-    res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': asset.type });
-    fs.createReadStream(asset.file).pipe(res);
+    res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': asset.type, 'Content-Length': asset.body.length }).end(asset.body);
   });
 
   function openStream(res: http.ServerResponse): void {

@@ -74,12 +74,12 @@ describe('live view access', () => {
     const { base, token } = await liveView();
     // Before the fix the URL had no token, and everything was served to anyone.
     expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
-    for (const path of ['/', '/live-view.js', '/live-view.css', '/mermaid.min.js', '/events']) {
+    for (const path of ['/', '/live-view.js', '/live-view.css', '/diagrams/session.svg', '/diagrams/server.svg', '/events']) {
       expect((await get(new URL(path, base))).statusCode, path).toBe(401);
       expect((await get(new URL(`${path}?token=${'A'.repeat(43)}`, base))).statusCode, path).toBe(401);
     }
     const cookie = await cookieFor(base, token);
-    for (const path of ['/', '/live-view.js', '/live-view.css', '/mermaid.min.js']) {
+    for (const path of ['/', '/live-view.js', '/live-view.css', '/diagrams/session.svg', '/diagrams/server.svg']) {
       expect((await get(new URL(path, base), { cookie })).statusCode, path).toBe(200);
     }
     const stream = await openStream(base, cookie);

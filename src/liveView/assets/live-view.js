@@ -1,6 +1,6 @@
-// The live view page: draws the machines' diagrams, highlights the states live actors are in, and lists the
-// open sessions with their recent transitions. Everything arrives from /events (Server-Sent Events).
-/* global mermaid */
+// The live view page: shows the machines' diagrams (drawn ahead of time, fetched from the proxy), highlights the
+// states live actors are in, and lists the open sessions with their recent transitions. Everything else arrives
+// from /events (Server-Sent Events).
 'use strict';
 
 const actors = new Map(); // actor id -> { actor, machine, state, recent }
@@ -8,8 +8,6 @@ const stats = new Map(); // session id -> SessionInfo
 const diagramNodes = new Map(); // machine id -> Map(mermaid state id -> [svg group])
 const drawnStates = new Map(); // machine id -> { state path -> [mermaid state ids of the boxes that show it] }
 const RECENT = 12;
-
-mermaid.initialize({ startOnLoad: false, securityLevel: 'strict', theme: 'neutral' });
 
 const $ = (id) => document.getElementById(id);
 
@@ -37,7 +35,7 @@ async function drawDiagrams(diagrams) {
   $('side-diagrams').replaceChildren();
   diagramNodes.clear();
   drawnStates.clear();
-  for (const { name, mermaid: text, drawnStates: boxesOfStates } of diagrams) {
+  for (const { name, url, drawnStates: boxesOfStates } of diagrams) {
     drawnStates.set(name, boxesOfStates ?? {});
     const main = name === MAIN_MACHINE;
     const box = document.createElement('div');
@@ -60,13 +58,14 @@ async function drawDiagrams(diagrams) {
       title.append(fit);
     }
     box.append(title);
+    // Drawn by Mermaid ahead of time with this id, which prefixes its element ids.
     const renderId = `diagram-${name}`;
-    const { svg } = await mermaid.render(renderId, text);
+    const svg = await (await fetch(url)).text();
     const holder = document.createElement('div');
     holder.className = 'canvas';
     holder.innerHTML = svg;
     const drawn = holder.querySelector('svg');
-    // Mermaid draws to the container's width; natural size is the view box.
+    // Natural size is the view box.
     if (drawn?.viewBox?.baseVal?.width) drawn.style.width = `${drawn.viewBox.baseVal.width}px`;
     box.append(holder);
     $(main ? 'main-diagram' : 'side-diagrams').append(box);
