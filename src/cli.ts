@@ -11,6 +11,7 @@ import { startLiveView, type LiveView } from './liveView/server.js';
 import { ProxyStartError } from './listenSocket.js';
 import { createLogger } from './log.js';
 import { combineObservers } from './machineTools/trace.js';
+import { packageVersion } from './packageFiles.js';
 import { startProxy } from './server.js';
 
 const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
@@ -26,6 +27,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (commandLine.help) {
     process.stdout.write(USAGE);
+    return 0;
+  }
+  if (commandLine.version) {
+    process.stdout.write(`assuan-proxy ${packageVersion()}\n`);
     return 0;
   }
   const { inspectUrl, inspectPort, uiPort } = commandLine;

@@ -62,6 +62,7 @@ Options:
   --ui [PORT]              serve the live view on http://127.0.0.1:PORT/
                            (default ${DEFAULT_UI_PORT}; loopback only, works offline;
                            open the URL it prints, with its access token)
+  -V, --version            print the version and exit
   -h, --help               show this help
 `;
 
@@ -70,6 +71,7 @@ export class UsageError extends Error {}
 
 export interface CommandLine {
   help: boolean;
+  version: boolean;
   /** Only what was given: `resolveConfig` fills in the rest, as it does for any caller. */
   proxy: ProxyOptions;
   logLevel: LogLevel;
@@ -154,6 +156,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
         'inspect-port': { type: 'string' },
         ui: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
       },
       strict: true,
       allowPositionals: false,
@@ -175,9 +178,12 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
 
   return {
     help: values.help ?? false,
+    version: values.version ?? false,
     proxy: {
       listen: values.listen,
       upstream: values.upstream,
+      // As --help says: with no --upstream, the agent gpgconf names is started if it is not running.
+      launchAgent: true,
       connectTimeoutMs: numberValue(values['connect-timeout'], 'connectTimeoutMs'),
       greetingTimeoutMs: numberValue(values['greeting-timeout'], 'greetingTimeoutMs'),
       drainTimeoutMs: numberValue(values['drain-timeout'], 'drainTimeoutMs'),

@@ -5,20 +5,26 @@
  * cannot drift apart and nothing is checked twice.
  *
  * Finding the agent's socket is not part of it: with no `upstream`, `startProxy` asks gpgconf when it starts
- * (src/upstream.ts), which may launch gpg-agent. Keeping that out keeps this step synchronous and free of effects,
+ * (src/upstream.ts), and launches gpg-agent only if `launchAgent` says so. Keeping that out keeps this step synchronous and free of effects,
  * so a bad option is reported before anything is started, and the rules here can be tested without GnuPG.
  */
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { InspectionEvent, Observer } from 'xstate';
 import { defaultListenPath, ProxyStartError } from './listenSocket.js';
+import { defaultLogger } from './log.js';
 import { createCommandPolicy, PolicyError, type CommandPolicy } from './policy.js';
-import type { SessionOptions, SessionTimeouts } from './session/session.js';
+import type { SessionOptions, SessionSummary, SessionTimeouts } from './session/session.js';
 
 export interface ProxyOptions {
   /** Socket to listen on. Default: S.gpg-agent in a private directory under $XDG_RUNTIME_DIR or the temp dir. */
   listen?: string;
-  /** gpg-agent socket to relay to. Default: `gpgconf --list-dirs agent-socket`, launching the agent if needed. */
+  /** gpg-agent socket to relay to. Default: the one `gpgconf --list-dirs agent-socket` names (see `launchAgent`). */
   upstream?: string;
+  /**
+   * With no `upstream`: start gpg-agent (`gpgconf --launch gpg-agent`, in the GNUPGHOME of `env`) if it is not
+   * running. Default false, so that embedding the proxy never starts an agent nobody asked for; the CLI passes true.
+   */
+  launchAgent?: boolean;
   /** Milliseconds to connect to the agent (default 5000). */
   connectTimeoutMs?: number;
   /** Milliseconds for the agent's greeting once connected (default 5000). */
@@ -65,8 +71,16 @@ export interface ProxyOptions {
    * default: gpg-agent waits for its last connection before it exits on SIGTERM, and an idle spare is one.
    */
   spareConnection?: boolean;
-  /** Default: a silent logger. */
+  /**
+   * Default: as the CLI's, `info` JSON lines on stdout (formatted on a terminal): one line per session and per
+   * refusal, never a payload. Pass `pino({ level: 'silent' })` for none.
+   */
   logger?: Logger;
+  /**
+   * Called once per session as it ends, with what the `session ended` log line holds (outcome, failure, duration,
+   * commands, refusals, bytes; never a payload). An exception it throws is logged, not raised.
+   */
+  onSessionEnd?: (summary: SessionSummary) => void;
   /** Receives every actor's inspection events (transition traces, inspectors). */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Log every transition of every actor as one info line `{session, from, event, to}` (no payload). */
@@ -83,6 +97,8 @@ export interface ProxyConfig {
   readonly listenPath: string;
   /** The agent's socket as given, or undefined: ask gpgconf when the proxy starts. */
   readonly upstream: string | undefined;
+  /** With no upstream: launch gpg-agent with gpgconf if it is not running. */
+  readonly launchAgent: boolean;
   readonly timeouts: Readonly<SessionTimeouts>;
   readonly drainTimeoutMs: number;
   readonly maxSessions: number;
@@ -95,6 +111,7 @@ export interface ProxyConfig {
   /** Built once from restricted/allow/deny; undefined relays every command. */
   readonly policy: CommandPolicy | undefined;
   readonly logger: Logger;
+  readonly onSessionEnd: ((summary: SessionSummary) => void) | undefined;
   readonly inspect: Observer<InspectionEvent> | ((event: InspectionEvent) => void) | undefined;
   readonly traceTransitions: boolean;
   readonly clock: SessionOptions['clock'] | undefined;
@@ -207,6 +224,7 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
   const config: ProxyConfig = Object.freeze({
     listenPath: path('listen', options.listen) ?? defaultListenPath(env),
     upstream: path('upstream', options.upstream),
+    launchAgent: options.launchAgent ?? false,
     timeouts,
     drainTimeoutMs: positive('drainTimeoutMs', options.drainTimeoutMs, PROXY_DEFAULTS.drainTimeoutMs),
     maxSessions: positive('maxSessions', options.maxSessions, PROXY_DEFAULTS.maxSessions),
@@ -215,7 +233,8 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
     warmUpSessions: positive('warmUpSessions', options.warmUpSessions, PROXY_DEFAULTS.warmUpSessions),
     spareConnection: options.spareConnection ?? PROXY_DEFAULTS.spareConnection,
     policy,
-    logger: options.logger ?? pino({ level: 'silent' }),
+    logger: options.logger ?? defaultLogger(),
+    onSessionEnd: options.onSessionEnd,
     inspect: options.inspect,
     traceTransitions: options.traceTransitions ?? false,
     clock: options.clock,

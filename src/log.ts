@@ -31,6 +31,17 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(base, { write: (line: string) => sink.write(line) });
 }
 
+let sharedDefault: Logger | undefined;
+
+/**
+ * The logger used when none is given, by the CLI and the library alike: `info` (one line per session, one per
+ * refusal), JSON lines on stdout, or formatted when stdout is a terminal. One per process.
+ */
+export function defaultLogger(): Logger {
+  sharedDefault ??= createLogger({ level: 'info' });
+  return sharedDefault;
+}
+
 export function isLogLevel(value: string): value is LogLevel {
   return (LOG_LEVELS as readonly string[]).includes(value);
 }

@@ -8,7 +8,7 @@ import { createActor, fromPromise, waitFor } from 'xstate';
 import { serverMachine, type ServerEvent } from '../machines/server.js';
 import { resolveConfig, type ProxyConfig, type ProxyOptions } from './config.js';
 import { closeListener, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
-import { Session, type SessionInfo } from './session/session.js';
+import { Session, type SessionInfo, type SessionSummary } from './session/session.js';
 import { SessionRegistry } from './sessionRegistry.js';
 import { SpareAgentConnection } from './session/spareConnection.js';
 import { resolveUpstream } from './upstream.js';
@@ -41,7 +41,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   // Before anything else: a bad option (an unknown --allow verb, a zero timeout) must stop the start.
   const config = resolveConfig(options);
   const { logger } = config;
-  const upstreamPath = await resolveUpstream(config.upstream, config.env);
+  const upstreamPath = await resolveUpstream(config.upstream, config.env, { launch: config.launchAgent });
   // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
   await warmUpSessionsOnce(config.timeouts, config.warmUpSessions);
   const inspect = combineObservers([
@@ -55,6 +55,15 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
         })
       : undefined,
   ]);
+
+  const tellSessionEnd = (summary: SessionSummary): void => {
+    try {
+      config.onSessionEnd?.(summary);
+    } catch (err) {
+      // The caller's hook failing must not end a proxy that serves other sessions.
+      logger.error({ err, session: summary.sessionId }, 'onSessionEnd hook threw');
+    }
+  };
 
   // Dialed once the socket listens, replaced each time a session takes it, closed when the proxy stops accepting.
   const spare = config.spareConnection ? new SpareAgentConnection(upstreamPath, config.timeouts.greetingMs, logger) : undefined;
@@ -75,7 +84,10 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
         takeSpareConnection: spare && (() => spare.take()),
         ...(config.clock ? { clock: config.clock } : {}),
         ...(inspect ? { inspect } : {}),
-        onEnd,
+        onEnd: (summary) => {
+          onEnd();
+          tellSessionEnd(summary);
+        },
       }),
   });
   let socketPath = config.listenPath;

@@ -1,6 +1,7 @@
 /**
  * Finding the gpg-agent to relay to. With no explicit path we ask gpgconf, exactly as gpg does, so the proxy
- * follows GNUPGHOME and the per-user socket directory; and we let gpgconf start the agent if it is not running.
+ * follows GNUPGHOME and the per-user socket directory; and, where asked to, we let gpgconf start the agent if it
+ * is not running.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -8,9 +9,10 @@ import { ProxyStartError } from './listenSocket.js';
 
 const run = promisify(execFile);
 
-export async function resolveUpstream(explicitPath: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+export async function resolveUpstream(explicitPath: string | undefined, env: NodeJS.ProcessEnv, options: { launch: boolean }): Promise<string> {
   if (explicitPath) return explicitPath;
   const socketPath = await agentSocketPath(env);
+  if (!options.launch) return socketPath;
   try {
     await run('gpgconf', ['--launch', 'gpg-agent'], { env, timeout: 10_000 });
   } catch (err) {

@@ -34,6 +34,13 @@ describe('assuan-proxy CLI', () => {
     for (const flag of ['--listen', '--upstream', '--log-level', '--connect-timeout', '--greeting-timeout', '--idle-timeout', '--response-timeout', '--max-sessions', '--restricted', '--allow', '--deny', '--inspect', '--inspect-port', '--ui']) expect(run.stdout()).toContain(flag);
   });
 
+  it.each([['--version'], ['-V']])('%s prints the package version and exits 0', async (flag) => {
+    const run = runCli([flag], {});
+    expect(await run.exited).toBe(0);
+    const { version } = JSON.parse(fs.readFileSync('package.json', 'utf8')) as { version: string };
+    expect(run.stdout()).toBe(`assuan-proxy ${version}\n`);
+  });
+
   it.each([
     [['--bogus'], "Unknown option '--bogus'"],
     [['--log-level', 'loud'], '--log-level must be one of'],

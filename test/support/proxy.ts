@@ -24,7 +24,7 @@ export interface TestProxy {
   close(): Promise<void>;
 }
 
-export async function startTestProxy(options: ProxyOptions & { upstream: string }): Promise<TestProxy> {
+export async function startTestProxy(options: ProxyOptions): Promise<TestProxy> {
   const raw: string[] = [];
   const logs: LogRecord[] = [];
   const destination = new Writable({
