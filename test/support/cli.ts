@@ -14,10 +14,12 @@ export interface RunningCli {
 
 /**
  * Runs the CLI from source (tsx) with the given args and environment. `stderrFd` replaces the stderr pipe with
- * a descriptor of the test's (then `stderr()` stays empty).
+ * a descriptor of the test's (then `stderr()` stays empty); `command` runs that executable instead (an installed
+ * `assuan-proxy`, found on the PATH of `env`).
  */
-export function runCli(args: string[], env: NodeJS.ProcessEnv, options: { stderrFd?: number } = {}): RunningCli {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+export function runCli(args: string[], env: NodeJS.ProcessEnv, options: { stderrFd?: number; command?: string } = {}): RunningCli {
+  const [file, fileArgs] = options.command ? [options.command, args] : [process.execPath, ['--import', 'tsx', CLI, ...args]];
+  const child = spawn(file, fileArgs, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', options.stderrFd ?? 'pipe'],
   });
