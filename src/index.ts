@@ -2,7 +2,7 @@
 export { startProxy, type RunningProxy } from './server.js';
 export { resolveConfig, InvalidOptionError, PROXY_DEFAULTS, type ProxyOptions, type ProxyConfig } from './config.js';
 export { ProxyStartError, defaultListenPath } from './listenSocket.js';
-export { createLogger, type LogLevel } from './log.js';
+export { createLogger, type LogLevel, type LoggerOptions } from './log.js';
 export type { SessionInfo, SessionSummary, SessionTimeouts } from './session/session.js';
 export { sessionMachine, type SessionEvent, type SessionContext, type SessionFailure } from '../machines/session.js';
 export { streamToInspector, type InspectorStream } from './inspect/stately.js';
