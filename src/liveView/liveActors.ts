@@ -1,12 +1,18 @@
 /**
  * What the live view knows about the running machines, fed by the actors' inspection events: each actor's
- * current state and its recent transitions (event types and state names only, never payload). Actors that
- * reach a final state are forgotten.
+ * current state, the states it has been in (each once, in the order first entered) and its recent transitions
+ * (event types and state names only, never payload). Actors that reach a final state are forgotten.
  */
 import type { InspectionEvent, StateValue } from 'xstate';
 import { stateText, transitionRecorder, type TransitionRecord } from '../machineTools/trace.js';
 
 export const RECENT_TRANSITIONS = 12;
+/**
+ * States kept per actor in `visited`. Each state is listed once, so a machine's own state count bounds the list
+ * (the session machine has about 20); this cap only guards against a machine with parallel regions, whose
+ * combinations could be many.
+ */
+export const MAX_VISITED_STATES = 64;
 
 export interface LiveTransition {
   from: string;
@@ -22,6 +28,10 @@ export interface LiveActor {
   machine: string;
   /** Full state path, e.g. `bufferingInquire.answering`. */
   state: string;
+  /** Every state it has been in, each once, in the order first entered: its path through the machine. */
+  visited: string[];
+  /** Transitions it has taken so far (`recent` keeps the last few). */
+  transitions: number;
   recent: LiveTransition[];
 }
 
@@ -41,7 +51,8 @@ export class LiveActors {
       const id = (event.actorRef as { id?: string }).id ?? '';
       const snapshot = event.snapshot as { value?: StateValue; status?: string; machine?: { id: string } };
       if (!this.actors.has(id) && snapshot.status === 'active' && snapshot.value !== undefined) {
-        const actor: LiveActor = { actor: id, machine: snapshot.machine?.id ?? id, state: stateText(snapshot.value), recent: [] };
+        const state = stateText(snapshot.value);
+        const actor: LiveActor = { actor: id, machine: snapshot.machine?.id ?? id, state, visited: [state], transitions: 0, recent: [] };
         this.actors.set(id, actor);
         this.emit({ type: 'opened', actor });
       } else if (snapshot.status === 'done' && this.actors.delete(id)) {
@@ -66,6 +77,8 @@ export class LiveActors {
     if (!actor) return;
     const transition: LiveTransition = { from: record.from, event: record.event, to: record.to, at: Date.now() };
     actor.state = record.to;
+    actor.transitions += 1;
+    if (!actor.visited.includes(record.to) && actor.visited.length < MAX_VISITED_STATES) actor.visited.push(record.to);
     actor.recent.push(transition);
     if (actor.recent.length > RECENT_TRANSITIONS) actor.recent.shift();
     this.emit({ type: 'transition', actor: record.actor, transition });

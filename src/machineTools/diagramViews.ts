@@ -21,6 +21,8 @@ export interface ViewSpec {
   lifecycle: {
     /** States (or groups) drawn as one box, by path (`connecting`, `bufferingInquire`). */
     collapse?: string[];
+    /** Mermaid's layout direction: top to bottom (its default) or left to right. */
+    direction?: 'TB' | 'LR';
   };
   details?: DetailViewSpec[];
   /** States drawn as failures (tinted), by path. */
@@ -54,7 +56,7 @@ export function diagramViews(machine: AnyStateMachine, spec: ViewSpec = { lifecy
     if (!state) throw new Error(`${machine.id}: no state ${path}`);
     return state;
   });
-  const views = [draw(graph, { name: 'lifecycle', title: `${machine.id} lifecycle`, container: graph.root, collapse: spec.lifecycle.collapse ?? [], failures })];
+  const views = [draw(graph, { name: 'lifecycle', title: `${machine.id} lifecycle`, container: graph.root, collapse: spec.lifecycle.collapse ?? [], failures, direction: spec.lifecycle.direction })];
   for (const detail of spec.details ?? []) {
     const focus = graph.byPath.get(detail.focus);
     if (!focus || focus.children.length === 0) throw new Error(`${machine.id} view ${detail.name}: ${detail.focus} is not a composite state or group`);
@@ -92,7 +94,23 @@ interface Frame {
   container: GraphState;
   collapse: string[];
   failures: GraphState[];
+  direction?: 'TB' | 'LR';
 }
+
+/**
+ * Mermaid settings for the lifecycle views, in the text's front matter. The live view (`--ui`) shows them whole,
+ * scaled to fit a screen beside its session list: the state names are set large and the event labels small, with
+ * tighter spacing, so that the boxes stay readable at about half size.
+ */
+const LIFECYCLE_STYLE = [
+  '---',
+  'config:',
+  '  themeCSS: ".nodeLabel, .nodeLabel p { font-size: 24px; } .edgeLabel, .edgeLabel p { font-size: 12px; line-height: 1.2; }"',
+  '  state:',
+  '    nodeSpacing: 30',
+  '    rankSpacing: 30',
+  '---',
+];
 
 function draw(graph: StateGraph, frame: Frame): DiagramView {
   const lifecycle = frame.container === graph.root;
@@ -145,7 +163,8 @@ function draw(graph: StateGraph, frame: Frame): DiagramView {
   for (const box of containers(frame.container, expanded)) liftShared(box, steps, handled);
 
   const arrows = mergeEntries(groupSteps(steps));
-  const out = ['stateDiagram-v2'];
+  const out = lifecycle ? [...LIFECYCLE_STYLE, 'stateDiagram-v2'] : ['stateDiagram-v2'];
+  if (frame.direction) out.push(`  direction ${frame.direction}`);
   const classes = new Map<string, string[]>();
   const classify = (id: string, cls: string) => classes.set(cls, [...(classes.get(cls) ?? []), id]);
   const ids = new Set<string>();

@@ -7,7 +7,8 @@ import type { ViewSpec } from './diagramViews.js';
 
 export const VIEW_SPECS: Record<string, ViewSpec> = {
   session: {
-    lifecycle: { collapse: ['connecting', 'command.bufferingInquire'] },
+    // Left to right: its two clusters stacked, a drawing about 2:1 that fits a screen (the live view).
+    lifecycle: { collapse: ['connecting', 'command.bufferingInquire'], direction: 'LR' },
     details: [
       { name: 'connecting', title: 'session: connecting to gpg-agent', focus: 'connecting' },
       { name: 'awaiting-command', title: 'session: awaiting a command', focus: 'awaitingCommand' },

@@ -1,13 +1,27 @@
-// The live view page: shows the machines' diagrams (drawn ahead of time, fetched from the proxy), highlights the
-// states live actors are in, and lists the open sessions with their recent transitions. Everything else arrives
-// from /events (Server-Sent Events).
+// The live view page: shows the machines' lifecycle drawings (drawn ahead of time, fetched from the proxy), each
+// scaled to fit its pane whole; lights up the boxes live actors are in, with a badge counting the sessions in
+// each; lists the open sessions; and for the session selected in the list, numbers the boxes it has been in and
+// lists its path and its recent transitions. Everything else arrives from /events (Server-Sent Events).
 'use strict';
 
-const actors = new Map(); // actor id -> { actor, machine, state, recent }
+const actors = new Map(); // actor id -> { actor, machine, state, visited, transitions, recent }
 const stats = new Map(); // session id -> SessionInfo
-const diagramNodes = new Map(); // machine id -> Map(mermaid state id -> [svg group])
+const diagrams = new Map(); // machine id -> { svg, nodes: Map(mermaid state id -> [svg group]), overlay, frames }
 const drawnStates = new Map(); // machine id -> { state path -> [mermaid state ids of the boxes that show it] }
 const RECENT = 12;
+const MAX_VISITED = 64;
+// The session machine is the large one; the others sit beside the session list. Only sessions are counted on the
+// drawing (the server is one actor).
+const MAIN_MACHINE = 'session';
+const SVG_NS = 'http://www.w3.org/2000/svg';
+// Badge sizes in screen pixels, whatever the drawing's scale.
+const BADGE_RADIUS = 11;
+const BADGE_FONT = 13;
+// How far a badge's centre sits outside its box's corner, so that it covers less of the name.
+const BADGE_OUTSET = 4;
+
+let selected = null; // the selected session's id
+let endedSelection = null; // the selected session that has just ended
 
 const $ = (id) => document.getElementById(id);
 
@@ -15,31 +29,56 @@ function sessionIdOf(actorId) {
   return actorId.startsWith('session-') ? actorId.slice('session-'.length) : null;
 }
 
-// The boxes that show a state (`a.b.c`, or `a.b,c.d` for parallel regions): as the server says for the drawn
-// view (a collapsed box stands for the states inside it), else the nested Mermaid states a, a__b, a__b__c.
-function mermaidIds(machine, stateText) {
+// The boxes that show one state path (`a.b.c`), outermost first: as the server says for the drawn view (a
+// collapsed box stands for the states inside it), else the nested Mermaid states a, a__b, a__b__c.
+function boxesOfPath(machine, statePath) {
   const drawn = drawnStates.get(machine) ?? {};
-  return stateText.split(',').flatMap((statePath) => {
-    if (drawn[statePath]) return drawn[statePath];
-    const parts = statePath.split('.');
-    return parts.map((_, i) => parts.slice(0, i + 1).join('__'));
-  });
+  if (drawn[statePath]) return drawn[statePath];
+  const parts = statePath.split('.');
+  return parts.map((_, i) => parts.slice(0, i + 1).join('__'));
 }
 
-// The session machine is the large one: drawn full width at its natural size (scrollable, or fitted on demand);
-// the others sit beside the session list. Each is its lifecycle view: sessions light up its boxes.
-const MAIN_MACHINE = 'session';
+// Every box that shows a state (`a.b.c`, or `a.b,c.d` for parallel regions).
+function mermaidIds(machine, stateText) {
+  return stateText.split(',').flatMap((statePath) => boxesOfPath(machine, statePath));
+}
 
-async function drawDiagrams(diagrams) {
+// The innermost box of each region: where the state itself is drawn.
+function innermostIds(machine, stateText) {
+  return stateText.split(',').map((statePath) => boxesOfPath(machine, statePath).at(-1));
+}
+
+// The boxes an actor has been in, numbered in the order it first entered them.
+function pathSteps(actor) {
+  const steps = new Map();
+  for (const state of actor.visited ?? [actor.state]) {
+    for (const id of innermostIds(actor.machine, state)) if (!steps.has(id)) steps.set(id, steps.size + 1);
+  }
+  return steps;
+}
+
+function selectedActor() {
+  return selected === null ? undefined : actors.get(`session-${selected}`);
+}
+
+async function drawDiagrams(list) {
+  // Fetched before anything is replaced, so that a redraw does not flash an empty page.
+  const drawings = await Promise.all(
+    list.map(async (d) => {
+      const response = await fetch(d.url);
+      if (!response.ok) throw new Error(`${d.url}: ${response.status}`);
+      return { ...d, text: await response.text() };
+    }),
+  );
   $('main-diagram').replaceChildren();
   $('side-diagrams').replaceChildren();
-  diagramNodes.clear();
+  diagrams.clear();
   drawnStates.clear();
-  for (const { name, url, drawnStates: boxesOfStates } of diagrams) {
+  for (const { name, url, text, drawnStates: boxesOfStates } of drawings) {
     drawnStates.set(name, boxesOfStates ?? {});
     const main = name === MAIN_MACHINE;
     const box = document.createElement('div');
-    box.className = main ? 'diagram' : 'diagram fit';
+    box.className = 'diagram';
     box.dataset.machine = name;
     const title = document.createElement('h2');
     title.textContent = `${name} machine`;
@@ -48,59 +87,167 @@ async function drawDiagrams(diagrams) {
     count.dataset.liveCount = name;
     title.append(count);
     if (main) {
-      const fit = document.createElement('button');
-      fit.type = 'button';
-      fit.textContent = 'fit to width';
-      fit.addEventListener('click', () => {
-        box.classList.toggle('fit');
-        fit.textContent = box.classList.contains('fit') ? 'actual size' : 'fit to width';
-      });
-      title.append(fit);
+      title.append(legend());
+      // Scaled to fit, the event names on the arrows are too small to read: the drawing at its own size has them.
+      const full = document.createElement('a');
+      full.href = url;
+      full.target = '_blank';
+      full.rel = 'noopener';
+      full.className = 'full-size';
+      full.textContent = 'full size ↗';
+      full.title = 'the drawing at its own size, where the events on the arrows can be read (not live)';
+      title.append(full);
     }
     box.append(title);
-    // Drawn by Mermaid ahead of time with this id, which prefixes its element ids.
-    const renderId = `diagram-${name}`;
-    const svg = await (await fetch(url)).text();
     const holder = document.createElement('div');
     holder.className = 'canvas';
-    holder.innerHTML = svg;
-    const drawn = holder.querySelector('svg');
-    // Natural size is the view box.
-    if (drawn?.viewBox?.baseVal?.width) drawn.style.width = `${drawn.viewBox.baseVal.width}px`;
+    holder.innerHTML = text;
+    const svg = holder.querySelector('svg');
     box.append(holder);
     $(main ? 'main-diagram' : 'side-diagrams').append(box);
+    if (!svg) continue;
+    // Scaled to fit its pane whole (the view box keeps its proportions).
+    svg.removeAttribute('width');
+    svg.removeAttribute('height');
+    svg.style.maxWidth = '';
+    svg.setAttribute('preserveAspectRatio', 'xMidYMid meet');
+    // Drawn by Mermaid ahead of time with this id, which prefixes its element ids.
+    const pattern = new RegExp(`^diagram-${name}-state-(.+)-\\d+$`);
     const nodes = new Map();
-    const pattern = new RegExp(`^${renderId}-state-(.+)-\\d+$`);
-    for (const group of holder.querySelectorAll('g[id]')) {
+    for (const group of svg.querySelectorAll('g[id]')) {
       const match = pattern.exec(group.id);
       if (!match) continue;
-      const list = nodes.get(match[1]) ?? [];
-      list.push(group);
-      nodes.set(match[1], list);
+      const groups = nodes.get(match[1]) ?? [];
+      groups.push(group);
+      nodes.set(match[1], groups);
     }
-    diagramNodes.set(name, nodes);
+    const overlay = document.createElementNS(SVG_NS, 'g');
+    overlay.setAttribute('class', 'overlay');
+    svg.append(overlay);
+    diagrams.set(name, { svg, nodes, overlay, frames: new Map() });
+    // The badges keep their size on screen when the pane (and so the drawing's scale) changes.
+    new ResizeObserver(() => drawOverlay(name)).observe(holder);
   }
-  highlight();
+}
+
+function legend() {
+  const span = document.createElement('span');
+  span.className = 'legend';
+  const live = document.createElement('span');
+  live.innerHTML = '<span class="swatch live"></span>';
+  live.append('live: the number of sessions in each box');
+  const path = document.createElement('span');
+  path.innerHTML = '<span class="swatch path"></span>';
+  path.append("selected session's path, in order");
+  span.append(live, path);
+  return span;
+}
+
+// A box's frame in its drawing's own coordinates (the view box), whatever the scale it is shown at.
+function frameOf(diagram, id) {
+  const known = diagram.frames.get(id);
+  if (known) return known;
+  const group = diagram.nodes.get(id)?.[0];
+  if (!group) return undefined;
+  const shape = group.querySelector(':scope > g > rect.outer') ?? group;
+  const toDrawing = diagram.svg.getScreenCTM()?.inverse().multiply(shape.getScreenCTM() ?? new DOMMatrix());
+  if (!toDrawing) return undefined;
+  const b = shape.getBBox();
+  const a = new DOMPoint(b.x, b.y).matrixTransform(toDrawing);
+  const z = new DOMPoint(b.x + b.width, b.y + b.height).matrixTransform(toDrawing);
+  const frame = { x: a.x, y: a.y, width: z.x - a.x, height: z.y - a.y };
+  diagram.frames.set(id, frame);
+  return frame;
+}
+
+function badge(className, cx, cy, unit, label, tooltip) {
+  const g = document.createElementNS(SVG_NS, 'g');
+  g.setAttribute('class', className);
+  const wide = label.length > 1;
+  const circle = document.createElementNS(SVG_NS, wide ? 'rect' : 'circle');
+  const r = BADGE_RADIUS * unit;
+  if (wide) {
+    const w = r * (1.2 + 0.6 * label.length);
+    Object.entries({ x: cx - w / 2, y: cy - r, width: w, height: 2 * r, rx: r }).forEach(([k, v]) => circle.setAttribute(k, String(v)));
+  } else {
+    Object.entries({ cx, cy, r }).forEach(([k, v]) => circle.setAttribute(k, String(v)));
+  }
+  circle.setAttribute('stroke-width', String(2 * unit));
+  const text = document.createElementNS(SVG_NS, 'text');
+  text.setAttribute('x', String(cx));
+  text.setAttribute('y', String(cy));
+  text.setAttribute('font-size', String(BADGE_FONT * unit));
+  text.textContent = label;
+  const title = document.createElementNS(SVG_NS, 'title');
+  title.textContent = tooltip;
+  g.append(circle, text, title);
+  return g;
+}
+
+// Per machine, how many of its actors are in each box.
+function occupancy(machine) {
+  const counts = new Map();
+  let live = 0;
+  for (const a of actors.values()) {
+    if (a.machine !== machine) continue;
+    live += 1;
+    for (const id of new Set(mermaidIds(machine, a.state))) counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  return { counts, live };
+}
+
+// The badges: the count of sessions on each live box's top right corner, the selected session's step numbers on
+// the top left corner of each box it has been in.
+function drawOverlay(machine) {
+  const diagram = diagrams.get(machine);
+  if (!diagram) return;
+  diagram.overlay.replaceChildren();
+  const scale = diagram.svg.getScreenCTM()?.a;
+  if (!scale) return;
+  const unit = 1 / scale;
+  if (machine !== 'server') {
+    for (const [id, n] of occupancy(machine).counts) {
+      const frame = frameOf(diagram, id);
+      if (!frame) continue;
+      const g = badge('live-count', frame.x + frame.width + BADGE_OUTSET * unit, frame.y - BADGE_OUTSET * unit, unit, String(n), `${n} session${n === 1 ? '' : 's'} in ${id.replaceAll('__', '.')}`);
+      g.dataset.box = id;
+      g.dataset.count = String(n);
+      diagram.overlay.append(g);
+    }
+  }
+  const actor = selectedActor();
+  if (actor?.machine === machine) {
+    for (const [id, step] of pathSteps(actor)) {
+      const frame = frameOf(diagram, id);
+      if (!frame) continue;
+      const g = badge('path-step', frame.x - BADGE_OUTSET * unit, frame.y - BADGE_OUTSET * unit, unit, String(step), `session ${selected}: step ${step}, ${id.replaceAll('__', '.')}`);
+      g.dataset.box = id;
+      g.dataset.step = String(step);
+      diagram.overlay.append(g);
+    }
+  }
 }
 
 function highlight() {
-  for (const [machine, nodes] of diagramNodes) {
-    const occupied = new Map();
-    let live = 0;
-    for (const a of actors.values()) {
-      if (a.machine !== machine) continue;
-      live += 1;
-      for (const id of new Set(mermaidIds(machine, a.state))) occupied.set(id, (occupied.get(id) ?? 0) + 1);
-    }
-    for (const [id, groups] of nodes) {
-      const n = occupied.get(id) ?? 0;
+  const actor = selectedActor();
+  for (const [machine, diagram] of diagrams) {
+    const { counts, live } = occupancy(machine);
+    const steps = actor?.machine === machine ? pathSteps(actor) : new Map();
+    const current = new Set(actor?.machine === machine ? innermostIds(machine, actor.state) : []);
+    for (const [id, groups] of diagram.nodes) {
+      const n = counts.get(id) ?? 0;
       for (const g of groups) {
         g.classList.toggle('live', n > 0);
         g.dataset.live = String(n);
+        g.classList.toggle('visited', steps.has(id));
+        g.classList.toggle('current', current.has(id));
+        if (steps.has(id)) g.dataset.step = String(steps.get(id));
+        else delete g.dataset.step;
       }
     }
-    const badge = document.querySelector(`[data-live-count="${machine}"]`);
-    if (badge) badge.textContent = machine === 'server' ? '' : `${live} live`;
+    const heading = document.querySelector(`[data-live-count="${machine}"]`);
+    if (heading) heading.textContent = machine === 'server' ? '' : `${live} live`;
+    drawOverlay(machine);
   }
 }
 
@@ -129,20 +276,11 @@ function sessionRow(sessionId) {
   row = document.createElement('tr');
   row.dataset.session = sessionId;
   row.className = 'session';
-  const details = document.createElement('tr');
-  details.className = 'transitions';
-  details.dataset.transitionsOf = sessionId;
-  const td = document.createElement('td');
-  td.colSpan = 6;
-  const list = document.createElement('ol');
-  list.className = 'recent';
-  td.append(list);
-  details.append(td);
+  row.tabIndex = 0;
   const rows = $('session-rows');
   // Sessions in id order.
   const after = [...rows.querySelectorAll('tr.session')].find((r) => Number(r.dataset.session) > Number(sessionId));
   rows.insertBefore(row, after ?? null);
-  rows.insertBefore(details, after ?? null);
   return row;
 }
 
@@ -152,29 +290,90 @@ function renderSession(sessionId) {
   const info = stats.get(sessionId);
   const row = sessionRow(sessionId);
   row.dataset.state = actor.state;
+  row.dataset.transitions = String(actor.transitions ?? 0);
+  row.classList.toggle('selected', sessionId === selected);
+  row.setAttribute('aria-selected', String(sessionId === selected));
   row.replaceChildren(
     cell(sessionId),
     cell(actor.state, 'state'),
+    cell(actor.recent.at(-1)?.event ?? '–'),
     cell(info?.command || '–'),
     cell(info ? formatAge(info.ageMs) : '–'),
     cell(info ? formatBytes(info.bytesFromClient) : '–'),
     cell(info ? formatBytes(info.bytesToClient) : '–'),
   );
-  const list = document.querySelector(`tr[data-transitions-of="${sessionId}"] ol`);
-  list.replaceChildren(
-    ...actor.recent.map((t) => {
-      const li = document.createElement('li');
-      li.textContent = `${t.from} → ${t.to}  (${t.event})`;
+}
+
+function listItem(text, value) {
+  const li = document.createElement('li');
+  li.textContent = text;
+  if (value !== undefined) li.value = value;
+  return li;
+}
+
+function renderSelection() {
+  const actor = selectedActor();
+  $('selected-id').textContent = actor ? selected : '';
+  $('deselect').hidden = !actor;
+  $('selection-body').hidden = !actor;
+  $('selection-hint').hidden = Boolean(actor);
+  $('selection-hint').textContent = endedSelection
+    ? `Session ${endedSelection} ended. Select another to mark its path on the diagram.`
+    : 'None selected. Select a session to mark its path on the diagram.';
+  document.body.dataset.selected = actor ? selected : '';
+  if (!actor) return;
+  $('selected-state').textContent = actor.state;
+  // Each state entered, numbered as its box is on the drawing (states drawn in one box share its number).
+  const steps = pathSteps(actor);
+  $('selected-path').replaceChildren(
+    ...(actor.visited ?? [actor.state]).map((state) => {
+      const li = listItem(state, steps.get(innermostIds(actor.machine, state)[0]));
+      li.dataset.state = state;
+      if (state === actor.state) li.className = 'now';
       return li;
     }),
   );
-  list.start = Math.max(1, actor.recent.length - RECENT + 1);
+  const list = $('selected-transitions');
+  list.replaceChildren(
+    ...actor.recent.map((t) => {
+      const li = listItem(`${t.from} → ${t.to} `);
+      const event = document.createElement('span');
+      event.className = 'event';
+      event.textContent = `(${t.event})`;
+      li.append(event);
+      return li;
+    }),
+  );
+  const total = actor.transitions ?? actor.recent.length;
+  list.start = Math.max(1, total - actor.recent.length + 1);
+  $('selected-transition-count').textContent = total > actor.recent.length ? `(${total}; the last ${actor.recent.length})` : `(${total})`;
+}
+
+function select(sessionId) {
+  selected = sessionId !== null && actors.has(`session-${sessionId}`) ? sessionId : null;
+  endedSelection = null;
+  for (const row of document.querySelectorAll('tr.session')) {
+    const on = row.dataset.session === selected;
+    row.classList.toggle('selected', on);
+    row.setAttribute('aria-selected', String(on));
+  }
+  renderSelection();
+  highlight();
+}
+
+function toggleRow(row) {
+  if (!row) return;
+  select(row.dataset.session === selected ? null : row.dataset.session);
 }
 
 function removeSession(sessionId) {
   stats.delete(sessionId);
   document.querySelector(`tr[data-session="${sessionId}"]`)?.remove();
-  document.querySelector(`tr[data-transitions-of="${sessionId}"]`)?.remove();
+  if (sessionId === selected) {
+    selected = null;
+    endedSelection = sessionId;
+    renderSelection();
+  }
 }
 
 function updateCount() {
@@ -194,20 +393,39 @@ function applyStats(list) {
   }
 }
 
+$('session-rows').addEventListener('click', (e) => toggleRow(e.target.closest('tr.session')));
+$('session-rows').addEventListener('keydown', (e) => {
+  if (e.key !== 'Enter' && e.key !== ' ') return;
+  e.preventDefault();
+  toggleRow(e.target.closest('tr.session'));
+});
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && selected !== null) select(null);
+});
+$('deselect').addEventListener('click', () => select(null));
+
 const events = new EventSource('/events');
 events.addEventListener('init', async (e) => {
   const data = JSON.parse(e.data);
+  document.body.dataset.ready = 'false';
   $('paths').textContent = `${data.socketPath} → ${data.upstreamPath}`;
   $('status').classList.remove('offline');
-  for (const id of [...actors.keys()]) {
-    const sessionId = sessionIdOf(id);
-    if (sessionId !== null) removeSession(sessionId);
-  }
+  for (const row of document.querySelectorAll('tr.session')) row.remove();
   actors.clear();
   for (const a of data.actors) actors.set(a.actor, a);
+  if (selected !== null && !actors.has(`session-${selected}`)) selected = null;
   applyStats(data.sessions);
   updateCount();
-  await drawDiagrams(data.diagrams);
+  try {
+    await drawDiagrams(data.diagrams);
+  } catch (error) {
+    $('status').textContent = `could not load the drawings: ${error.message}`;
+    $('status').classList.add('offline');
+    return;
+  }
+  renderSelection();
+  highlight();
+  // The drawings, the sessions and their counts are on screen.
   document.body.dataset.ready = 'true';
 });
 events.addEventListener('opened', (e) => {
@@ -223,10 +441,15 @@ events.addEventListener('transition', (e) => {
   const actor = actors.get(id);
   if (!actor) return;
   actor.state = transition.to;
+  actor.transitions = (actor.transitions ?? 0) + 1;
+  actor.visited ??= [];
+  // As the server keeps it: each state once, in the order first entered.
+  if (!actor.visited.includes(transition.to) && actor.visited.length < MAX_VISITED) actor.visited.push(transition.to);
   actor.recent.push(transition);
   if (actor.recent.length > RECENT) actor.recent.shift();
   const sessionId = sessionIdOf(id);
   if (sessionId !== null) renderSession(sessionId);
+  if (sessionId !== null && sessionId === selected) renderSelection();
   updateCount();
   highlight();
 });
