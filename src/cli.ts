@@ -95,7 +95,7 @@ async function main(argv: string[]): Promise<number> {
       `assuan-proxy: relaying to gpg-agent at ${proxy.upstreamPath}\n` +
       `Point a client at it:\n` +
       `  gpg-connect-agent -S ${proxy.socketPath}\n` +
-      `  gpg: use a GNUPGHOME whose agent socket is this path, with no-autostart in gpg.conf (see README)\n` +
+      `  gpg, gpgsm: use a GNUPGHOME whose agent socket is this path, with no-autostart in gpg.conf and gpgsm.conf (see README)\n` +
       (liveView ? `Live view: ${liveView.url}\n` : '') +
       (relay ? `Inspector: open ${relay.pageUrl} in a browser with internet access (the inspector UI is hosted by Stately)\n` : '') +
       (inspectUrl ? `Inspector: streaming to ${inspectUrl}\n` : '') +
