@@ -75,6 +75,9 @@ export interface SessionContext {
   readonly restrictAgent: boolean;
 }
 
+/** gpg-error's GPG_ERR_FORBIDDEN, the code part (low 16 bits) of gpg-agent's `ERR 67109115 Forbidden`. */
+const GPG_ERR_FORBIDDEN = 251;
+
 /**
  * A line from the agent. `bytes` is its length where it may be published (absent in the answer of a command whose
  * answer is secret, GET_PASSPHRASE); `line` holds the bytes for the action that relays them.
@@ -88,7 +91,8 @@ export type AgentLineEvent =
   | AgentLine<'AGENT.OK'>
   /** `OK closing connection`: the agent closes the connection next (BYE, KILLAGENT). */
   | AgentLine<'AGENT.OK_CLOSING'>
-  | AgentLine<'AGENT.ERR'>
+  /** `code`: the gpg-error code the line carries (0 if none can be read). */
+  | (AgentLine<'AGENT.ERR'> & { code?: number })
   /** `keyword` from a fixed vocabulary (OTHER otherwise). */
   | (AgentLine<'AGENT.INQUIRE'> & { keyword: string })
   | (AgentLine<'AGENT.STATUS'> & { keyword: string })
@@ -210,6 +214,11 @@ const session = setup({
     rejectEvent: (_, _params: { type: string }) => {},
   },
   guards: {
+    /**
+     * The agent refused to restrict the connection with Forbidden: it is restricted already (gpg-agent forbids
+     * every OPTION but agent-awareness on a restricted connection: its extra socket), which is what was asked.
+     */
+    agentAlreadyRestricted: ({ event }) => event.type === 'AGENT.ERR' && ((event.code ?? 0) & 0xffff) === GPG_ERR_FORBIDDEN,
     /** An INQUIRE whose reader takes no data (PINENTRY_LAUNCHED): a D line ends it, as any other line does. */
     inquiryTakesNoData: ({ event }) => event.type === 'AGENT.INQUIRE' && !inquiryTakesData(event.keyword),
     /** The proxy refused a line of this command: the client gets its ERR in place of the agent's answer. */
@@ -395,7 +404,10 @@ export const sessionMachine = session.createMachine({
           on: {
             ...forIntermediateAgentLines({}),
             'AGENT.OK': { target: '#session.awaitingCommand', actions: startIdleTimer },
-            'AGENT.ERR': { target: '#session.fatal', actions: failWith({ reason: 'restrictFailed' }) },
+            'AGENT.ERR': [
+              { guard: 'agentAlreadyRestricted', target: '#session.awaitingCommand', actions: startIdleTimer },
+              { target: '#session.fatal', actions: failWith({ reason: 'restrictFailed' }) },
+            ],
             'AGENT.*': protocolViolation,
           },
         },

@@ -71,8 +71,20 @@ export function takeAgentEvent(framer: LineFramer, secret: boolean): AgentLineEv
   const bytes = kind === 'data' ? dataRun(framer, item.bytes, isAgentData) : item.bytes;
   const event = { type: AGENT_EVENT[kind], line: new LineHandle(bytes) } as AgentLineEvent;
   if (kind === 'inquire' || kind === 'status') (event as { keyword?: string }).keyword = keyword;
+  if (kind === 'err') (event as { code?: number }).code = errCode(bytes);
   if (!secret) event.bytes = bytes.length;
   return event;
+}
+
+/** The decimal gpg-error code after `ERR ` (0 if there is none): a number, never a secret. */
+function errCode(line: Buffer): number {
+  let code = 0;
+  for (let i = 4; i < line.length && i < 14; i++) {
+    const digit = line[i]! - 0x30;
+    if (digit < 0 || digit > 9) break;
+    code = code * 10 + digit;
+  }
+  return code;
 }
 
 const isAgentData = (line: Buffer) => classifyAgentLine(line).kind === 'data';

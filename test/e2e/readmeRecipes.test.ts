@@ -291,8 +291,8 @@ describe('recipe: forwarding over SSH (ssh and sshd replaced by stand-ins)', () 
   });
 });
 
-describe('--restricted in front of the extra socket (the README warns against it)', () => {
-  it('every session fails: the extra socket forbids the OPTION that restricts a session', async () => {
+describe('--restricted in front of the extra socket', () => {
+  it('works: the agent forbids the restricting OPTION there, being restricted already, and the proxy enforces its rules too', async () => {
     const s = scene('restricted-extra');
     const listen = path.join(s.runtime, 'S.gpg-agent');
     const cli = runCli(['--warm-up', '0', '--restricted', '--listen', listen, '--upstream', await gpgconfDir(agent.home, 'agent-extra-socket')], s.env);
@@ -300,11 +300,12 @@ describe('--restricted in front of the extra socket (the README warns against it
       await stderrMatch(cli, /listening on/);
       const client = await RawClient.connect(listen);
       try {
-        // The greeting, then the session's end: one ERR line, and the close.
-        const lines: string[] = [];
-        for (let line = await client.readLineBytes(); line !== undefined; line = await client.readLineBytes()) lines.push(line.toString().trimEnd());
-        expect(lines[0]).toMatch(/^OK /);
-        expect(lines.slice(1)).toEqual([expect.stringMatching(/^ERR 67109123 .*gpg-agent refused to run the connection restricted/)]);
+        expect(await client.readLine()).toMatch(/^OK /);
+        // Before the fix every session ended here, with ERR 67109123 "gpg-agent refused to run the connection restricted".
+        expect(await client.request('GETINFO version')).toEqual([expect.stringMatching(/^D 2\.\d+\.\d+$/), 'OK']);
+        expect(await client.request('GETINFO restricted')).toEqual(['OK']);
+        // Refused by the proxy itself, before the agent sees it.
+        expect(await client.request('KEYINFO --list')).toEqual([expect.stringMatching(/^ERR 67109115 Forbidden <assuan-proxy>/)]);
       } finally {
         client.destroy();
       }

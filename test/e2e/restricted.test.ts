@@ -92,6 +92,19 @@ describe('--restricted', () => {
     expect(await finalLine(restricted.socket, 'GETINFO version')).toBe('OK');
   });
 
+  it("in front of the agent's extra socket too: the agent forbids the restricting OPTION there (the connection is restricted already) and the session goes on", async () => {
+    const inFrontOfExtra = await startTestProxy({ upstream: extraSocket, restricted: true });
+    cleanups.push(() => inFrontOfExtra.close());
+    // Before the fix: OK greeting, then ERR 67109123 "gpg-agent refused to run the connection restricted", and the close.
+    for (const command of PROBES) {
+      const extra = await finalLine(extraSocket, command);
+      const proxied = await finalLine(inFrontOfExtra.socket, command);
+      expect(proxied.startsWith(FORBIDDEN), `${command}: extra socket "${extra}", proxy "${proxied}"`).toBe(extra.startsWith(FORBIDDEN));
+    }
+    await sessionsDrained(inFrontOfExtra.proxy);
+    expect(inFrontOfExtra.logs.filter((r) => r.msg === 'session ended' && r.outcome !== 'closed')).toEqual([]);
+  });
+
   it('the agent is told first; a forbidden command never reaches it, in any state', async () => {
     const { scripted, proxy, client, upstream } = await restrictedInFrontOfScripted();
     // Before any client line: the agent itself is asked to run the connection restricted.

@@ -467,6 +467,16 @@ describe('session machine', () => {
     expect(h.actor.getSnapshot().context.failure).toEqual(failure);
   });
 
+  it('an agent that answers the restricting OPTION with Forbidden is restricted already (its extra socket): the session goes on', () => {
+    const h = harness({ restrictAgent: true });
+    h.send({ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'), { type: 'AGENT.ERR', code: 67109115, line: lineOf('ERR 67109115 Forbidden'), bytes: 23 });
+    expect(h.state()).toBe('awaitingCommand.ready');
+    // Any other refusal still ends the session: the connection would not be restricted.
+    const other = harness({ restrictAgent: true });
+    other.send({ type: 'AGENT_CONNECTED' }, agent('AGENT.OK'), { type: 'AGENT.ERR', code: 67108949, line: lineOf('ERR 67108949 x'), bytes: 15 });
+    expect(other.state()).toBe('fatal');
+  });
+
   it('an event the state does not handle is rejected explicitly and changes nothing', () => {
     const h = greeted();
     h.send(client('CLIENT.COMMAND', 'NOP'));

@@ -23,6 +23,8 @@ const events: SessionEvent[] = [
   { type: 'AGENT_DRAINED' },
   { type: 'AGENT_CLOSED', code: 'EOF' },
   ...plainAgentLines.map((type): SessionEvent => ({ type, line, bytes: 4 })),
+  // Forbidden: the agent's answer to the restricting OPTION on a connection restricted already (its extra socket).
+  { type: 'AGENT.ERR', code: 67109115, line, bytes: 4 },
   { type: 'AGENT.STATUS', keyword: 'PROGRESS', line, bytes: 4 },
   { type: 'AGENT.INQUIRE', keyword: 'PASSPHRASE', line, bytes: 4 },
   { type: 'AGENT.INQUIRE', keyword: 'PINENTRY_LAUNCHED', line, bytes: 4 },
