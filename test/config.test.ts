@@ -29,6 +29,9 @@ describe('resolveConfig', () => {
     expect(comparable(config)).toEqual({
       listenPath: defaultListenPath(env),
       upstream: undefined,
+      // The library starts no agent unless asked (the CLI asks).
+      launchAgent: false,
+      onSessionEnd: undefined,
       timeouts: {
         connectMs: PROXY_DEFAULTS.connectTimeoutMs,
         greetingMs: PROXY_DEFAULTS.greetingTimeoutMs,
@@ -50,7 +53,8 @@ describe('resolveConfig', () => {
       env,
     });
     expect(config.listenPath).toBe('/run/user/4242/assuan-proxy/S.gpg-agent');
-    expect(config.logger.level).toBe('silent');
+    // The CLI's default logger: info lines (before, the library's default logged nothing).
+    expect(config.logger.level).toBe('info');
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.timeouts)).toBe(true);
   });
@@ -99,7 +103,8 @@ describe('the command line goes through the same config', () => {
   it("with no flags, the CLI's config is the library's defaults", () => {
     const cli = parseCommandLine([]);
     expect(cli.help).toBe(false);
-    expect(comparable(resolveConfig(cli.proxy, { optionName: flagOf }))).toEqual(comparable(resolveConfig({})));
+    // Except the one documented difference: with no --upstream, the CLI starts the agent if it is not running.
+    expect(comparable(resolveConfig(cli.proxy, { optionName: flagOf }))).toEqual({ ...comparable(resolveConfig({})), launchAgent: true });
   });
 
   it('flags become options, and their values reach the config', () => {

@@ -98,7 +98,7 @@ describe('agent lines', () => {
       { type: 'AGENT.DATA', bytes: 8, line: 'D a\nD b\n' },
       { type: 'AGENT.END', bytes: 4, line: 'END\n' },
       { type: 'AGENT.INQUIRE', keyword: 'PASSPHRASE', bytes: 19, line: 'INQUIRE PASSPHRASE\n' },
-      { type: 'AGENT.ERR', bytes: 8, line: 'ERR 1 x\n' },
+      { type: 'AGENT.ERR', code: 1, bytes: 8, line: 'ERR 1 x\n' },
       { type: 'AGENT.OK', bytes: 3, line: 'OK\n' },
       { type: 'AGENT.OK_CLOSING', bytes: 22, line: 'OK closing connection\n' },
       { type: 'AGENT.INVALID', bytes: 6, line: 'bogus\n' },
