@@ -24,6 +24,10 @@ const inlinePackageFiles: Plugin = {
           export const RUNTIME_FILES = ${JSON.stringify(RUNTIME_FILES)};
           export function readPackageFile(file) { return Buffer.from(FILES[file], 'base64'); }
           export function packageVersion() { return JSON.parse(readPackageFile('package.json').toString('utf8')).version; }
+          export function clientEndCode() {
+            if (!import.meta.url.startsWith('file:')) throw new Error('this copy of the single-file build was not started from a file: pass --client-end-code FILE');
+            return require('node:fs').readFileSync(new URL(import.meta.url));
+          }
         `,
       };
     });
@@ -39,7 +43,11 @@ export async function bundle(outfile = BUNDLE_PATH): Promise<{ outfile: string; 
     format: 'esm',
     target: 'node20',
     // The CommonJS dependencies (pino, ws) require Node's own modules; in an ES module that needs a require.
-    banner: { js: "import { createRequire as __bundleRequire } from 'node:module';\nconst require = __bundleRequire(import.meta.url);" },
+    // On the far side of a bridge link the bundle runs from a data: URL, which createRequire does not take; it
+    // needs only Node's own modules, which any base finds.
+    banner: {
+      js: "import { createRequire as __bundleRequire } from 'node:module';\nconst require = __bundleRequire(import.meta.url.startsWith('file:') ? import.meta.url : 'file:///assuan-proxy.mjs');",
+    },
     // ws loads these native speed-ups if they are installed, and works without them.
     external: ['bufferutil', 'utf-8-validate'],
     plugins: [inlinePackageFiles],

@@ -11,6 +11,7 @@ import { startLiveView, type LiveView } from './liveView/server.js';
 import { ProxyStartError } from './listenSocket.js';
 import { createLogger } from './log.js';
 import { combineObservers } from './machineTools/trace.js';
+import { clientEndMain, forwardCommand } from './bridge/commands.js';
 import { packageVersion } from './packageFiles.js';
 import { startProxy } from './server.js';
 
@@ -18,6 +19,9 @@ const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 async function main(argv: string[]): Promise<number> {
   ignoreOutputErrors();
+  // The bridge's two ends (src/bridge/commands.ts).
+  if (argv[0] === 'forward') return forwardCommand(argv.slice(1));
+  if (argv[0] === 'client-end') return clientEndMain(argv.slice(1));
   let commandLine: CommandLine;
   try {
     commandLine = parseCommandLine(argv);

@@ -96,7 +96,7 @@ export interface SocketIdentity {
   ctimeNs: bigint;
 }
 
-function identityOf(socketPath: string): SocketIdentity | undefined {
+export function identityOf(socketPath: string): SocketIdentity | undefined {
   try {
     const st = fs.lstatSync(socketPath, { bigint: true });
     return { dev: st.dev, ino: st.ino, ctimeNs: st.ctimeNs };
@@ -105,7 +105,7 @@ function identityOf(socketPath: string): SocketIdentity | undefined {
   }
 }
 
-function isOurs(socketPath: string, ours: SocketIdentity): boolean {
+export function isOurs(socketPath: string, ours: SocketIdentity): boolean {
   const now = identityOf(socketPath);
   return now !== undefined && now.dev === ours.dev && now.ino === ours.ino && now.ctimeNs === ours.ctimeNs;
 }

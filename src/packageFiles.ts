@@ -39,6 +39,19 @@ export function readPackageFile(file: RuntimeFile): Buffer {
   return fs.readFileSync(path.join(packageRoot(), file));
 }
 
+/**
+ * The single-file build, which bridge mode runs on the far side. Built by `npm run bundle` (and by `npm pack`);
+ * the single-file build itself answers with its own file.
+ */
+export function clientEndCode(): Buffer {
+  const file = path.join(packageRoot(), 'dist', 'assuan-proxy.mjs');
+  try {
+    return fs.readFileSync(file);
+  } catch {
+    throw new Error(`the single-file build is missing (${file}): run 'npm run bundle', or pass --client-end-code FILE`);
+  }
+}
+
 export function packageVersion(): string {
   return (JSON.parse(readPackageFile('package.json').toString('utf8')) as { version: string }).version;
 }

@@ -8,11 +8,10 @@ import { createActor, fromPromise, waitFor } from 'xstate';
 import { serverMachine, type ServerEvent } from '../machines/server.js';
 import { resolveConfig, type ProxyConfig, type ProxyOptions } from './config.js';
 import { closeListener, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
-import { Session, type SessionInfo, type SessionSummary } from './session/session.js';
-import { SessionRegistry } from './sessionRegistry.js';
+import type { SessionInfo } from './session/session.js';
+import { createSessionHost, observerFor } from './sessionHost.js';
 import { SpareAgentConnection } from './session/spareConnection.js';
 import { resolveUpstream } from './upstream.js';
-import { combineObservers, transitionRecorder } from './machineTools/trace.js';
 import { warmUpSessionsOnce } from './session/warmUp.js';
 
 export type { ProxyConfig, ProxyOptions } from './config.js';
@@ -44,52 +43,10 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   const upstreamPath = await resolveUpstream(config.upstream, config.env, { launch: config.launchAgent });
   // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
   await warmUpSessionsOnce(config.timeouts, config.warmUpSessions);
-  const inspect = combineObservers([
-    config.inspect,
-    config.traceTransitions
-      ? transitionRecorder(({ actor, from, event, to, changesState }) => {
-          if (!changesState) return;
-          // Session actors are `session-<id>`; the listener's own machine is `server`.
-          const who = actor.startsWith('session-') ? { session: actor.slice('session-'.length) } : { actor };
-          logger.info({ ...who, from, event, to }, 'transition');
-        })
-      : undefined,
-  ]);
-
-  const tellSessionEnd = (summary: SessionSummary): void => {
-    try {
-      config.onSessionEnd?.(summary);
-    } catch (err) {
-      // The caller's hook failing must not end a proxy that serves other sessions.
-      logger.error({ err, session: summary.sessionId }, 'onSessionEnd hook threw');
-    }
-  };
-
+  const inspect = observerFor(config);
   // Dialed once the socket listens, replaced each time a session takes it, closed when the proxy stops accepting.
   const spare = config.spareConnection ? new SpareAgentConnection(upstreamPath, config.timeouts.greetingMs, logger) : undefined;
-  const registry = new SessionRegistry({
-    maxSessions: config.maxSessions,
-    closeGraceMs: config.timeouts.closeGraceMs,
-    logger,
-    createSession: (sessionId, client, onEnd) =>
-      new Session({
-        sessionId,
-        client,
-        upstreamPath,
-        timeouts: config.timeouts,
-        logger,
-        maxBufferedClientBytes: config.maxBufferedClientBytes,
-        policy: config.policy,
-        restrictAgent: config.restricted,
-        takeSpareConnection: spare && (() => spare.take()),
-        ...(config.clock ? { clock: config.clock } : {}),
-        ...(inspect ? { inspect } : {}),
-        onEnd: (summary) => {
-          onEnd();
-          tellSessionEnd(summary);
-        },
-      }),
-  });
+  const registry = createSessionHost(config, { upstreamPath, spare });
   let socketPath = config.listenPath;
   let ownSocket: SocketIdentity | undefined;
 

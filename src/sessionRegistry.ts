@@ -4,7 +4,7 @@
  * `whenEmpty` tells when the last one has ended. The registry knows a session only by what it can do (start,
  * stop, stop now, describe itself) and the end callback it is given, never by its internals.
  */
-import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { sessionLimitReached } from './session/answers.js';
 import type { SessionInfo } from './session/session.js';
@@ -25,7 +25,7 @@ export interface SessionRegistryOptions {
   closeGraceMs: number;
   logger: Logger;
   /** Creates (does not start) the session for an accepted client; once started, it calls `onEnd` when it has ended. */
-  createSession(sessionId: string, client: net.Socket, onEnd: () => void): RegisteredSession;
+  createSession(sessionId: string, client: Duplex, onEnd: () => void): RegisteredSession;
 }
 
 export type Admission = 'accepted' | 'refused' | 'failed';
@@ -52,7 +52,7 @@ export class SessionRegistry {
   }
 
   /** Starts a session for `client`, or, past the session limit, answers it with one ERR line and closes it. */
-  accept(client: net.Socket): Admission {
+  accept(client: Duplex): Admission {
     if (this.sessions.size >= this.options.maxSessions) {
       this.refuse(client);
       return 'refused';
@@ -100,7 +100,7 @@ export class SessionRegistry {
   }
 
   /** Past the session limit: one ERR line in place of the greeting, then close (libassuan clients report it). */
-  private refuse(client: net.Socket): void {
+  private refuse(client: Duplex): void {
     const { maxSessions, closeGraceMs, logger } = this.options;
     this.refusedConnections++;
     if (this.refusedConnections <= LOGGED_REFUSALS || this.refusedConnections % REFUSAL_LOG_INTERVAL === 0) {

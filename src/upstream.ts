@@ -12,24 +12,29 @@ const run = promisify(execFile);
 export async function resolveUpstream(explicitPath: string | undefined, env: NodeJS.ProcessEnv, options: { launch: boolean }): Promise<string> {
   if (explicitPath) return explicitPath;
   const socketPath = await agentSocketPath(env);
-  if (!options.launch) return socketPath;
+  if (options.launch) await launchAgent(env);
+  return socketPath;
+}
+
+/** Starts gpg-agent in the GNUPGHOME of `env` if it is not running (gpgconf does nothing if it is). */
+export async function launchAgent(env: NodeJS.ProcessEnv): Promise<void> {
   try {
     await run('gpgconf', ['--launch', 'gpg-agent'], { env, timeout: 10_000 });
   } catch (err) {
     throw new ProxyStartError(`could not start gpg-agent with 'gpgconf --launch gpg-agent': ${commandFailure(err)}`);
   }
-  return socketPath;
 }
 
-export async function agentSocketPath(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+/** One of gpg-agent's sockets, as gpgconf names it for the GNUPGHOME of `env`. */
+export async function agentSocketPath(env: NodeJS.ProcessEnv = process.env, which: 'agent-socket' | 'agent-extra-socket' = 'agent-socket'): Promise<string> {
   let stdout: string;
   try {
-    ({ stdout } = await run('gpgconf', ['--list-dirs', 'agent-socket'], { env, timeout: 10_000 }));
+    ({ stdout } = await run('gpgconf', ['--list-dirs', which], { env, timeout: 10_000 }));
   } catch (err) {
-    throw new ProxyStartError(`cannot find gpg-agent's socket with 'gpgconf --list-dirs agent-socket': ${commandFailure(err)}; install GnuPG or pass --upstream PATH`);
+    throw new ProxyStartError(`cannot find gpg-agent's socket with 'gpgconf --list-dirs ${which}': ${commandFailure(err)}; install GnuPG or pass --upstream PATH`);
   }
   const line = stdout.split('\n')[0]?.trim();
-  if (!line) throw new ProxyStartError("'gpgconf --list-dirs agent-socket' printed nothing; pass --upstream PATH");
+  if (!line) throw new ProxyStartError(`'gpgconf --list-dirs ${which}' printed nothing; pass --upstream PATH`);
   return unescapeGpgconf(line);
 }
 

@@ -1,10 +1,10 @@
 /**
- * One socket as Assuan lines: bytes in are framed on LF (taken line by line by whoever reads them), lines out are
+ * One socket (or any byte stream: an HTTP/2 stream of a bridge link) as Assuan lines: bytes in are framed on LF (taken line by line by whoever reads them), lines out are
  * collected and written one coalesced write per batch, and what happens to the socket is reported through
  * callbacks named after it. The session uses one for the client and one for the agent; each keeps its own
  * socket's flags (ended, closed, blocked), so nothing beside the machine tracks either socket twice.
  */
-import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { CoalescingWriter } from '../coalescingWriter.js';
 import { LineFramer } from '../protocol/framer.js';
 
@@ -37,7 +37,7 @@ export class LineEndpoint {
   private dropping = false;
 
   constructor(
-    readonly socket: net.Socket,
+    readonly socket: Duplex,
     private readonly events: EndpointEvents,
   ) {
     socket.on('data', (chunk: Buffer) => {

@@ -8,6 +8,7 @@
  * command in flight stay in the client's framer, in order, and are taken when the answer is complete.
  */
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
 import { stateName, type SessionEvent, type SessionFailure } from '../../machines/session.js';
@@ -24,7 +25,8 @@ export type { SessionTimeouts } from './effects.js';
 
 export interface SessionOptions {
   sessionId: string;
-  client: net.Socket;
+  /** The client's connection: a Unix socket, or an HTTP/2 stream of a bridge link. */
+  client: Duplex;
   upstreamPath: string;
   timeouts: SessionTimeouts;
   logger: Logger;

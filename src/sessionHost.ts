@@ -1,0 +1,71 @@
+/**
+ * What every front of the proxy shares once it has a client connection: the session registry (the limit, the
+ * drain), each Session made from the config, the transition trace and the end-of-session hook. The Unix socket
+ * listener (server.ts) and a bridge link's agent end (bridge/agentEnd.ts) hand their connections to one of these.
+ */
+import type { InspectionEvent } from 'xstate';
+import type { ProxyConfig } from './config.js';
+import { combineObservers, transitionRecorder } from './machineTools/trace.js';
+import { Session, type SessionSummary } from './session/session.js';
+import type { SpareAgentConnection } from './session/spareConnection.js';
+import { SessionRegistry } from './sessionRegistry.js';
+
+export interface SessionHostOptions {
+  upstreamPath: string;
+  spare?: SpareAgentConnection | undefined;
+  /** Log fields naming where each session comes from (e.g. a bridge link), merged into its log lines. */
+  origin?: Record<string, string>;
+}
+
+/** The inspection observer the config asks for: its own, plus the transition trace if asked for. */
+export function observerFor(config: ProxyConfig): ((event: InspectionEvent) => void) | undefined {
+  const { logger } = config;
+  return combineObservers([
+    config.inspect,
+    config.traceTransitions
+      ? transitionRecorder(({ actor, from, event, to, changesState }) => {
+          if (!changesState) return;
+          // Session actors are `session-<id>`; other machines (the server, a link) by their own id.
+          const who = actor.startsWith('session-') ? { session: actor.slice('session-'.length) } : { actor };
+          logger.info({ ...who, from, event, to }, 'transition');
+        })
+      : undefined,
+  ]);
+}
+
+export function createSessionHost(config: ProxyConfig, options: SessionHostOptions): SessionRegistry {
+  const logger = options.origin ? config.logger.child(options.origin) : config.logger;
+  const inspect = observerFor(config);
+  const { spare } = options;
+  const tellSessionEnd = (summary: SessionSummary): void => {
+    try {
+      config.onSessionEnd?.(summary);
+    } catch (err) {
+      // The caller's hook failing must not end a proxy that serves other sessions.
+      logger.error({ err, session: summary.sessionId }, 'onSessionEnd hook threw');
+    }
+  };
+  return new SessionRegistry({
+    maxSessions: config.maxSessions,
+    closeGraceMs: config.timeouts.closeGraceMs,
+    logger,
+    createSession: (sessionId, client, onEnd) =>
+      new Session({
+        sessionId,
+        client,
+        upstreamPath: options.upstreamPath,
+        timeouts: config.timeouts,
+        logger,
+        maxBufferedClientBytes: config.maxBufferedClientBytes,
+        policy: config.policy,
+        restrictAgent: config.restricted,
+        takeSpareConnection: spare && (() => spare.take()),
+        ...(config.clock ? { clock: config.clock } : {}),
+        ...(inspect ? { inspect } : {}),
+        onEnd: (summary) => {
+          onEnd();
+          tellSessionEnd(summary);
+        },
+      }),
+  });
+}
