@@ -59,6 +59,8 @@ export interface RunningForward {
   failure(): LinkFailure | null;
   sessions(): SessionInfo[];
   readonly sessionCount: number;
+  /** The running transport's process id, if one runs. */
+  transportPid(): number | undefined;
   /** Resolves when the link machine has stopped: `closed` after close(), `failed` if it gave up. */
   readonly done: Promise<'closed' | 'failed'>;
   /** Drains the sessions (GOAWAY), ends the transport; resolves when done. */
@@ -68,6 +70,8 @@ export interface RunningForward {
 /** One start of the transport, with HTTP/2 over its stdio once the client end's banner has come. */
 interface Incarnation {
   child: ChildProcess;
+  /** The transport's stdio as one stream, once HTTP/2 runs over it. */
+  link: Duplex | undefined;
   spawned: Promise<void>;
   session: http2.ServerHttp2Session | undefined;
   server: http2.Http2Server;
@@ -101,7 +105,7 @@ export function startForward(options: ForwardOptions): RunningForward {
       child.once('error', reject);
     });
     const server = http2.createServer({ settings: LINK_SETTINGS });
-    const incarnation: Incarnation = { child, spawned, session: undefined, server };
+    const incarnation: Incarnation = { child, link: undefined, spawned, session: undefined, server };
     child.stdin!.on('error', () => {});
     child.stdin!.write(codePayload(options.clientEndCode, options.clientEndArgs ?? []));
     relayStderr(child, (line) => logger.info({ link: number, line }, 'client end'));
@@ -141,7 +145,8 @@ export function startForward(options: ForwardOptions): RunningForward {
         stream.respond({ ':status': 200 });
         registry.accept(stream);
       });
-      server.emit('connection', Duplex.from({ readable: stdout, writable: child.stdin! }));
+      incarnation.link = Duplex.from({ readable: stdout, writable: child.stdin! });
+      server.emit('connection', incarnation.link);
     };
     stdout.on('data', seek);
     return incarnation;
@@ -182,6 +187,9 @@ export function startForward(options: ForwardOptions): RunningForward {
         const dropped = current;
         current = undefined;
         if (!dropped) return;
+        // The stream under HTTP/2 first: destroying a session whose last write is still pending on a stream (the
+        // transport not reading) trips an assertion inside Node's JS stream socket.
+        dropped.link?.destroy();
         dropped.session?.destroy();
         dropped.server.close();
         if (dropped.child.exitCode === null && dropped.child.signalCode === null) {
@@ -228,6 +236,7 @@ export function startForward(options: ForwardOptions): RunningForward {
     state: () => stateText(actor.getSnapshot().value),
     failure: () => actor.getSnapshot().context.failure,
     sessions: () => registry.list(),
+    transportPid: () => current?.child.pid,
     get sessionCount() {
       return registry.count;
     },

@@ -33,10 +33,8 @@ export async function runClientEnd(options: ClientEndOptions): Promise<number> {
   const { logger, socketPath } = options;
   // Before anything else: the agent end skips whatever the transport printed before this line.
   options.output.write(BANNER);
-  const link = http2.connect(`http://${LINK_AUTHORITY}`, {
-    createConnection: () => Duplex.from({ readable: options.input, writable: options.output }),
-    settings: LINK_SETTINGS,
-  });
+  const stdio = Duplex.from({ readable: options.input, writable: options.output });
+  const link = http2.connect(`http://${LINK_AUTHORITY}`, { createConnection: () => stdio, settings: LINK_SETTINGS });
   let up = false;
   let draining = false;
   let downCause: string | undefined;
@@ -95,6 +93,7 @@ export async function runClientEnd(options: ClientEndOptions): Promise<number> {
     ours = await bindAgentPath(listener, socketPath);
   } catch (err) {
     logger.error({ socketPath }, (err as Error).message);
+    stdio.destroy();
     link.destroy();
     return 1;
   }
@@ -109,6 +108,8 @@ export async function runClientEnd(options: ClientEndOptions): Promise<number> {
   closeListener(listener, socketPath, ours);
   removeOwnSocket(socketPath, ours);
   for (const client of clients) client.fail(`the link to the agent ended: ${cause}`);
+  // The stream under HTTP/2 first (see agentEnd.ts: a pending write would trip an assertion in Node).
+  stdio.destroy();
   link.destroy();
   return 0;
 }

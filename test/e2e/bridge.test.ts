@@ -1,0 +1,139 @@
+/**
+ * Bridge mode with real processes: the agent end in this process, the client end started on the "far side"
+ * through a transport process (a stand-in for ssh that prints a motd first), real gpg there, a real gpg-agent here.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RawClient } from '../support/assuanClient.js';
+import { startTestForward, type TestForward } from '../support/forward.js';
+import { createAgentHome, createClientHome, generateKey, gpgconfDir, makeTempDir, mustRun, type AgentHome, type KeyInfo } from '../support/gnupg.js';
+import { until } from '../support/sessions.js';
+
+const MESSAGE = Buffer.from('signed on the far side\n');
+let agent: AgentHome;
+let key: KeyInfo;
+let remote: Awaited<ReturnType<typeof createClientHome>>;
+let link: TestForward;
+
+const up = (forward: TestForward) => until(() => forward.forward.state().startsWith('up.'));
+
+beforeAll(async () => {
+  agent = await createAgentHome();
+  key = await generateKey(agent.home, 'Far <far@example.org>', 'future-default', '');
+  remote = await createClientHome(agent.home);
+  // As `forward` runs by default: sessions go to the agent's extra socket, which applies its rules for remote use.
+  link = await startTestForward({ upstream: await gpgconfDir(agent.home, 'agent-extra-socket'), remoteSocket: remote.socket });
+  await up(link);
+});
+afterAll(async () => {
+  await link?.close();
+  remote?.cleanup();
+  await agent?.cleanup();
+});
+
+describe('bridge: real gpg on the far side of a link', () => {
+  it('signs (verified here), encrypts and decrypts through the link; what the transport printed first was skipped and logged', async () => {
+    const signature = await mustRun('gpg', remote.home, ['--batch', '-u', key.fingerprint, '--detach-sign', '-o', '-'], MESSAGE);
+    const dir = makeTempDir('sig.');
+    fs.writeFileSync(path.join(dir, 'msg'), MESSAGE);
+    fs.writeFileSync(path.join(dir, 'msg.sig'), signature);
+    const verified = await mustRun('gpg', agent.home, ['--batch', '--status-fd', '1', '--verify', path.join(dir, 'msg.sig'), path.join(dir, 'msg')]);
+    expect(verified.toString()).toMatch(/^\[GNUPG:\] GOODSIG /m);
+    fs.rmSync(dir, { recursive: true, force: true });
+
+    const ciphertext = await mustRun('gpg', remote.home, ['--batch', '--trust-model', 'always', '-r', key.fingerprint, '-e', '-o', '-'], MESSAGE);
+    const plaintext = await mustRun('gpg', remote.home, ['--batch', '-d', '-o', '-'], ciphertext);
+    expect(plaintext.equals(MESSAGE)).toBe(true);
+
+    expect(link.logs).toContainEqual(expect.objectContaining({ msg: 'skipped what the transport printed before the link', skipped: expect.stringContaining('Welcome to the far side!') }));
+    // gpg's two sessions (signing, decrypting; encrypting needs no agent) end here just after gpg exits there.
+    await until(() => link.logs.filter((r) => r.msg === 'session ended').length >= 2);
+    const ended = link.logs.filter((r) => r.msg === 'session ended');
+    expect(ended.every((r) => r.link === 'link' && r.outcome === 'closed')).toBe(true);
+  });
+
+  it('the transport killed mid-INQUIRE: the far client gets one ERR naming the cause and a close; the link comes back and gpg works', async () => {
+    const client = await RawClient.connect(remote.socket);
+    expect(await client.readLine()).toMatch(/^OK /);
+    expect((await client.request(`SETKEY ${key.keygrip}`)).at(-1)).toBe('OK');
+    expect(await client.request('PKDECRYPT')).toEqual(['S INQUIRE_MAXLEN 4096', 'INQUIRE CIPHERTEXT']);
+    const transport = link.forward.transportPid()!;
+    process.kill(transport, 'SIGKILL');
+    expect(await client.rest()).toEqual([expect.stringMatching(/^ERR 67109123 IPC connect call failed <assuan-proxy> - the link to the agent (was lost|ended)/)]);
+    // The session at this end ended too: the agent's reader was not left waiting for the ciphertext.
+    await until(() => link.forward.sessionCount === 0);
+    await until(() => link.forward.state() === 'reconnecting' || link.forward.state().startsWith('up.') || link.forward.state() === 'spawning' || link.forward.state() === 'handshaking');
+    await until(() => link.forward.state().startsWith('up.') && link.forward.transportPid() !== transport);
+    expect(link.forward.failure()).toBeNull();
+    await until(() => fs.existsSync(remote.socket));
+    const signature = await mustRun('gpg', remote.home, ['--batch', '-u', key.fingerprint, '--detach-sign', '-o', '-'], MESSAGE);
+    expect(signature.length).toBeGreaterThan(0);
+    expect(link.logs).toContainEqual(expect.objectContaining({ msg: 'link reconnecting', failure: { reason: 'linkDown', cause: expect.stringMatching(/transport was ended by SIGKILL|HTTP\/2/) } }));
+  });
+});
+
+describe('bridge: one link, many sessions', () => {
+  /** An agent stand-in that can send an answer far larger than every buffer on the way: the fault is the client's. */
+  function bigAnswerAgent(dir: string): Promise<{ socket: string; server: net.Server }> {
+    const socket = path.join(dir, 'S.big');
+    const big = Buffer.from(`D ${'x'.repeat(998)}\n`.repeat(8 * 1024));
+    const server = net.createServer((c) => {
+      c.on('error', () => {});
+      c.write('OK ready\n');
+      let held = '';
+      c.on('data', (chunk: Buffer) => {
+        held += chunk.toString('latin1');
+        let end: number;
+        while ((end = held.indexOf('\n')) >= 0) {
+          const line = held.slice(0, end);
+          held = held.slice(end + 1);
+          if (line === 'BIG') c.write(Buffer.concat([big, Buffer.from('OK\n')]));
+          else if (line === 'BYE') c.end('OK closing connection\n');
+          else c.write('OK\n');
+        }
+      });
+    });
+    return new Promise((resolve) => server.listen(socket, () => resolve({ socket, server })));
+  }
+
+  it('100 sessions at once finish while one session on the same link has stopped reading an 8 MiB answer', async () => {
+    const dir = makeTempDir('many.');
+    fs.chmodSync(dir, 0o700);
+    const agentStandIn = await bigAnswerAgent(dir);
+    const remoteSocket = path.join(dir, 'far', 'S.gpg-agent');
+    const many = await startTestForward({ upstream: agentStandIn.socket, remoteSocket });
+    try {
+      await up(many);
+      await until(() => fs.existsSync(remoteSocket));
+      const stalled = await RawClient.connect(remoteSocket);
+      expect(await stalled.readLine()).toBe('OK ready');
+      stalled.socket.pause();
+      stalled.write('BIG\n');
+      await until(() => many.forward.sessions().some((s) => s.agentPaused));
+      const answers = await Promise.all(
+        Array.from({ length: 100 }, async () => {
+          const c = await RawClient.connect(remoteSocket);
+          const lines = [await c.readLine()];
+          for (let i = 0; i < 5; i++) lines.push(...(await c.request('NOP')));
+          c.write('BYE\n');
+          lines.push(...(await c.rest()));
+          return lines.join('|');
+        }),
+      );
+      expect(new Set(answers)).toEqual(new Set(['OK ready|OK|OK|OK|OK|OK|OK closing connection']));
+      // The stalled one is still open, still held, and gets its whole answer once it reads.
+      await until(() => many.forward.sessionCount === 1);
+      stalled.socket.resume();
+      const rest = await stalled.response();
+      expect(rest.length).toBe(8 * 1024 + 1);
+      expect(rest.at(-1)).toBe('OK');
+      stalled.destroy();
+    } finally {
+      await many.close();
+      agentStandIn.server.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
