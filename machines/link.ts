@@ -5,7 +5,7 @@
  *
  * The transport is started, the client end greets with a banner and opens HTTP/2; the link is then up, checked by
  * PINGs. A link that is lost (the transport ended, HTTP/2 failed, a PING went unanswered) is started again after a
- * growing delay, unless it failed to start at all or ran out of attempts. A shutdown stops new sessions (GOAWAY),
+ * growing delay, unless it failed to start at all, the client end refused to serve, or it ran out of attempts. A shutdown stops new sessions (GOAWAY),
  * lets the ones in flight finish within the drain timeout, then ends the transport.
  *
  * Sessions are not children of this machine: each stream runs the full session machine as its own actor, as
@@ -21,7 +21,9 @@ export type LinkFailure =
   /** The transport ended, or HTTP/2 over it failed. */
   | { reason: 'linkDown'; cause: string }
   /** A PING was not answered within the ping timeout. */
-  | { reason: 'pingTimeout' };
+  | { reason: 'pingTimeout' }
+  /** The client end could not serve (e.g. a gpg-agent runs at its path there); its message, for people. */
+  | { reason: 'refused'; message: string };
 
 export interface LinkContext {
   /** Starts since the link was last up (1 for the first). */
@@ -35,6 +37,8 @@ export type LinkEvent =
   | { type: 'LINK_UP' }
   /** The transport ended or HTTP/2 failed; `cause` is worded for people (exit code, signal, error code). */
   | { type: 'LINK_DOWN'; cause: string }
+  /** The client end said, in place of its banner, that it cannot serve; retrying would not change that. */
+  | { type: 'LINK_REFUSED'; message: string }
   | { type: 'PING_ACKED' }
   /** SIGINT/SIGTERM or close(); repeated requests change nothing. */
   | { type: 'SHUTDOWN' };
@@ -67,7 +71,8 @@ const linkSetup = setup({
     rejectEvent: (_, _params: { type: string }) => {},
   },
   guards: {
-    mayRetry: ({ context }) => context.failure?.reason !== 'spawnFailed' && context.attempts < context.maxAttempts,
+    mayRetry: ({ context }) =>
+      context.failure?.reason !== 'spawnFailed' && context.failure?.reason !== 'refused' && context.attempts < context.maxAttempts,
   },
   delays: {
     handshakeTimeout: 30_000,
@@ -112,6 +117,7 @@ export const linkMachine = linkSetup.createMachine({
       on: {
         LINK_UP: 'up',
         LINK_DOWN: lose(linkDown),
+        LINK_REFUSED: lose((event) => ({ reason: 'refused', message: event.type === 'LINK_REFUSED' ? event.message : '' })),
         SHUTDOWN: 'closing',
       },
     },

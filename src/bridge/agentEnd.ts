@@ -122,6 +122,11 @@ export function startForward(options: ForwardOptions): RunningForward {
         down((err as Error).message);
         return;
       }
+      if (seeker.refusal !== undefined) {
+        stdout.off('data', seek);
+        if (live()) send({ type: 'LINK_REFUSED', message: seeker.refusal });
+        return;
+      }
       if (rest === undefined) return;
       stdout.off('data', seek);
       stdout.pause();

@@ -15,7 +15,7 @@ import { Duplex, type Readable, type Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { closeListener, ensurePrivateDirectory, identityOf, isOurs, listenPrivately, ProxyStartError, removeOwnSocket, type SocketIdentity } from '../listenSocket.js';
 import { errLine } from '../protocol/errors.js';
-import { BANNER, LINK_AUTHORITY, SESSION_PATH, LINK_SETTINGS } from './handshake.js';
+import { BANNER, LINK_AUTHORITY, LINK_SETTINGS, REFUSAL, SESSION_PATH } from './handshake.js';
 
 export interface ClientEndOptions {
   /** Where gpg on this side looks for its agent (`gpgconf --list-dirs agent-socket` here). */
@@ -31,35 +31,21 @@ export interface ClientEndOptions {
 /** Runs the client end until its link ends; resolves with the process's exit code. */
 export async function runClientEnd(options: ClientEndOptions): Promise<number> {
   const { logger, socketPath } = options;
-  // Before anything else: the agent end skips whatever the transport printed before this line.
-  options.output.write(BANNER);
-  const stdio = Duplex.from({ readable: options.input, writable: options.output });
-  const link = http2.connect(`http://${LINK_AUTHORITY}`, { createConnection: () => stdio, settings: LINK_SETTINGS });
+  const clients = new Set<RelayedClient>();
+  /** Wakes the clients waiting for the link to come up (or to be lost). */
+  const waiting = new Set<() => void>();
+  let link: http2.ClientHttp2Session | undefined;
   let up = false;
   let draining = false;
   let downCause: string | undefined;
-  const waiting = new Set<() => void>();
-  const clients = new Set<RelayedClient>();
-  link.once('remoteSettings', () => {
-    up = true;
-    link.setLocalWindowSize(LINK_SETTINGS.initialWindowSize * 256);
-    logger.info('link up');
+  let linkEnded!: (cause: string) => void;
+  const ended = new Promise<string>((resolve) => (linkEnded = resolve));
+  const down = (cause: string) => {
+    if (downCause !== undefined) return;
+    downCause = cause;
     for (const wake of waiting) wake();
-  });
-  const ended = new Promise<string>((resolve) => {
-    const down = (cause: string) => {
-      if (downCause !== undefined) return;
-      downCause = cause;
-      resolve(cause);
-    };
-    link.on('error', (err: NodeJS.ErrnoException) => down(`HTTP/2 failed (${err.code ?? err.message})`));
-    // The agent end drains: sessions open go on, new ones are refused until the link closes.
-    link.on('goaway', () => {
-      draining = true;
-    });
-    link.on('close', () => down('the link closed'));
-    options.input.on('end', () => down('the link ended'));
-  });
+    linkEnded(cause);
+  };
 
   const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
     const client = new RelayedClient(socket);
@@ -72,19 +58,21 @@ export async function runClientEnd(options: ClientEndOptions): Promise<number> {
   async function startRelay(client: RelayedClient): Promise<void> {
     if (!up && downCause === undefined) {
       const inTime = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), options.linkWaitMs);
         const wake = () => {
           clearTimeout(timer);
           waiting.delete(wake);
           resolve(true);
         };
+        const timer = setTimeout(() => {
+          waiting.delete(wake);
+          resolve(false);
+        }, options.linkWaitMs);
         waiting.add(wake);
-        void ended.then(wake);
       });
       if (!inTime) return client.fail(`the link to the agent is not up after ${options.linkWaitMs} ms`);
     }
     if (draining) return client.fail('the agent end is shutting down');
-    if (downCause !== undefined || link.closed || link.destroyed) return client.fail(`the link to the agent is down: ${downCause ?? 'closed'}`);
+    if (!link || downCause !== undefined || link.closed || link.destroyed) return client.fail(`the link to the agent is down: ${downCause ?? 'closed'}`);
     client.relay(link.request({ ':method': 'POST', ':path': SESSION_PATH }, { endStream: false }));
   }
 
@@ -92,15 +80,36 @@ export async function runClientEnd(options: ClientEndOptions): Promise<number> {
   try {
     ours = await bindAgentPath(listener, socketPath);
   } catch (err) {
-    logger.error({ socketPath }, (err as Error).message);
-    stdio.destroy();
-    link.destroy();
+    // In place of the banner: the agent end gives up rather than start this end again and again.
+    const message = (err as Error).message;
+    logger.error({ socketPath }, message);
+    options.output.end(Buffer.concat([REFUSAL, Buffer.from(`${message.replace(/[\r\n]/g, ' ')}\n`)]));
     return 1;
   }
   logger.info({ socketPath }, 'listening');
   const watcher = watchForTakeover(socketPath, () => ours, logger, async () => {
     ours = await rebind(listener, socketPath, logger);
   });
+
+  // The path is ours: the agent end skips whatever the transport printed before this line, then HTTP/2 begins.
+  options.output.write(BANNER);
+  const stdio = Duplex.from({ readable: options.input, writable: options.output });
+  const session = http2.connect(`http://${LINK_AUTHORITY}`, { createConnection: () => stdio, settings: LINK_SETTINGS });
+  link = session;
+  session.once('remoteSettings', () => {
+    up = true;
+    // One stream that stops reading must not hold the others: the link as a whole may carry far more.
+    session.setLocalWindowSize(LINK_SETTINGS.initialWindowSize * 256);
+    logger.info('link up');
+    for (const wake of waiting) wake();
+  });
+  session.on('error', (err: NodeJS.ErrnoException) => down(`HTTP/2 failed (${err.code ?? err.message})`));
+  // The agent end drains: sessions open go on, new ones are refused until the link closes.
+  session.on('goaway', () => {
+    draining = true;
+  });
+  session.on('close', () => down('the link closed'));
+  options.input.on('end', () => down('the link ended'));
 
   const cause = await ended;
   logger.info({ cause, openClients: clients.size }, 'link down: closing');
@@ -110,7 +119,7 @@ export async function runClientEnd(options: ClientEndOptions): Promise<number> {
   for (const client of clients) client.fail(`the link to the agent ended: ${cause}`);
   // The stream under HTTP/2 first (see agentEnd.ts: a pending write would trip an assertion in Node).
   stdio.destroy();
-  link.destroy();
+  session.destroy();
   return 0;
 }
 

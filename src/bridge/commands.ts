@@ -32,7 +32,7 @@ but Node.js 20. Each connection there is one session here, under the same rules 
 Options (and the proxy's own: --restricted, --allow, --deny, timeouts, --max-sessions, --log-level, ...):
   --upstream PATH          the agent socket sessions go to (default: gpg-agent's extra
                            socket, which applies the agent's rules for remote use;
-                           with --restricted, its standard socket)
+                           --restricted adds the proxy's own check of the same rules)
   --remote-socket PATH     where to listen on the far side (default: what
                            'gpgconf --list-dirs agent-socket' says there)
   --far-node PATH          the node to run on the far side (default: node)
@@ -83,7 +83,7 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
   let upstreamPath: string;
   try {
     code = own['--client-end-code'] ? fs.readFileSync(own['--client-end-code']) : clientEndCode();
-    upstreamPath = config.upstream ?? (await agentSocketPath(process.env, config.restricted ? 'agent-socket' : 'agent-extra-socket'));
+    upstreamPath = config.upstream ?? (await agentSocketPath(process.env, 'agent-extra-socket'));
     if (config.upstream === undefined) await launchAgent(process.env);
   } catch (err) {
     process.stderr.write(`assuan-proxy: ${(err as Error).message}\n`);
@@ -149,6 +149,8 @@ function describeFailure(failure: ReturnType<ReturnType<typeof startForward>['fa
       return failure.cause;
     case 'pingTimeout':
       return 'the far end stopped answering';
+    case 'refused':
+      return `the far end cannot serve: ${failure.message}`;
   }
 }
 

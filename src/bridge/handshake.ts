@@ -9,6 +9,8 @@
 
 export const CODE_HEADER = 'assuan-proxy-client-end';
 export const BANNER = Buffer.from('assuan-proxy-link 1\n');
+/** Sent by the client end in place of the banner when it cannot serve, followed by why (one line). */
+export const REFUSAL = Buffer.from('assuan-proxy-link-refused ');
 /** Skipped bytes kept for the log, at most (the rest is only counted). */
 const PREVIEW_BYTES = 200;
 /** Past this many bytes without a banner, the transport is not talking to a client end. */
@@ -24,6 +26,8 @@ export class BannerSeeker {
   private seen: Buffer = Buffer.alloc(0);
   skippedBytes = 0;
   found = false;
+  /** The client end's refusal, once a whole refusal line has come. */
+  refusal: string | undefined;
 
   /**
    * Takes a chunk; returns the bytes after the banner once it is found (possibly empty), undefined until then.
@@ -31,6 +35,12 @@ export class BannerSeeker {
    */
   push(chunk: Buffer): Buffer | undefined {
     this.seen = this.seen.length === 0 ? chunk : Buffer.concat([this.seen, chunk]);
+    const refusedAt = this.seen.indexOf(REFUSAL);
+    const refusalEnd = refusedAt >= 0 ? this.seen.indexOf(0x0a, refusedAt) : -1;
+    if (refusalEnd >= 0) {
+      this.refusal = printable(this.seen.subarray(refusedAt + REFUSAL.length, Math.min(refusalEnd, refusedAt + REFUSAL.length + 500)));
+      return undefined;
+    }
     const at = this.seen.indexOf(BANNER);
     if (at >= 0) {
       this.found = true;

@@ -13,6 +13,7 @@ type Outcome = State | 'lost→reconnecting' | 'lost→failed' | 'stay' | 'rejec
 const SAMPLES = {
   LINK_UP: { type: 'LINK_UP' },
   LINK_DOWN: { type: 'LINK_DOWN', cause: 'the transport exited with code 255' },
+  LINK_REFUSED: { type: 'LINK_REFUSED', message: 'a gpg-agent is running at /run/user/1000/gnupg/S.gpg-agent' },
   PING_ACKED: { type: 'PING_ACKED' },
   SHUTDOWN: { type: 'SHUTDOWN' },
   'startTransport done': { type: 'xstate.done.actor.startTransport', actorId: 'startTransport', output: undefined },
@@ -25,7 +26,8 @@ const allFinal = Object.fromEntries(Object.keys(SAMPLES).map((k) => [k, 'final']
 
 const SPEC: Record<State, Record<EventKey, Outcome>> = {
   spawning: { ...rejectAll, SHUTDOWN: 'closing', 'startTransport done': 'handshaking', 'startTransport error': 'lost→failed' },
-  handshaking: { ...rejectAll, LINK_UP: 'up.quiet', LINK_DOWN: 'lost→reconnecting', SHUTDOWN: 'closing' },
+  // A refusal is final: the client end said it cannot serve, and would say it again.
+  handshaking: { ...rejectAll, LINK_UP: 'up.quiet', LINK_DOWN: 'lost→reconnecting', LINK_REFUSED: 'lost→failed', SHUTDOWN: 'closing' },
   'up.quiet': { ...rejectAll, LINK_DOWN: 'lost→reconnecting', SHUTDOWN: 'draining' },
   'up.pinging': { ...rejectAll, LINK_DOWN: 'lost→reconnecting', SHUTDOWN: 'draining', PING_ACKED: 'up.quiet' },
   // No new sessions; those open finish. The transport ending now ends the link: nothing is left to drain.
@@ -82,7 +84,7 @@ describe('link machine reachability (xstate/graph)', () => {
   const result = reachability(linkMachine, Object.values(SAMPLES), (s: AnyMachineSnapshot) => JSON.stringify([s.value, s.status, s.context.attempts, s.context.failure?.reason]), { maxAttempts: 2 });
 
   it('reaches every state and takes every transition from the initial state', () => {
-    expect(result.definedCount).toBe(23);
+    expect(result.definedCount).toBe(24);
     expect(result.unreachedStates).toEqual([]);
     expect(result.untakenTransitions).toEqual([]);
   });
