@@ -12,12 +12,14 @@
  *   before each, through relays that keep running and have served a few hundred sessions (warm);
  * - fresh: the same through relays started for each operation (a new proxy and a new socat every time);
  * - short: gpg-like short sessions (connect, greeting, twelve commands, BYE) a few to tens of ms apart through
- *   warm relays, and one session per fresh relay; connect plus greeting and added latency per round trip.
+ *   warm relays, and one session per fresh relay; connect plus greeting and added latency per round trip;
+ * - bridge: gpg-agent over a link (`forward` through a transport process, the client end beyond it) against a
+ *   socat pair through the same kind of pipe: round trips, whole gpg signings, 100 sessions at once.
  * Then a targets table: each measure against its target (ratios to socat and direct from the same run).
  *
  * Environment:
  * - BENCH_QUICK=1: smaller counts and shorter idle gaps, for a quick look (the header says so);
- * - BENCH_ONLY=rtt-agent,rtt-fast,connect,concurrency,stream,sign,sporadic,fresh,short: run only these sections;
+ * - BENCH_ONLY=rtt-agent,rtt-fast,connect,concurrency,stream,sign,sporadic,fresh,short,bridge: run only these sections;
  * - BENCH_PROXY_ARGS="--flag …": options given to every proxy of the run, to compare two settings;
  * - BENCH_CPU_PROF=DIR: run the proxies with --cpu-prof (profiles written to DIR as they exit) and summarize each
  *   in bench/profile.md; the timings of such a run include the profiler's overhead.
@@ -30,13 +32,14 @@ import { concurrency } from './scenarios/concurrency.js';
 import { connectGreeting } from './scenarios/connectGreeting.js';
 import { dataStream } from './scenarios/dataStream.js';
 import { gpgSign } from './scenarios/gpgSign.js';
+import { bridgeLink } from './scenarios/bridgeLink.js';
 import { roundTrip } from './scenarios/roundTrip.js';
 import { shortSessions } from './scenarios/shortSessions.js';
 import { sporadicGpg } from './scenarios/sporadicGpg.js';
 import { benchKey } from './support/gpgHomes.js';
 import { gpgLikeCommands, gpgLikeSession } from './support/gpgLikeSession.js';
 import { directPath, freshPath, standingPath, type MeasuredPath } from './support/measuredPaths.js';
-import { privateDir, socatBinary, startFastAgent, startGpgAgent, startProxy, startSocat, type Relay } from './support/processes.js';
+import { privateDir, socatBinary, startFastAgent, startForwardRelay, startGpgAgent, startProxy, startSocat, startSocatPair, type Relay } from './support/processes.js';
 import { profileOf, profileSection } from './support/profile.js';
 import { renderSection, renderVerdicts, type Section, type Verdict } from './support/report.js';
 
@@ -211,6 +214,14 @@ async function main(): Promise<void> {
           idleMs: () => sporadicIdleMs,
         }),
       );
+    }
+    if (wanted('bridge')) {
+      log('bridge: gpg-agent over a link');
+      const link = await startForwardRelay(relayDir, 'link', agent.socket);
+      stops.push(link.stop);
+      const pair = socat ? await startSocatPair(socat, relayDir, 'socat-pair', agent.socket) : undefined;
+      if (pair) stops.push(pair.stop);
+      for (const section of await bridgeLink({ agent, dir, link, baseline: pair, quick })) add({ section });
     }
   } finally {
     for (const stop of stops.reverse()) stop();

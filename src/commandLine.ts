@@ -10,9 +10,11 @@ import { DEFAULT_UI_PORT } from './liveView/server.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 
 export const USAGE = `Usage: assuan-proxy [options]
+       assuan-proxy forward [options] -- COMMAND [ARGS...]   (see: assuan-proxy forward --help)
 
 Listens on a Unix socket and relays the Assuan protocol to gpg-agent, one explicit
-state machine per client connection.
+state machine per client connection. 'forward' serves the same sessions to the far
+side of a command's stdio (ssh -T, kubectl exec -i, docker exec -i).
 
 Options:
   --listen PATH            socket to listen on (default: S.gpg-agent in a private

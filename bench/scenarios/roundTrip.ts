@@ -12,7 +12,7 @@ export interface RoundTripOptions {
   perRound: number;
 }
 
-export async function roundTrip(options: RoundTripOptions): Promise<{ section: Section; verdict?: Verdict }> {
+export async function roundTrip(options: RoundTripOptions): Promise<{ section: Section; verdict?: Verdict; added: Map<string, number> }> {
   const paths = [
     { name: 'direct', socket: options.direct },
     ...options.relays.map((r) => ({ name: r.name, socket: r.socket })),
@@ -51,7 +51,7 @@ export async function roundTrip(options: RoundTripOptions): Promise<{ section: S
   };
   const proxy = stats.get('proxy');
   const socat = stats.get('socat');
-  if (!proxy || !socat) return { section };
+  if (!proxy || !socat) return { section, added };
   const proxyAdded = added.get('proxy')!;
   const socatAdded = added.get('socat')!;
   const addedRatio = proxyAdded / socatAdded;
@@ -59,6 +59,7 @@ export async function roundTrip(options: RoundTripOptions): Promise<{ section: S
   section.findings.push(`p99: proxy ${micros(proxy.p99)}, socat ${micros(socat.p99)}, direct ${micros(direct.p99)}`);
   return {
     section,
+    added,
     verdict: {
       topic: 'added round-trip latency',
       measure: `added round-trip latency, hot (one long connection), ${options.upstreamLabel}: proxy / socat`,

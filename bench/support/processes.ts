@@ -139,3 +139,57 @@ export function residentBytes(pid: number): number {
   }
   return total;
 }
+
+/**
+ * Bridge mode as users run it: `assuan-proxy forward` (the built CLI) with a transport process between the ends
+ * (test/support/pipeRelay.mjs, a stand-in for `ssh -T host`) and the client end, the single-file build, beyond it.
+ */
+export async function startForwardRelay(dir: string, name: string, upstream: string): Promise<Relay & { exited: Promise<void>; farPid(): number | undefined }> {
+  const socket = path.join(dir, `far-${name}`, 'S.gpg-agent');
+  const child = spawn(
+    process.execPath,
+    [
+      path.join(root, 'dist/src/cli.js'), 'forward', '--upstream', upstream, '--remote-socket', socket, '--log-level', 'warn', '--log-format', 'json',
+      '--client-end-code', path.join(root, 'dist/assuan-proxy.mjs'), '--', process.execPath, path.join(root, 'test/support/pipeRelay.mjs'),
+    ],
+    { stdio: ['ignore', 'inherit', 'pipe'], cwd: dir },
+  );
+  await waitForOutput(child, 'stderr', 'forwarding gpg-agent');
+  while (!fs.existsSync(socket)) {
+    if (child.exitCode !== null) throw new Error('assuan-proxy forward exited');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const childrenOf = (pid: number) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1').trim().split(' ').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  // forward → the transport stand-in → the client end.
+  const farPid = () => childrenOf(childrenOf(child.pid!)[0] ?? -1)[0];
+  return { name, socket, pid: child.pid!, stop: () => child.kill('SIGTERM'), exited, farPid };
+}
+
+/** The raw baseline for a bridge: socat, and a second socat per connection behind a pipe (its stdio). */
+export async function startSocatPair(binary: string, dir: string, name: string, upstream: string): Promise<Relay & { exited: Promise<void> }> {
+  const socket = path.join(dir, `S.${name}-to-${path.basename(upstream)}`);
+  const child = spawn(binary, [`UNIX-LISTEN:${socket},fork,backlog=4096`, `EXEC:${binary} STDIO UNIX-CONNECT:${upstream}`], { stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  while (!fs.existsSync(socket)) {
+    if (child.exitCode !== null) throw new Error('socat exited');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return { name, socket, pid: child.pid!, stop: () => child.kill('SIGTERM'), exited };
+}
+
+/** Resident memory of one process, without its children, in bytes. */
+export function ownResidentBytes(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    return Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? 0) * 1024;
+  } catch {
+    return 0;
+  }
+}

@@ -21,4 +21,8 @@ export const VIEW_SPECS: Record<string, ViewSpec> = {
     lifecycle: {},
     failures: ['failed'],
   },
+  link: {
+    lifecycle: {},
+    failures: ['failed'],
+  },
 };

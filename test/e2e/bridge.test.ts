@@ -137,3 +137,38 @@ describe('bridge: one link, many sessions', () => {
     }
   });
 });
+
+describe('bridge: the forward command', () => {
+  it('forwards until SIGTERM, then exits 0 with the far socket removed; usage errors exit 2', async () => {
+    const { runCli, stderrMatch, stopCli } = await import('../support/cli.js');
+    const { clientEndCode, NOISY_TRANSPORT } = await import('../support/forward.js');
+    const work = makeTempDir('fwd.');
+    const codeFile = path.join(work, 'assuan-proxy.mjs');
+    fs.writeFileSync(codeFile, await clientEndCode());
+    const remoteSocket = path.join(work, 'far', 'S.gpg-agent');
+    const cli = runCli(['forward', '--log-format', 'json', '--client-end-code', codeFile, '--upstream', agent.socket, '--remote-socket', remoteSocket, '--', ...NOISY_TRANSPORT], {});
+    try {
+      await stderrMatch(cli, /forwarding gpg-agent at /);
+      await until(() => cli.stdout().includes('"msg":"link up.quiet"'));
+      const client = await RawClient.connect(remoteSocket);
+      expect(await client.readLine()).toMatch(/^OK Pleased/);
+      expect(await client.request('GETINFO version')).toEqual([expect.stringMatching(/^D 2\.\d+\.\d+$/), 'OK']);
+      client.write('BYE\n');
+      expect(await client.rest()).toEqual(['OK closing connection']);
+    } finally {
+      expect(await stopCli(cli)).toBe(0);
+    }
+    expect(fs.existsSync(remoteSocket)).toBe(false);
+    for (const [args, message] of [
+      [['forward', '--', ], 'forward needs a transport command after --'],
+      [['forward', 'ssh', 'host'], 'forward needs a transport command after --'],
+      [['forward', '--listen', '/x', '--', 'ssh'], 'forward listens on the far side: use --remote-socket PATH'],
+      [['forward', '--remote-socket', '--', 'ssh'], '--remote-socket needs a value'],
+    ] as const) {
+      const run = runCli([...args], {});
+      expect(await run.exited).toBe(2);
+      expect(run.stderr()).toContain(message);
+    }
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+});
