@@ -239,9 +239,25 @@ async function main(): Promise<void> {
     fs.writeFileSync(profileFile, text);
     process.stdout.write(`${profiles.map(renderSection).join('\n')}\nprofiles summarized in ${path.relative(process.cwd(), profileFile)}\n`);
   }
-  const report = ['# Benchmark results', '', ...machineDescription(), '', renderVerdicts(verdicts), ...sections.map(renderSection)].join('\n');
+  const full = ['# Benchmark results', '', ...machineDescription(), '', renderVerdicts(verdicts), ...sections.map(renderSection)].join('\n');
+  // A partial run (BENCH_ONLY) updates its own sections in the last full report and leaves the rest as it was.
+  const report = only && fs.existsSync(resultsFile) ? withSections(fs.readFileSync(resultsFile, 'utf8'), sections) : full;
   fs.writeFileSync(resultsFile, report);
   process.stdout.write(`${renderVerdicts(verdicts)}\nwritten to ${path.relative(process.cwd(), resultsFile)}\n`);
+}
+
+/** `report` with each of `sections` in place of the section of the same title (appended if it had none). */
+function withSections(report: string, sections: Section[]): string {
+  const blocks = report.split(/\n(?=## )/);
+  for (const section of sections) {
+    const text = renderSection(section).trimEnd();
+    const at = blocks.findIndex((b) => b.startsWith(`## ${section.title}\n`));
+    if (at >= 0) blocks[at] = text;
+    else blocks.push(text);
+  }
+  const note = `- sections updated by a partial run (BENCH_ONLY=${process.env.BENCH_ONLY}) on ${new Date().toISOString()}: ${sections.map((s) => s.title).join('; ')}`;
+  blocks[0] = `${blocks[0]!.trimEnd()}\n${note}\n`;
+  return `${blocks.join('\n')}\n`;
 }
 
 await main();

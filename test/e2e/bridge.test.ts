@@ -10,6 +10,7 @@ import { RawClient } from '../support/assuanClient.js';
 import { startTestForward, type TestForward } from '../support/forward.js';
 import { createAgentHome, createClientHome, generateKey, gpgconfDir, makeTempDir, mustRun, type AgentHome, type KeyInfo } from '../support/gnupg.js';
 import { until } from '../support/sessions.js';
+import { sshdUnavailable, startSshd } from '../support/sshd.js';
 
 const MESSAGE = Buffer.from('signed on the far side\n');
 let agent: AgentHome;
@@ -170,5 +171,30 @@ describe('bridge: the forward command', () => {
       expect(run.stderr()).toContain(message);
     }
     fs.rmSync(work, { recursive: true, force: true });
+  });
+});
+
+describe('bridge: over real ssh -T to 127.0.0.1', () => {
+  const unavailable = sshdUnavailable();
+  if (unavailable) process.stdout.write(`bridge over ssh: skipped: ${unavailable}\n`);
+
+  it.skipIf(unavailable !== undefined)('gpg signs through a link whose transport is ssh (the loader passes the remote shell unchanged)', async () => {
+    const sshd = await startSshd();
+    const far = await createClientHome(agent.home);
+    const overSsh = await startTestForward({ upstream: agent.socket, remoteSocket: far.socket, transport: sshd.ssh });
+    try {
+      await up(overSsh);
+      const signature = await mustRun('gpg', far.home, ['--batch', '-u', key.fingerprint, '--detach-sign', '-o', '-'], MESSAGE);
+      const dir = makeTempDir('sig.');
+      fs.writeFileSync(path.join(dir, 'msg'), MESSAGE);
+      fs.writeFileSync(path.join(dir, 'msg.sig'), signature);
+      expect((await mustRun('gpg', agent.home, ['--batch', '--status-fd', '1', '--verify', path.join(dir, 'msg.sig'), path.join(dir, 'msg')])).toString()).toMatch(/GOODSIG/);
+      fs.rmSync(dir, { recursive: true, force: true });
+    } finally {
+      expect(await overSsh.close()).toBe('closed');
+      expect(fs.existsSync(far.socket)).toBe(false);
+      sshd.stop();
+      far.cleanup();
+    }
   });
 });
