@@ -4,16 +4,11 @@ import { serverMachine } from '../machines/server.js';
 import { sessionMachine } from '../machines/session.js';
 import { flagOf, parseCommandLine, UsageError, USAGE, type CommandLine } from './commandLine.js';
 import { InvalidOptionError, resolveConfig, type ProxyConfig } from './config.js';
-import { startInspectorRelay, type InspectorRelay } from './inspect/relay.js';
-import { streamToInspector, type InspectorStream } from './inspect/stately.js';
-import { LiveActors } from './liveView/liveActors.js';
-import { startLiveView, type LiveView } from './liveView/server.js';
-import { ProxyStartError } from './listenSocket.js';
 import { createLogger } from './log.js';
-import { combineObservers } from './machineTools/trace.js';
 import { clientEndMain, forwardCommand } from './bridge/commands.js';
 import { packageVersion } from './packageFiles.js';
 import { startProxy } from './server.js';
+import { failureMessage, Watchers } from './watchers.js';
 
 const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
@@ -37,19 +32,11 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`assuan-proxy ${packageVersion()}\n`);
     return 0;
   }
-  const { inspectUrl, inspectPort, uiPort } = commandLine;
   const logger = createLogger({ level: commandLine.logLevel, ...(commandLine.logFormat ? { pretty: commandLine.logFormat === 'pretty' } : {}) });
-  // Observers are created only for the modes asked for: with neither, the actors are not inspected at all.
-  const liveActors = uiPort !== undefined ? new LiveActors() : undefined;
-  let relay: InspectorRelay | undefined;
-  let inspector: InspectorStream | undefined;
-  let liveView: LiveView | undefined;
-  // The observer is part of the config, which is checked before anything starts; the inspector stream behind it
-  // exists once its relay is up, still before any actor does.
-  const inspect = combineObservers([inspectUrl !== undefined ? (event) => inspector?.inspect(event) : undefined, liveActors?.inspect]);
+  const watchers = new Watchers(commandLine);
   let config: ProxyConfig;
   try {
-    config = resolveConfig({ ...commandLine.proxy, logger, ...(inspect ? { inspect } : {}) }, { optionName: flagOf });
+    config = resolveConfig({ ...commandLine.proxy, logger, ...(watchers.inspect ? { inspect: watchers.inspect } : {}) }, { optionName: flagOf });
   } catch (err) {
     if (err instanceof InvalidOptionError) return usageError(err.message);
     throw err;
@@ -63,35 +50,21 @@ async function main(argv: string[]): Promise<number> {
   const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
     for (const signal of STOP_SIGNALS) process.on(signal, resolve);
   });
-  const closeViewers = async () => {
-    inspector?.stop();
-    await Promise.all([relay?.close(), liveView?.close()]);
-  };
   let proxy;
   try {
-    if (inspectUrl !== undefined) {
-      if (inspectUrl === null) {
-        relay = await startInspectorRelay(inspectPort).catch((err: unknown) => {
-          const message = isPortInUse(err) ? 'the port is in use (choose another one, e.g. --inspect-port 0)' : startFailureMessage(err);
-          throw new ProxyStartError(`cannot start the inspector relay on 127.0.0.1:${inspectPort}: ${message}`);
-        });
-      }
-      inspector = streamToInspector(inspectUrl ?? relay!.streamUrl);
-    }
+    await watchers.startInspector();
     proxy = await startProxy(config);
   } catch (err) {
-    await closeViewers();
-    process.stderr.write(`assuan-proxy: ${startFailureMessage(err)}\n`);
+    await watchers.close();
+    process.stderr.write(`assuan-proxy: ${failureMessage(err)}\n`);
     return 1;
   }
-  if (liveActors && uiPort !== undefined) {
-    try {
-      liveView = await startLiveView({ actors: liveActors, proxy, machines: [serverMachine, sessionMachine], port: uiPort });
-    } catch (err) {
-      await Promise.all([proxy.close(), closeViewers()]);
-      process.stderr.write(`assuan-proxy: cannot serve the live view on 127.0.0.1:${uiPort}: ${startFailureMessage(err)}\n`);
-      return 1;
-    }
+  try {
+    await watchers.startLiveView(proxy, [serverMachine, sessionMachine]);
+  } catch (err) {
+    await Promise.all([proxy.close(), watchers.close()]);
+    process.stderr.write(`assuan-proxy: ${failureMessage(err)}\n`);
+    return 1;
   }
 
   process.stderr.write(
@@ -100,9 +73,7 @@ async function main(argv: string[]): Promise<number> {
       `Point a client at it:\n` +
       `  gpg-connect-agent -S ${proxy.socketPath}\n` +
       `  gpg, gpgsm: use a GNUPGHOME whose agent socket is this path, with no-autostart in gpg.conf and gpgsm.conf (see README)\n` +
-      (liveView ? `Live view: ${liveView.url}\n` : '') +
-      (relay ? `Inspector: open ${relay.pageUrl} in a browser with internet access (the inspector UI is hosted by Stately)\n` : '') +
-      (inspectUrl ? `Inspector: streaming to ${inspectUrl}\n` : '') +
+      watchers.banner() +
       (config.restricted ? `Restricted: gpg-agent's extra-socket rules are enforced\n` : '') +
       `Stop with Ctrl-C, SIGTERM or SIGHUP.\n`,
   );
@@ -110,7 +81,7 @@ async function main(argv: string[]): Promise<number> {
   const signal = await stopSignal;
   logger.info({ signal }, 'signal received');
   await proxy.close();
-  await closeViewers();
+  await watchers.close();
   return 0;
 }
 
@@ -120,16 +91,6 @@ async function main(argv: string[]): Promise<number> {
  */
 function ignoreOutputErrors(): void {
   for (const out of [process.stdout, process.stderr]) out.on('error', () => {});
-}
-
-function startFailureMessage(err: unknown): string {
-  if (err instanceof ProxyStartError) return err.message;
-  if (isPortInUse(err)) return 'the port is in use (choose another one)';
-  return (err as Error).stack ?? String(err);
-}
-
-function isPortInUse(err: unknown): boolean {
-  return (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
 }
 
 function usageError(message: string): number {

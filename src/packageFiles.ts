@@ -17,6 +17,7 @@ export const RUNTIME_FILES = [
   'src/liveView/assets/live-view.js',
   'diagrams/server-lifecycle.svg',
   'diagrams/session-lifecycle.svg',
+  'diagrams/link-lifecycle.svg',
 ] as const;
 export type RuntimeFile = (typeof RUNTIME_FILES)[number];
 

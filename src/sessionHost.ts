@@ -62,6 +62,7 @@ export function createSessionHost(config: ProxyConfig, options: SessionHostOptio
         takeSpareConnection: spare && (() => spare.take()),
         ...(config.clock ? { clock: config.clock } : {}),
         ...(inspect ? { inspect } : {}),
+        ...(options.origin?.link ? { link: options.origin.link } : {}),
         onEnd: (summary) => {
           onEnd();
           tellSessionEnd(summary);

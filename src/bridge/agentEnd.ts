@@ -109,7 +109,9 @@ export function startForward(options: ForwardOptions): RunningForward {
     child.stdin!.on('error', () => {});
     child.stdin!.write(codePayload(options.clientEndCode, options.clientEndArgs ?? []));
     relayStderr(child, (line) => logger.info({ link: number, line }, 'client end'));
-    child.on('exit', (code, signal) => down(code !== null ? `the transport exited with code ${code}` : `the transport was ended by ${signal}`));
+    // 'close', not 'exit': only once its output has been read to the end, so that what the client end said last
+    // (a refusal in place of its banner) is seen before the end of the transport is.
+    child.on('close', (code, signal) => down(code !== null ? `the transport exited with code ${code}` : `the transport was ended by ${signal}`));
 
     const seeker = new BannerSeeker();
     const stdout = child.stdout!;

@@ -15,6 +15,9 @@ import { ProxyStartError } from '../listenSocket.js';
 import { createLogger, isLogLevel, LOG_LEVELS } from '../log.js';
 import { clientEndCode } from '../packageFiles.js';
 import { agentSocketPath, launchAgent } from '../upstream.js';
+import { linkMachine } from '../../machines/link.js';
+import { sessionMachine } from '../../machines/session.js';
+import { failureMessage, Watchers } from '../watchers.js';
 import { startForward } from './agentEnd.js';
 import { runClientEnd } from './clientEnd.js';
 
@@ -29,7 +32,8 @@ side (ssh -T HOST, kubectl exec -i POD --, docker exec -i CONTAINER). The words 
 with a small loader; the code follows on stdin) are appended to COMMAND. Nothing needs to be installed there
 but Node.js 20. Each connection there is one session here, under the same rules as a local client's.
 
-Options (and the proxy's own: --restricted, --allow, --deny, timeouts, --max-sessions, --log-level, ...):
+Options (and the proxy's own: --restricted, --allow, --deny, timeouts, --max-sessions, --log-level,
+--ui and --inspect, which show the link machine beside the sessions):
   --upstream PATH          the agent socket sessions go to (default: gpg-agent's extra
                            socket, which applies the agent's rules for remote use;
                            --restricted adds the proxy's own check of the same rules)
@@ -70,11 +74,11 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     return 0;
   }
   if (commandLine.proxy.listen !== undefined) return usage('forward listens on the far side: use --remote-socket PATH');
-  if (commandLine.uiPort !== undefined || commandLine.inspectUrl !== undefined) return usage('forward does not serve the live view or the inspector yet');
   const logger = createLogger({ level: commandLine.logLevel, ...(commandLine.logFormat ? { pretty: commandLine.logFormat === 'pretty' } : {}) });
+  const watchers = new Watchers(commandLine);
   let config;
   try {
-    config = resolveConfig({ ...commandLine.proxy, logger }, { optionName: flagOf });
+    config = resolveConfig({ ...commandLine.proxy, logger, ...(watchers.inspect ? { inspect: watchers.inspect } : {}) }, { optionName: flagOf });
   } catch (err) {
     if (err instanceof InvalidOptionError) return usage(err.message);
     throw err;
@@ -85,8 +89,10 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     code = own['--client-end-code'] ? fs.readFileSync(own['--client-end-code']) : clientEndCode();
     upstreamPath = config.upstream ?? (await agentSocketPath(process.env, 'agent-extra-socket'));
     if (config.upstream === undefined) await launchAgent(process.env);
+    await watchers.startInspector();
   } catch (err) {
-    process.stderr.write(`assuan-proxy: ${(err as Error).message}\n`);
+    await watchers.close();
+    process.stderr.write(`assuan-proxy: ${failureMessage(err)}\n`);
     return 1;
   }
   const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
@@ -100,14 +106,25 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     config,
     upstreamPath,
   });
-  process.stderr.write(`assuan-proxy: forwarding gpg-agent at ${upstreamPath} over: ${transport.join(' ')}\nStop with Ctrl-C, SIGTERM or SIGHUP.\n`);
+  try {
+    const farSide = `${own['--remote-socket'] ?? "gpg-agent's socket"} on the far side of ${transport[0]}`;
+    await watchers.startLiveView({ socketPath: farSide, upstreamPath, sessions: () => forward.sessions() }, [linkMachine, sessionMachine]);
+  } catch (err) {
+    await Promise.all([forward.close(), watchers.close()]);
+    process.stderr.write(`assuan-proxy: ${failureMessage(err)}\n`);
+    return 1;
+  }
+  process.stderr.write(`assuan-proxy: forwarding gpg-agent at ${upstreamPath} over: ${transport.join(' ')}\n${watchers.banner()}Stop with Ctrl-C, SIGTERM or SIGHUP.\n`);
   const ended = await Promise.race([forward.done, stopSignal.then((signal) => signal)]);
   if (ended === 'failed') {
+    await watchers.close();
     process.stderr.write(`assuan-proxy: the link failed: ${describeFailure(forward.failure())}\n`);
     return 1;
   }
   if (ended !== 'closed') logger.info({ signal: ended }, 'signal received');
-  return (await forward.close()) === 'failed' ? 1 : 0;
+  const result = await forward.close();
+  await watchers.close();
+  return result === 'failed' ? 1 : 0;
 }
 
 export async function clientEndMain(argv: readonly string[]): Promise<number> {

@@ -41,6 +41,8 @@ export interface SessionOptions {
   clock?: { setTimeout(fn: (...args: unknown[]) => void, ms: number): unknown; clearTimeout(id: unknown): void };
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   onEnd?: (summary: SessionSummary) => void;
+  /** The bridge link the client came over, named in the session's listing. */
+  link?: string;
 }
 
 type SessionActor = Actor<ReturnType<typeof sessionMachineFor>>;
@@ -153,6 +155,7 @@ export class Session {
       upstreamPendingBytes: this.agent?.pendingBytes ?? 0,
       clientPendingBytes: this.client.pendingBytes,
       agentPaused: this.agent?.paused ?? false,
+      ...(this.options.link ? { link: this.options.link } : {}),
     };
   }
 

@@ -40,6 +40,8 @@ export interface SessionInfo {
   clientPendingBytes: number;
   /** The proxy has stopped reading the agent (the client is not taking what was relayed). */
   agentPaused: boolean;
+  /** The bridge link the client came over (`forward`); absent for a local client. */
+  link?: string;
 }
 
 export class SessionStats {

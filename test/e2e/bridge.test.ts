@@ -147,13 +147,19 @@ describe('bridge: the forward command', () => {
     const codeFile = path.join(work, 'assuan-proxy.mjs');
     fs.writeFileSync(codeFile, await clientEndCode());
     const remoteSocket = path.join(work, 'far', 'S.gpg-agent');
-    const cli = runCli(['forward', '--log-format', 'json', '--client-end-code', codeFile, '--upstream', agent.socket, '--remote-socket', remoteSocket, '--', ...NOISY_TRANSPORT], {});
+    const cli = runCli(['forward', '--ui', '0', '--log-format', 'json', '--client-end-code', codeFile, '--upstream', agent.socket, '--remote-socket', remoteSocket, '--', ...NOISY_TRANSPORT], {});
     try {
       await stderrMatch(cli, /forwarding gpg-agent at /);
+      const liveView = (await stderrMatch(cli, /Live view: (\S+)/))[1]!;
       await until(() => cli.stdout().includes('"msg":"link up.quiet"'));
       const client = await RawClient.connect(remoteSocket);
       expect(await client.readLine()).toMatch(/^OK Pleased/);
       expect(await client.request('GETINFO version')).toEqual([expect.stringMatching(/^D 2\.\d+\.\d+$/), 'OK']);
+      // The live view shows the link machine and its state, and the session tagged with its link.
+      const init = (await liveViewInit(liveView)) as { diagrams: Array<{ name: string }>; actors: Array<{ actor: string; state: string }>; sessions: Array<{ link?: string }> };
+      expect(init.diagrams.map((d) => d.name)).toEqual(['link', 'session']);
+      expect(init.actors).toContainEqual(expect.objectContaining({ actor: 'link', state: 'up.quiet' }));
+      expect(init.sessions).toEqual([expect.objectContaining({ link: 'link', state: 'ready' })]);
       client.write('BYE\n');
       expect(await client.rest()).toEqual(['OK closing connection']);
     } finally {
@@ -198,3 +204,24 @@ describe('bridge: over real ssh -T to 127.0.0.1', () => {
     }
   });
 });
+
+/** The live view's first event (`init`), read from its event stream with the cookie its token buys. */
+async function liveViewInit(url: string): Promise<unknown> {
+  const { default: http } = await import('node:http');
+  const get = (target: string, headers: Record<string, string> = {}) =>
+    new Promise<import('node:http').IncomingMessage>((resolve, reject) => http.get(target, { headers }, resolve).on('error', reject));
+  const entry = await get(url);
+  entry.resume();
+  const cookie = String(entry.headers['set-cookie']?.[0]).split(';')[0]!;
+  const events = await get(`${new URL(url).origin}/events`, { cookie });
+  let text = '';
+  for await (const chunk of events) {
+    text += (chunk as Buffer).toString();
+    const match = /event: init\ndata: (.*)\n\n/.exec(text);
+    if (match) {
+      events.destroy();
+      return JSON.parse(match[1]!);
+    }
+  }
+  throw new Error('the event stream ended before init');
+}

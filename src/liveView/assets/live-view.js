@@ -8,6 +8,8 @@ const actors = new Map(); // actor id -> { actor, machine, state, visited, trans
 const stats = new Map(); // session id -> SessionInfo
 const diagrams = new Map(); // machine id -> { svg, nodes: Map(mermaid state id -> [svg group]), overlay, frames }
 const drawnStates = new Map(); // machine id -> { state path -> [mermaid state ids of the boxes that show it] }
+/** Machines with one actor each (the listener, a bridge link): drawn with their state, not counted. */
+const ONE_ACTOR = new Set(['server', 'link']);
 const RECENT = 12;
 const MAX_VISITED = 64;
 // The session machine is the large one; the others sit beside the session list. Only sessions are counted on the
@@ -205,7 +207,7 @@ function drawOverlay(machine) {
   const scale = diagram.svg.getScreenCTM()?.a;
   if (!scale) return;
   const unit = 1 / scale;
-  if (machine !== 'server') {
+  if (!ONE_ACTOR.has(machine)) {
     for (const [id, n] of occupancy(machine).counts) {
       const frame = frameOf(diagram, id);
       if (!frame) continue;
@@ -246,7 +248,7 @@ function highlight() {
       }
     }
     const heading = document.querySelector(`[data-live-count="${machine}"]`);
-    if (heading) heading.textContent = machine === 'server' ? '' : `${live} live`;
+    if (heading) heading.textContent = ONE_ACTOR.has(machine) ? '' : `${live} live`;
     drawOverlay(machine);
   }
 }
@@ -294,7 +296,8 @@ function renderSession(sessionId) {
   row.classList.toggle('selected', sessionId === selected);
   row.setAttribute('aria-selected', String(sessionId === selected));
   row.replaceChildren(
-    cell(sessionId),
+    // A session that came over a bridge link says so.
+    cell(info?.link ? `${sessionId} · ${info.link}` : sessionId),
     cell(actor.state, 'state'),
     cell(actor.recent.at(-1)?.event ?? '–'),
     cell(info?.command || '–'),
@@ -380,8 +383,9 @@ function updateCount() {
   const n = [...actors.keys()].filter((id) => sessionIdOf(id) !== null).length;
   $('session-count').textContent = String(n);
   $('no-sessions').hidden = n > 0;
-  const server = actors.get('server');
-  if (server) $('status').textContent = `server: ${server.state}`;
+  // The proxy's listener, or a bridge link (forward): the one actor that is not a session.
+  const front = actors.get('server') ?? actors.get('link');
+  if (front) $('status').textContent = `${front.actor}: ${front.state}`;
 }
 
 function applyStats(list) {
