@@ -21,7 +21,7 @@ Options:
                            directory under $XDG_RUNTIME_DIR, else the temp dir)
   --upstream PATH          gpg-agent socket to relay to (default: the one
                            'gpgconf --list-dirs agent-socket' names; the agent is
-                           started with 'gpg-agent --daemon' if needed)
+                           started with 'gpgconf --launch gpg-agent' if needed)
   --connect-timeout MS     time to connect to the agent (default ${PROXY_DEFAULTS.connectTimeoutMs})
   --greeting-timeout MS    time for the agent's greeting (default ${PROXY_DEFAULTS.greetingTimeoutMs})
   --drain-timeout MS       on SIGINT, SIGTERM or SIGHUP, time for commands in

@@ -21,7 +21,7 @@ export interface ProxyOptions {
   /** gpg-agent socket to relay to. Default: the one `gpgconf --list-dirs agent-socket` names (see `launchAgent`). */
   upstream?: string;
   /**
-   * With no `upstream`: start gpg-agent (`gpg-agent --daemon`, in the GNUPGHOME of `env`) if it is not
+   * With no `upstream`: start gpg-agent (`gpgconf --launch gpg-agent`, in the GNUPGHOME of `env`) if it is not
    * running. Default false, so that embedding the proxy never starts an agent nobody asked for; the CLI passes true.
    */
   launchAgent?: boolean;

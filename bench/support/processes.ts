@@ -38,8 +38,7 @@ export function startGpgAgent(dir: string): GpgAgentHome {
   const home = path.join(dir, 'gnupg');
   fs.mkdirSync(home, { mode: 0o700 });
   const env = { ...process.env, GNUPGHOME: home };
-  // gpg-agent itself, as the proxy starts it (src/upstream.ts), not gpgconf --launch.
-  execFileSync('gpg-agent', ['--daemon'], { env, stdio: 'ignore' });
+  execFileSync('gpgconf', ['--launch', 'gpg-agent'], { env });
   const socket = execFileSync('gpgconf', ['--list-dirs', 'agent-socket'], { env }).toString().trim();
   return {
     home,

@@ -93,10 +93,18 @@ export async function createAgentHome(options: { pinentryPassphrase?: string; sc
   };
   if (options.pinentryPassphrase !== undefined) pinentry.answer(options.pinentryPassphrase);
   const env = { ...process.env, GNUPGHOME: home };
-  // gpg-agent itself, as the proxy starts it (src/upstream.ts): `gpgconf --launch` goes through gpg-connect-agent,
-  // which GnuPG 2.2.40 was seen to leave spinning on a loaded machine.
   const launch = async () => {
-    await execFileAsync('gpg-agent', ['--daemon'], { env, timeout: 20_000 });
+    // On a loaded CI machine `gpgconf --launch` once did not return for over a minute although the agent it started
+    // was up: bounded, and tried once more (the agent is running by then, so the second call only checks it).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await execFileAsync('gpgconf', ['--launch', 'gpg-agent'], { env, timeout: 20_000, killSignal: 'SIGKILL' });
+        return;
+      } catch (err) {
+        if (attempt >= 2 || !(err as { killed?: boolean }).killed) throw err;
+        process.stderr.write(`gpgconf --launch gpg-agent took over 20 s for ${home}; trying once more\n`);
+      }
+    }
   };
   await launch();
   const socket = await gpgconfDir(home, 'agent-socket');
