@@ -3,7 +3,8 @@
  * follows GNUPGHOME and the per-user socket directory; and, where asked to, we let gpgconf start the agent if it
  * is not running.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import net from 'node:net';
 import { promisify } from 'node:util';
 import { ProxyStartError } from './listenSocket.js';
 
@@ -16,13 +17,71 @@ export async function resolveUpstream(explicitPath: string | undefined, env: Nod
   return socketPath;
 }
 
-/** Starts gpg-agent in the GNUPGHOME of `env` if it is not running (gpgconf does nothing if it is). */
+/** How long `gpgconf --launch gpg-agent` may take before we stop waiting for it. */
+const LAUNCH_TIMEOUT_MS = 15_000;
+
+/**
+ * Starts gpg-agent in the GNUPGHOME of `env` if it is not running (gpgconf does nothing if it is). Bounded: GnuPG
+ * 2.2.40's gpg-connect-agent, which gpgconf runs, was seen (strace) to spin forever when the agent it started was
+ * slow to come up, writing its diagnostics into the agent's socket and each ERR back as a command. Past the bound
+ * its whole process group is killed, and an agent that answers is all that counts.
+ */
 export async function launchAgent(env: NodeJS.ProcessEnv): Promise<void> {
+  let failure: string | undefined;
   try {
-    await run('gpgconf', ['--launch', 'gpg-agent'], { env, timeout: 10_000 });
+    await runBounded('gpgconf', ['--launch', 'gpg-agent'], env, LAUNCH_TIMEOUT_MS);
+    return;
   } catch (err) {
-    throw new ProxyStartError(`could not start gpg-agent with 'gpgconf --launch gpg-agent': ${commandFailure(err)}`);
+    failure = commandFailure(err);
   }
+  const socketPath = await agentSocketPath(env);
+  if (await greets(socketPath)) return;
+  throw new ProxyStartError(`could not start gpg-agent with 'gpgconf --launch gpg-agent': ${failure}`);
+}
+
+/** Runs a command in a process group of its own; past `timeoutMs` the whole group is killed and this rejects. */
+function runBounded(command: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-2_000)));
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+      reject(Object.assign(new Error(`${command} did not finish within ${timeoutMs / 1000} s`), { stderr: '' }));
+    }, timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve();
+      else reject(Object.assign(new Error(`${command} exited with code ${code}`), { stderr }));
+    });
+  });
+}
+
+/** Whether an Assuan server answers at `socketPath` with an OK greeting (within 5 s). */
+export function greets(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect({ path: socketPath });
+    let text = '';
+    const done = (answer: boolean) => {
+      probe.destroy();
+      resolve(answer);
+    };
+    probe.setTimeout(5_000, () => done(false));
+    probe.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      if (text.includes('\n')) done(text.startsWith('OK'));
+    });
+    probe.on('end', () => done(false));
+    probe.once('error', () => done(false));
+  });
 }
 
 /** One of gpg-agent's sockets, as gpgconf names it for the GNUPGHOME of `env`. */

@@ -13,8 +13,15 @@ import { classifyClientLine } from '../../src/protocol/classify.js';
 import { transcript, type Step } from '../support/differential.js';
 import { startModelAgent, type ModelAgent } from '../support/modelAgent.js';
 import { startTestProxy, type TestProxy } from '../support/proxy.js';
+import { startTestForward, type TestForward } from '../support/forward.js';
+import { makeTempDir } from '../support/gnupg.js';
+import { until } from '../support/sessions.js';
+import fs from 'node:fs';
+import path from 'node:path';
 
 const RUNS = Number(process.env.MODEL_PROPERTY_RUNS ?? 300);
+/** Each session over a link is a stream through a second process: fewer of them. */
+const LINK_RUNS = Math.ceil(RUNS / 3);
 
 const LINES = [
   'NOP', 'GETINFO version', 'KEYINFO --list', 'PKDECRYPT', 'PKDECRYPT --fail', 'PKSIGN', 'GET_PASSPHRASE X X P D',
@@ -78,6 +85,27 @@ describe('against a model of the agent\'s reader', () => {
       { numRuns: RUNS },
     );
   }, 120_000);
+
+  it(`over a bridge link too, the client on the far side reads the same bytes as directly (${LINK_RUNS} random sessions)`, async () => {
+    const dir = makeTempDir('link.');
+    const remoteSocket = path.join(dir, 'far', 'S.gpg-agent');
+    let link: TestForward | undefined;
+    try {
+      link = await startTestForward({ upstream: model.socket, remoteSocket });
+      await until(() => link!.forward.state().startsWith('up.') && fs.existsSync(remoteSocket));
+      await fc.assert(
+        fc.asyncProperty(clientSide, async (steps) => {
+          const direct = await transcript(model.socket, steps);
+          const overLink = await transcript(remoteSocket, steps);
+          expect(withoutGreetingPid(overLink)).toBe(withoutGreetingPid(direct));
+        }),
+        { numRuns: LINK_RUNS },
+      );
+    } finally {
+      await link?.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 240_000);
 
   it(`with a random policy, no line the agent runs as a command is one the policy forbids (${RUNS} random sessions)`, async () => {
     await fc.assert(

@@ -139,6 +139,29 @@ describe('bridge: one link, many sessions', () => {
   });
 });
 
+describe('bridge: a session refused here reaches the far client as the same ERR as from a local proxy', () => {
+  it('past --max-sessions, and with the agent down', async () => {
+    const dir = makeTempDir('refused.');
+    const limited = await startTestForward({ upstream: agent.socket, remoteSocket: path.join(dir, 'a', 'S.gpg-agent'), proxy: { maxSessions: 1 } });
+    const down = await startTestForward({ upstream: path.join(dir, 'no-agent'), remoteSocket: path.join(dir, 'b', 'S.gpg-agent') });
+    try {
+      await up(limited);
+      await up(down);
+      const first = await RawClient.connect(path.join(dir, 'a', 'S.gpg-agent'));
+      expect(await first.readLine()).toMatch(/^OK Pleased/);
+      const second = await RawClient.connect(path.join(dir, 'a', 'S.gpg-agent'));
+      expect(await second.rest()).toEqual(['ERR 67109047 Limit reached <assuan-proxy> - the proxy serves at most 1 sessions at once']);
+      first.destroy();
+      const noAgent = await RawClient.connect(path.join(dir, 'b', 'S.gpg-agent'));
+      expect(await noAgent.rest()).toEqual([`ERR 67109123 IPC connect call failed <assuan-proxy> - cannot connect to gpg-agent at ${path.join(dir, 'no-agent')}: ENOENT`]);
+    } finally {
+      await limited.close();
+      await down.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('bridge: the forward command', () => {
   it('forwards until SIGTERM, then exits 0 with the far socket removed; usage errors exit 2', async () => {
     const { runCli, stderrMatch, stopCli } = await import('../support/cli.js');

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { launchAgent } from '../../src/upstream.js';
 
 const execFileAsync = promisify(execFile);
 const PINENTRY_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'pinentry.py');
@@ -93,19 +94,8 @@ export async function createAgentHome(options: { pinentryPassphrase?: string; sc
   };
   if (options.pinentryPassphrase !== undefined) pinentry.answer(options.pinentryPassphrase);
   const env = { ...process.env, GNUPGHOME: home };
-  const launch = async () => {
-    // On a loaded CI machine `gpgconf --launch` once did not return for over a minute although the agent it started
-    // was up: bounded, and tried once more (the agent is running by then, so the second call only checks it).
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await execFileAsync('gpgconf', ['--launch', 'gpg-agent'], { env, timeout: 20_000, killSignal: 'SIGKILL' });
-        return;
-      } catch (err) {
-        if (attempt >= 2 || !(err as { killed?: boolean }).killed) throw err;
-        process.stderr.write(`gpgconf --launch gpg-agent took over 20 s for ${home}; trying once more\n`);
-      }
-    }
-  };
+  // As the proxy starts it (src/upstream.ts): `gpgconf --launch`, bounded, its process group killed past the bound.
+  const launch = () => launchAgent(env);
   await launch();
   const socket = await gpgconfDir(home, 'agent-socket');
   return {
