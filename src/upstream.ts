@@ -65,22 +65,27 @@ function runBounded(command: string, args: string[], env: NodeJS.ProcessEnv, tim
   });
 }
 
-/** Whether an Assuan server answers at `socketPath` with an OK greeting (within 5 s). */
-export function greets(socketPath: string): Promise<boolean> {
+/** Whether an Assuan server answers at `socketPath` with an OK greeting. */
+export async function greets(socketPath: string): Promise<boolean> {
+  return (await greetingAt(socketPath))?.startsWith('OK') ?? false;
+}
+
+/** The first line a server at `socketPath` sends (within 2 s; '' if none), or undefined if nobody listens there. */
+export function greetingAt(socketPath: string): Promise<string | undefined> {
   return new Promise((resolve) => {
     const probe = net.connect({ path: socketPath });
     let text = '';
-    const done = (answer: boolean) => {
+    const done = (value: string | undefined) => {
       probe.destroy();
-      resolve(answer);
+      resolve(value);
     };
-    probe.setTimeout(5_000, () => done(false));
+    probe.setTimeout(2_000, () => done(text));
     probe.on('data', (chunk: Buffer) => {
       text += chunk.toString('latin1');
-      if (text.includes('\n')) done(text.startsWith('OK'));
+      if (text.includes('\n')) done(text);
     });
-    probe.on('end', () => done(false));
-    probe.once('error', () => done(false));
+    probe.on('end', () => done(text));
+    probe.once('error', () => done(undefined));
   });
 }
 

@@ -15,6 +15,7 @@ import { Duplex, type Readable, type Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { closeListener, ensurePrivateDirectory, identityOf, isOurs, listenPrivately, ProxyStartError, removeOwnSocket, type SocketIdentity } from '../listenSocket.js';
 import { errLine } from '../protocol/errors.js';
+import { greetingAt } from '../upstream.js';
 import { BANNER, LINK_AUTHORITY, LINK_SETTINGS, REFUSAL, SESSION_PATH } from './handshake.js';
 
 export interface ClientEndOptions {
@@ -230,23 +231,4 @@ function lstat(p: string): fs.Stats | undefined {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
-}
-
-/** The first line a server at `socketPath` sends, or undefined if nobody listens there. */
-function greetingAt(socketPath: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const probe = net.connect({ path: socketPath });
-    let text = '';
-    const done = (value: string | undefined) => {
-      probe.destroy();
-      resolve(value);
-    };
-    probe.setTimeout(2_000, () => done(text));
-    probe.on('data', (chunk: Buffer) => {
-      text += chunk.toString('latin1');
-      if (text.includes('\n')) done(text);
-    });
-    probe.on('end', () => done(text));
-    probe.once('error', () => done(undefined));
-  });
 }

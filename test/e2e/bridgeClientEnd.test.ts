@@ -8,7 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
-import { startTestForward } from '../support/forward.js';
+import { clientEndCode, startTestForward } from '../support/forward.js';
+import { spawn } from 'node:child_process';
 import { createAgentHome, makeTempDir, type AgentHome } from '../support/gnupg.js';
 import { until } from '../support/sessions.js';
 
@@ -78,6 +79,21 @@ describe('bridge: the far side path', () => {
     } finally {
       intruder.close();
       await link.close();
+    }
+  });
+
+  it('a client that connects before the link is up waits for it within --link-wait, then gets an ERR', async () => {
+    const code = path.join(dir, 'assuan-proxy.mjs');
+    fs.writeFileSync(code, await clientEndCode());
+    const remoteSocket = path.join(dir, 'waiting', 'S.gpg-agent');
+    // A client end whose agent end never answers: the link does not come up.
+    const far = spawn(process.execPath, [code, 'client-end', '--listen', remoteSocket, '--link-wait', '300'], { stdio: ['pipe', 'pipe', 'ignore'] });
+    try {
+      await until(() => fs.existsSync(remoteSocket));
+      const client = await RawClient.connect(remoteSocket);
+      expect(await client.rest()).toEqual(['ERR 67109123 IPC connect call failed <assuan-proxy> - the link to the agent is not up after 300 ms']);
+    } finally {
+      far.kill();
     }
   });
 });
