@@ -13,7 +13,7 @@
  * - fresh: the same through relays started for each operation (a new proxy and a new socat every time);
  * - short: gpg-like short sessions (connect, greeting, twelve commands, BYE) a few to tens of ms apart through
  *   warm relays, and one session per fresh relay; connect plus greeting and added latency per round trip;
- * - bridge: gpg-agent over a link (`forward` through a transport process, the client end beyond it) against a
+ * - bridge: gpg-agent over a link (`forward`, the client end on the other side of a child's stdio) against a
  *   socat pair through the same kind of pipe: round trips, whole gpg signings, 100 sessions at once.
  * Then a targets table: each measure against its target (ratios to socat and direct from the same run).
  *

@@ -141,8 +141,8 @@ export function residentBytes(pid: number): number {
 }
 
 /**
- * Bridge mode as users run it: `assuan-proxy forward` (the built CLI) with a transport process between the ends
- * (test/support/pipeRelay.mjs, a stand-in for `ssh -T host`) and the client end, the single-file build, beyond it.
+ * Bridge mode as users run it: `assuan-proxy forward` (the built CLI), the client end (the single-file build) on
+ * the other side of a child process's stdio.
  */
 export async function startForwardRelay(dir: string, name: string, upstream: string): Promise<Relay & { exited: Promise<void>; farPid(): number | undefined }> {
   const socket = path.join(dir, `far-${name}`, 'S.gpg-agent');
@@ -150,7 +150,9 @@ export async function startForwardRelay(dir: string, name: string, upstream: str
     process.execPath,
     [
       path.join(root, 'dist/src/cli.js'), 'forward', '--upstream', upstream, '--remote-socket', socket, '--log-level', 'warn', '--log-format', 'json',
-      '--client-end-code', path.join(root, 'dist/assuan-proxy.mjs'), '--', process.execPath, path.join(root, 'test/support/pipeRelay.mjs'),
+      // The transport: the client end on the other side of a child process's stdio, as the socat pair's second
+      // socat is (exec: no process in between, unlike ssh).
+      '--client-end-code', path.join(root, 'dist/assuan-proxy.mjs'), '--', 'sh', '-c', 'exec "$@"', 'sh',
     ],
     { stdio: ['ignore', 'inherit', 'pipe'], cwd: dir },
   );
@@ -167,15 +169,15 @@ export async function startForwardRelay(dir: string, name: string, upstream: str
       return [];
     }
   };
-  // forward → the transport stand-in → the client end.
-  const farPid = () => childrenOf(childrenOf(child.pid!)[0] ?? -1)[0];
+  // forward → the client end (sh execs it).
+  const farPid = () => childrenOf(child.pid!)[0];
   return { name, socket, pid: child.pid!, stop: () => child.kill('SIGTERM'), exited, farPid };
 }
 
 /** The raw baseline for a bridge: socat, and a second socat per connection behind a pipe (its stdio). */
 export async function startSocatPair(binary: string, dir: string, name: string, upstream: string): Promise<Relay & { exited: Promise<void> }> {
   const socket = path.join(dir, `S.${name}-to-${path.basename(upstream)}`);
-  const child = spawn(binary, [`UNIX-LISTEN:${socket},fork,backlog=4096`, `EXEC:${binary} STDIO UNIX-CONNECT:${upstream}`], { stdio: 'ignore' });
+  const child = spawn(binary, [`UNIX-LISTEN:${socket},fork,backlog=4096`, `EXEC:${binary} STDIO UNIX-CONNECT\\:${upstream}`], { stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   while (!fs.existsSync(socket)) {
     if (child.exitCode !== null) throw new Error('socat exited');
