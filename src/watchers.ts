@@ -45,7 +45,7 @@ export class Watchers {
     this.inspector = streamToInspector(inspectUrl ?? this.relay!.streamUrl);
   }
 
-  /** Serves the live view of `source`, drawing `machines` (the first one with most room is the session machine). */
+  /** Serves the live view of `source`, drawing `machines` (the session machine large, the others beside it). */
   async startLiveView(source: LiveViewSource, machines: AnyStateMachine[]): Promise<void> {
     const { uiPort } = this.options;
     if (!this.liveActors || uiPort === undefined) return;
