@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../support/assuanClient.js';
 import { startTestForward, type TestForward } from '../support/forward.js';
 import { createAgentHome, createClientHome, generateKey, gpgconfDir, makeTempDir, mustRun, type AgentHome, type KeyInfo } from '../support/gnupg.js';
+import { liveViewInit } from '../support/liveViewClient.js';
 import { until } from '../support/sessions.js';
 import { sshdUnavailable, startSshd } from '../support/sshd.js';
 
@@ -227,24 +228,3 @@ describe('bridge: over real ssh -T to 127.0.0.1', () => {
     }
   });
 });
-
-/** The live view's first event (`init`), read from its event stream with the cookie its token buys. */
-async function liveViewInit(url: string): Promise<unknown> {
-  const { default: http } = await import('node:http');
-  const get = (target: string, headers: Record<string, string> = {}) =>
-    new Promise<import('node:http').IncomingMessage>((resolve, reject) => http.get(target, { headers }, resolve).on('error', reject));
-  const entry = await get(url);
-  entry.resume();
-  const cookie = String(entry.headers['set-cookie']?.[0]).split(';')[0]!;
-  const events = await get(`${new URL(url).origin}/events`, { cookie });
-  let text = '';
-  for await (const chunk of events) {
-    text += (chunk as Buffer).toString();
-    const match = /event: init\ndata: (.*)\n\n/.exec(text);
-    if (match) {
-      events.destroy();
-      return JSON.parse(match[1]!);
-    }
-  }
-  throw new Error('the event stream ended before init');
-}

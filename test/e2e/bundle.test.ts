@@ -4,11 +4,11 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundle } from '../../scripts/bundle.js';
 import { RawClient } from '../support/assuanClient.js';
+import { fetchText, viewerSession } from '../support/liveViewClient.js';
 import { createAgentHome, makeTempDir, type AgentHome } from '../support/gnupg.js';
 
 let agent: AgentHome;
@@ -48,18 +48,6 @@ function runBundle(args: string[]) {
   return { child, exited, stdout: () => stdout, waitFor };
 }
 
-function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, { headers }, (res) => {
-        let body = '';
-        res.on('data', (c: Buffer) => (body += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      })
-      .on('error', reject);
-  });
-}
-
 describe('the single-file build', () => {
   it('prints its version', async () => {
     const run = runBundle(['--version']);
@@ -80,15 +68,13 @@ describe('the single-file build', () => {
     await run.waitFor('stdout', /"msg":"session ended"/);
 
     const pageUrl = (await run.waitFor('stderr', /Live view: (\S+)/))[1]!;
-    const entry = await get(pageUrl);
-    expect(entry.status).toBe(302);
-    const cookie = String(entry.headers['set-cookie']?.[0]).split(';')[0]!;
-    const base = new URL(pageUrl).origin;
-    const page = await get(`${base}/`, { cookie });
+    const { origin: base, cookie, status } = await viewerSession(pageUrl);
+    expect(status).toBe(302);
+    const page = await fetchText(`${base}/`, { cookie });
     expect(page.status).toBe(200);
     expect(page.body).toContain('live-view.js');
     for (const machine of ['session', 'server']) {
-      const drawing = await get(`${base}/diagrams/${machine}.svg`, { cookie });
+      const drawing = await fetchText(`${base}/diagrams/${machine}.svg`, { cookie });
       expect(drawing.status).toBe(200);
       expect(drawing.body).toContain(`<svg id="diagram-${machine}"`);
     }
