@@ -18,6 +18,8 @@ import { assign, setup } from 'xstate';
 import type { CommandVerb } from '../src/protocol/classify.js';
 import { inquiryTakesData } from '../src/protocol/inquiries.js';
 import type { LineHandle } from '../src/protocol/line.js';
+import type { HandshakeDefect } from '../src/upstream/handshake.js';
+import type { SocketFileDefect } from '../src/upstream/socketFile.js';
 
 /**
  * What the proxy answers itself, in place of the agent: an ERR for a line it refused (too long, a `%` escape that
@@ -28,6 +30,12 @@ export type ProxyAnswer = 'lineTooLong' | 'malformedEscape' | 'forbidden';
 /** Why a session ended abnormally. `code` is a socket error code such as ECONNREFUSED, or EOF. */
 export type SessionFailure =
   | { reason: 'connectFailed'; code: string }
+  /** The upstream path is a socket file (redirect, Windows or Cygwin form) that cannot be read as one. */
+  | { reason: 'badUpstreamFile'; defect: SocketFileDefect }
+  /** The Cygwin-form handshake failed (the server did not echo our nonce). */
+  | { reason: 'handshakeFailed'; defect: HandshakeDefect }
+  /** The daemon was not running and could not be started (`gpgconf --launch`). */
+  | { reason: 'launchFailed' }
   | { reason: 'connectTimeout'; attempts: number }
   | { reason: 'greetingTimeout' }
   /** The agent did not answer the proxy's `OPTION pretend-request-origin=remote` in time. */
@@ -43,6 +51,8 @@ export type SessionFailure =
   /** The agent did not start answering a request within the response timeout (off unless configured). */
   | { reason: 'responseTimeout' }
   | { reason: 'badGreeting' }
+  /** The agent closed the connection before it greeted. */
+  | { reason: 'closedBeforeGreeting'; code: string }
   | { reason: 'agentClosed'; code: string }
   | { reason: 'agentProtocolViolation' }
   | { reason: 'unsolicitedAgentOutput' }
@@ -73,6 +83,10 @@ export interface SessionContext {
   readonly responseTimeoutOn: boolean;
   /** Restricted mode: the agent itself is asked to treat this connection as remote before any client command. */
   readonly restrictAgent: boolean;
+  /** The daemon may be started (gpgconf --launch) when nothing answers at its socket: found by name, not by path. */
+  readonly mayLaunchAgent: boolean;
+  /** This session has started the daemon once already: a second failure is reported, not retried. */
+  launchTried: boolean;
 }
 
 /** gpg-error's GPG_ERR_FORBIDDEN, the code part (low 16 bits) of gpg-agent's `ERR 67109115 Forbidden`. */
@@ -132,7 +146,19 @@ export type SessionEvent =
   | ClientLineEvent
   /** A client line longer than libassuan accepts; its bytes were dropped as they arrived. */
   | { type: 'CLIENT.TOO_LONG'; bytes?: number }
-  | { type: 'AGENT_CONNECTED' }
+  /**
+   * Connected. `handshake`: the upstream is a socket file's TCP port (Windows or Cygwin form), whose server reads
+   * the file's nonce before anything else; none for a Unix socket.
+   */
+  | { type: 'AGENT_CONNECTED'; handshake?: 'windows' | 'cygwin' }
+  /** The nonce has been sent (and, in the Cygwin form, echoed and the credentials exchanged): Assuan follows. */
+  | { type: 'AGENT_HANDSHAKE_DONE' }
+  | { type: 'AGENT_HANDSHAKE_FAILED'; defect: HandshakeDefect }
+  /** The upstream path is a file that is not a valid socket file; `defect` says what is wrong (never its bytes). */
+  | { type: 'AGENT_UPSTREAM_INVALID'; defect: SocketFileDefect }
+  /** The daemon was started (or was found running) after nothing answered at its socket. */
+  | { type: 'AGENT_LAUNCHED' }
+  | { type: 'AGENT_LAUNCH_FAILED' }
   /** A connection dialed ahead of this client was taken; the greeting the agent sent on it follows as AGENT lines. */
   | { type: 'AGENT_SPARE_TAKEN' }
   | { type: 'AGENT_CONNECT_FAILED'; code: string }
@@ -170,6 +196,7 @@ export interface SessionInput {
   sessionId: string;
   responseTimeoutOn?: boolean;
   restrictAgent?: boolean;
+  mayLaunchAgent?: boolean;
 }
 
 export type CommandOutcome = 'ok' | 'err' | 'refused';
@@ -184,6 +211,10 @@ const session = setup({
   actions: {
     /** Open the upstream connection to gpg-agent, or take the spare one dialed ahead of this client. */
     dialAgent: () => {},
+    /** Send the socket file's nonce (and, in the Cygwin form, exchange the echo and credentials). */
+    handshakeAgent: () => {},
+    /** Start the daemon (`gpgconf --launch`, shared by every session waiting for it). */
+    launchAgent: () => {},
     /** Send `OPTION pretend-request-origin=remote` to the agent: from now on it runs this connection restricted. */
     restrictAgent: () => {},
     /** Write the event's agent line to the client, unchanged. */
@@ -225,6 +256,13 @@ const session = setup({
     owesAnswer: ({ context }) => context.owedAnswer !== null,
     /** The agent's listen queue is full (EAGAIN on a Unix socket): it is there, just busy. */
     agentBusy: ({ event }) => event.type === 'AGENT_CONNECT_FAILED' && event.code === 'EAGAIN',
+    /**
+     * Nothing listens at the daemon's socket (no file, or a stale one), and it was found by name: start it once, as
+     * gpg would (clients told `no-autostart` rely on the proxy for that).
+     */
+    agentMayBeLaunched: ({ context, event }) =>
+      context.mayLaunchAgent && !context.launchTried && event.type === 'AGENT_CONNECT_FAILED' && (event.code === 'ENOENT' || event.code === 'ECONNREFUSED'),
+    handshakeNeeded: ({ event }) => event.type === 'AGENT_CONNECTED' && event.handshake !== undefined,
     restrictAgent: ({ context }) => context.restrictAgent,
     clientEnded: ({ context }) => context.clientEnded,
     /** Nothing more will be taken from the client: it ended, or the server is shutting down. */
@@ -334,6 +372,8 @@ export const sessionMachine = session.createMachine({
     failure: null,
     responseTimeoutOn: input.responseTimeoutOn ?? false,
     restrictAgent: input.restrictAgent ?? false,
+    mayLaunchAgent: input.mayLaunchAgent ?? false,
+    launchTried: false,
   }),
   initial: 'connecting',
   on: {
@@ -368,22 +408,51 @@ export const sessionMachine = session.createMachine({
             dialing: {
               entry: [session.assign({ connectAttempts: ({ context }) => context.connectAttempts + 1 }), 'dialAgent'],
               on: {
-                AGENT_CONNECTED: '#session.connecting.awaitingGreeting',
+                AGENT_CONNECTED: [{ guard: 'handshakeNeeded', target: 'handshaking' }, { target: '#session.connecting.awaitingGreeting' }],
                 AGENT_SPARE_TAKEN: '#session.connecting.awaitingGreeting',
                 AGENT_CONNECT_FAILED: [
                   { guard: 'agentBusy', target: 'backingOff' },
+                  { guard: 'agentMayBeLaunched', target: 'launching' },
                   { target: '#session.fatal', actions: assign({ failure: ({ event }) => ({ reason: 'connectFailed', code: event.code }) }) },
                 ],
+                AGENT_UPSTREAM_INVALID: {
+                  target: '#session.fatal',
+                  actions: assign({ failure: ({ event }) => ({ reason: 'badUpstreamFile', defect: event.defect }) }),
+                },
               },
             },
             backingOff: {
               after: { retryBackoff: 'dialing' },
+            },
+            /** A socket file's server (Gpg4win, Cygwin) reads its nonce first; a wrong one is dropped unanswered. */
+            handshaking: {
+              entry: 'handshakeAgent',
+              on: {
+                AGENT_HANDSHAKE_DONE: '#session.connecting.awaitingGreeting',
+                AGENT_HANDSHAKE_FAILED: {
+                  target: '#session.fatal',
+                  actions: assign({ failure: ({ event }) => ({ reason: 'handshakeFailed', defect: event.defect }) }),
+                },
+              },
+            },
+            /** Nothing answered at the daemon's socket: it is started (once per session), then dialed again. */
+            launching: {
+              entry: [session.assign({ launchTried: true }), 'launchAgent'],
+              on: {
+                AGENT_LAUNCHED: 'dialing',
+                AGENT_LAUNCH_FAILED: { target: '#session.fatal', actions: failWith({ reason: 'launchFailed' }) },
+              },
             },
           },
         },
         awaitingGreeting: {
           after: { greetingTimeout: { target: '#session.fatal', actions: failWith({ reason: 'greetingTimeout' }) } },
           on: {
+            // Not the agent's end of a session: it never greeted (a server behind a socket file drops a wrong nonce so).
+            AGENT_CLOSED: {
+              target: '#session.fatal',
+              actions: assign({ failure: ({ event }) => ({ reason: 'closedBeforeGreeting', code: event.code }) }),
+            },
             // A server may send `#` lines before its OK greeting; libassuan clients skip them.
             'AGENT.COMMENT': { actions: 'relayToClient' },
             'AGENT.OK': [

@@ -3,7 +3,7 @@
  * `resolveConfig`, like any caller's), and the CLI's own options (logging, the inspector, the live view), which
  * are checked here. No effect: the executable (cli.ts) acts on the result.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { expectedNumber, PROXY_DEFAULTS, type NumberOption, type ProxyOptions } from './config.js';
 import { DEFAULT_INSPECTOR_PORT } from './inspect/relay.js';
 import { DEFAULT_UI_PORT } from './liveView/server.js';
@@ -11,17 +11,29 @@ import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 
 export const USAGE = `Usage: assuan-proxy [options]
        assuan-proxy forward [options] -- COMMAND [ARGS...]   (see: assuan-proxy forward --help)
+       assuan-proxy doctor [--listen PATH] [--upstream NAME|PATH] [--json]
+       assuan-proxy client-end [options]   (run by 'forward' on the far side)
 
-Listens on a Unix socket and relays the Assuan protocol to gpg-agent, one explicit
-state machine per client connection. 'forward' serves the same sessions to the far
-side of a command's stdio (ssh -T, kubectl exec -i, docker exec -i).
+Listens on a Unix socket and relays the Assuan protocol to gpg-agent (or dirmngr,
+keyboxd, scdaemon), one explicit state machine per client connection. 'forward'
+serves the same sessions to the far side of a command's stdio (ssh -T, kubectl
+exec -i, docker exec -i). 'doctor' says why gpg through the proxy fails here.
 
 Options:
-  --listen PATH            socket to listen on (default: S.gpg-agent in a private
-                           directory under $XDG_RUNTIME_DIR, else the temp dir)
-  --upstream PATH          gpg-agent socket to relay to (default: the one
-                           'gpgconf --list-dirs agent-socket' names; the agent is
-                           started with 'gpgconf --launch gpg-agent' if needed)
+  --listen PATH            socket to listen on (default: S.gpg-agent, or the
+                           upstream daemon's socket name, in a private directory
+                           under $XDG_RUNTIME_DIR, else the temp dir). Started
+                           by systemd socket activation (LISTEN_FDS), the proxy
+                           listens on the sockets it is given instead
+  --upstream NAME|PATH     the daemon to relay to: agent (default), agent-extra,
+                           dirmngr, keyboxd or scdaemon, found with 'gpgconf
+                           --list-dirs' and started with 'gpgconf --launch' when
+                           not running (at start, and again when a session finds
+                           it gone); or a PATH (with a '/'): a socket, or a socket
+                           file (%Assuan% redirect, Gpg4win's port+nonce file,
+                           Cygwin/MSYS form), read again for every connection.
+                           Repeat --listen/--upstream pairs to serve several
+                           daemons from one process
   --connect-timeout MS     time to connect to the agent (default ${PROXY_DEFAULTS.connectTimeoutMs})
   --greeting-timeout MS    time for the agent's greeting (default ${PROXY_DEFAULTS.greetingTimeoutMs})
   --drain-timeout MS       on SIGINT, SIGTERM or SIGHUP, time for commands in
@@ -66,7 +78,27 @@ Options:
                            open the URL it prints, with its access token)
   -V, --version            print the version and exit
   -h, --help               show this help
+
+Examples:
+  assuan-proxy                               in front of this user's gpg-agent
+  assuan-proxy --restricted --listen ~/fwd/S.gpg-agent
+  assuan-proxy --upstream agent --upstream dirmngr      agent and dirmngr, at
+                                             S.gpg-agent and S.dirmngr
+  assuan-proxy --upstream /mnt/c/Users/me/AppData/Local/gnupg/S.gpg-agent
+                                             Gpg4win's agent, from WSL
+  assuan-proxy forward -- ssh -T host        the agent on a remote host
+  assuan-proxy doctor                        check this host's setup
+
+Exit status:
+  0  stopped cleanly (SIGINT, SIGTERM, SIGHUP), or --help/--version
+  1  could not start (the message says why), or doctor found a problem
+  2  bad command line
 `;
+
+export interface ListenPair {
+  listen?: string | undefined;
+  upstream?: string | undefined;
+}
 
 /** A command line that cannot be run; the message is for the person who typed it. */
 export class UsageError extends Error {}
@@ -74,8 +106,13 @@ export class UsageError extends Error {}
 export interface CommandLine {
   help: boolean;
   version: boolean;
-  /** Only what was given: `resolveConfig` fills in the rest, as it does for any caller. */
+  /**
+   * Only what was given: `resolveConfig` fills in the rest, as it does for any caller. Its listen and upstream are
+   * the first pair's.
+   */
   proxy: ProxyOptions;
+  /** Each `--listen`/`--upstream` pair, in order: one proxy each, sharing the other options (at least one). */
+  pairs: ListenPair[];
   logLevel: LogLevel;
   /** undefined: pretty on a terminal, JSON otherwise. */
   logFormat: 'pretty' | 'json' | undefined;
@@ -113,7 +150,7 @@ export function flagOf(option: keyof ProxyOptions): string {
 /** Options that must be followed by a value, with what the value is (for the message when it is missing). */
 const VALUE_NAMES: Readonly<Record<string, string>> = {
   listen: 'PATH',
-  upstream: 'PATH',
+  upstream: 'NAME|PATH',
   'connect-timeout': 'MS',
   'greeting-timeout': 'MS',
   'drain-timeout': 'MS',
@@ -131,35 +168,38 @@ const VALUE_NAMES: Readonly<Record<string, string>> = {
 /** Options whose value may be left out: `--ui` alone and `--ui 9000` both work. */
 const OPTIONAL_VALUES = ['--inspect', '--ui'];
 
+/** Every option the command line takes (the help text lists each; a test holds it to that). */
+export const OPTIONS = {
+  listen: { type: 'string', multiple: true },
+  upstream: { type: 'string', multiple: true },
+  'connect-timeout': { type: 'string' },
+  'greeting-timeout': { type: 'string' },
+  'drain-timeout': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  'inquiry-timeout': { type: 'string' },
+  'response-timeout': { type: 'string' },
+  'max-sessions': { type: 'string' },
+  'warm-up': { type: 'string' },
+  'spare-connection': { type: 'boolean' },
+  restricted: { type: 'boolean' },
+  allow: { type: 'string', multiple: true },
+  deny: { type: 'string', multiple: true },
+  'log-level': { type: 'string', default: 'info' },
+  'log-format': { type: 'string' },
+  'trace-transitions': { type: 'boolean' },
+  inspect: { type: 'string' },
+  'inspect-port': { type: 'string' },
+  ui: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'V' },
+} as const satisfies NonNullable<ParseArgsConfig['options']>;
+
 export function parseCommandLine(argv: readonly string[]): CommandLine {
   let values;
   try {
     ({ values } = parseArgs({
       args: withOptionalValues(withRequiredValues(argv), OPTIONAL_VALUES),
-      options: {
-        listen: { type: 'string' },
-        upstream: { type: 'string' },
-        'connect-timeout': { type: 'string' },
-        'greeting-timeout': { type: 'string' },
-        'drain-timeout': { type: 'string' },
-        'idle-timeout': { type: 'string' },
-        'inquiry-timeout': { type: 'string' },
-        'response-timeout': { type: 'string' },
-        'max-sessions': { type: 'string' },
-        'warm-up': { type: 'string' },
-        'spare-connection': { type: 'boolean' },
-        restricted: { type: 'boolean' },
-        allow: { type: 'string', multiple: true },
-        deny: { type: 'string', multiple: true },
-        'log-level': { type: 'string', default: 'info' },
-        'log-format': { type: 'string' },
-        'trace-transitions': { type: 'boolean' },
-        inspect: { type: 'string' },
-        'inspect-port': { type: 'string' },
-        ui: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'V' },
-      },
+      options: OPTIONS,
       strict: true,
       allowPositionals: false,
     }));
@@ -178,12 +218,14 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     inspectPort = optionalPort(values['inspect-port'], '--inspect-port', DEFAULT_INSPECTOR_PORT)!;
   }
 
+  const pairs = listenPairs(values.listen ?? [], values.upstream ?? []);
   return {
     help: values.help ?? false,
     version: values.version ?? false,
+    pairs,
     proxy: {
-      listen: values.listen,
-      upstream: values.upstream,
+      listen: pairs[0]!.listen,
+      upstream: pairs[0]!.upstream,
       // As --help says: with no --upstream, the agent gpgconf names is started if it is not running.
       launchAgent: true,
       connectTimeoutMs: numberValue(values['connect-timeout'], 'connectTimeoutMs'),
@@ -206,6 +248,26 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     inspectPort,
     uiPort: optionalPort(values.ui, '--ui', DEFAULT_UI_PORT),
   };
+}
+
+/**
+ * One proxy per `--upstream`, each with the `--listen` in the same position (or, with no --listen at all, the
+ * default path named after its daemon: S.dirmngr in front of dirmngr).
+ */
+function listenPairs(listens: readonly string[], upstreams: readonly string[]): ListenPair[] {
+  if (upstreams.length <= 1 && listens.length <= 1) return [{ listen: listens[0], upstream: upstreams[0] }];
+  if (listens.length > 0 && listens.length !== upstreams.length) {
+    throw new UsageError(
+      `give one --listen per --upstream, in the same order (or none, for the default paths): ${listens.length} --listen for ${upstreams.length} --upstream`,
+    );
+  }
+  const pairs = upstreams.map((upstream, i) => ({ listen: listens[i], upstream }));
+  const seen = new Set<string>();
+  for (const { upstream } of pairs) {
+    if (seen.has(upstream)) throw new UsageError(`--upstream ${upstream} is given twice`);
+    seen.add(upstream);
+  }
+  return pairs;
 }
 
 /**

@@ -12,14 +12,26 @@ import type { Logger } from 'pino';
 import type { InspectionEvent, Observer } from 'xstate';
 import { defaultListenPath, ProxyStartError } from './listenSocket.js';
 import { defaultLogger } from './log.js';
+import { checkUpstreamSpec, listenNameFor } from './upstream/daemons.js';
 import { createCommandPolicy, PolicyError, type CommandPolicy } from './policy.js';
 import type { SessionOptions, SessionSummary, SessionTimeouts } from './session/session.js';
 
 export interface ProxyOptions {
   /** Socket to listen on. Default: S.gpg-agent in a private directory under $XDG_RUNTIME_DIR or the temp dir. */
   listen?: string;
-  /** gpg-agent socket to relay to. Default: the one `gpgconf --list-dirs agent-socket` names (see `launchAgent`). */
+  /**
+   * A listening socket handed over already bound (systemd socket activation: its file descriptor). In place of
+   * `listen`; the socket file is its owner's, and is left in place when the proxy stops.
+   */
+  listenFd?: number;
+  /**
+   * The daemon to relay to: `agent` (the default), `agent-extra`, `dirmngr`, `keyboxd` or `scdaemon`, found with
+   * gpgconf (and started if `launchAgent`), or a path (with a '/'): a socket, or a socket file (a `%Assuan%`
+   * redirect, or the Windows or Cygwin form of Gpg4win and MSYS), read again for every connection.
+   */
   upstream?: string;
+  /** Names this proxy's sessions (`NAME-1`, …) where one process runs several; default: plain numbers. */
+  name?: string;
   /**
    * With no `upstream`: start gpg-agent (`gpgconf --launch gpg-agent`, in the GNUPGHOME of `env`) if it is not
    * running. Default false, so that embedding the proxy never starts an agent nobody asked for; the CLI passes true.
@@ -95,8 +107,11 @@ export interface ProxyOptions {
 export interface ProxyConfig {
   /** The socket path asked for (its directory is checked, and the socket bound, when the proxy starts). */
   readonly listenPath: string;
-  /** The agent's socket as given, or undefined: ask gpgconf when the proxy starts. */
+  /** A socket bound by someone else (systemd), listened on in place of listenPath. */
+  readonly listenFd: number | undefined;
+  /** The daemon's name or path as given, or undefined (the agent): resolved when the proxy starts. */
   readonly upstream: string | undefined;
+  readonly name: string | undefined;
   /** With no upstream: launch gpg-agent with gpgconf if it is not running. */
   readonly launchAgent: boolean;
   readonly timeouts: Readonly<SessionTimeouts>;
@@ -191,6 +206,14 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
   const path = (option: 'listen' | 'upstream', value: unknown): string | undefined => {
     if (value === undefined) return undefined;
     if (typeof value !== 'string' || value === '') throw new InvalidOptionError(option, `${name(option)} takes a socket path, not '${String(value)}'`);
+    const problem = option === 'upstream' ? checkUpstreamSpec(value) : undefined;
+    if (problem) throw new InvalidOptionError(option, `${name(option)} ${problem}`);
+    return value;
+  };
+  const fileDescriptor = (value: unknown): number | undefined => {
+    if (value === undefined) return undefined;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw new InvalidOptionError('listenFd', `${name('listenFd')} takes a file descriptor number, not '${String(value)}'`);
+    if (options.listen !== undefined) throw new InvalidOptionError('listenFd', `${name('listenFd')} and ${name('listen')} cannot both be given`);
     return value;
   };
   const verbs = (option: 'allow' | 'deny', value: unknown): readonly string[] | undefined => {
@@ -222,8 +245,10 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
     closeGraceMs: positive('closeGraceMs', options.closeGraceMs, PROXY_DEFAULTS.closeGraceMs),
   });
   const config: ProxyConfig = Object.freeze({
-    listenPath: path('listen', options.listen) ?? defaultListenPath(env),
+    listenPath: path('listen', options.listen) ?? defaultListenPath(env, listenNameFor(options.upstream)),
+    listenFd: fileDescriptor(options.listenFd),
     upstream: path('upstream', options.upstream),
+    name: options.name,
     launchAgent: options.launchAgent ?? false,
     timeouts,
     drainTimeoutMs: positive('drainTimeoutMs', options.drainTimeoutMs, PROXY_DEFAULTS.drainTimeoutMs),

@@ -17,11 +17,12 @@ export class ProxyStartError extends Error {
 /** sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
 
-export function defaultListenPath(env: NodeJS.ProcessEnv = process.env): string {
+/** `fileName` in our private directory: S.gpg-agent by default, S.dirmngr in front of dirmngr, and so on. */
+export function defaultListenPath(env: NodeJS.ProcessEnv = process.env, fileName = 'S.gpg-agent'): string {
   const runtimeDir = env.XDG_RUNTIME_DIR;
   // In the shared temp dir the name carries our uid, so another user cannot have taken it first.
   const dir = runtimeDir ? path.join(runtimeDir, 'assuan-proxy') : path.join(os.tmpdir(), `assuan-proxy-${uid()}`);
-  return path.join(dir, 'S.gpg-agent');
+  return path.join(dir, fileName);
 }
 
 /** Checks everything about `socketPath` that can be checked before binding, and removes our own stale socket. */
@@ -134,6 +135,47 @@ export async function listenPrivately(server: net.Server, socketPath: string): P
   }
   fs.chmodSync(socketPath, 0o600);
   return identityOf(socketPath)!;
+}
+
+/**
+ * Listens on a socket someone else bound (systemd socket activation passes it as a file descriptor). Returns the
+ * path it is bound to, for messages. Its file and mode are its owner's: we neither chmod nor, at the end, remove it.
+ */
+export async function listenOnDescriptor(server: net.Server, fd: number): Promise<string> {
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      server.once('error', onError);
+      server.listen({ fd, backlog: LISTEN_BACKLOG }, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+  } catch (err) {
+    throw new ProxyStartError(`cannot listen on the socket passed as file descriptor ${fd}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+  const address = server.address();
+  if (typeof address === 'string' && address !== '') return address;
+  return boundPathOf(fd) ?? `file descriptor ${fd}`;
+}
+
+/**
+ * The path a Unix socket descriptor is bound to, from Linux's /proc (Node 20's server.address() gives null for a
+ * server opened from a descriptor): the descriptor names the socket's inode, /proc/net/unix its path.
+ */
+function boundPathOf(fd: number): string | undefined {
+  try {
+    const inode = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/self/fd/${fd}`))?.[1];
+    if (!inode) return undefined;
+    for (const line of fs.readFileSync('/proc/net/unix', 'latin1').split('\n').slice(1)) {
+      // Num RefCount Protocol Flags Type St Inode Path
+      const fields = line.trim().split(/\s+/);
+      if (fields[6] === inode && fields[7]) return fields.slice(7).join(' ');
+    }
+  } catch {
+    // Not Linux, or no /proc: the descriptor's number will do.
+  }
+  return undefined;
 }
 
 /**

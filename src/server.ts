@@ -3,15 +3,17 @@
  * its own actor and its own upstream connection). Sessions are independent: one failing never touches another.
  * The server machine (machines/server.ts) runs the lifecycle; the session registry holds and counts the sessions.
  */
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { createActor, fromPromise, waitFor } from 'xstate';
 import { serverMachine, type ServerEvent } from '../machines/server.js';
 import { resolveConfig, type ProxyConfig, type ProxyOptions } from './config.js';
-import { closeListener, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
+import { closeListener, listenOnDescriptor, listenPrivately, prepareListenPath, ProxyStartError, removeOwnSocket, type SocketIdentity } from './listenSocket.js';
 import type { SessionInfo } from './session/session.js';
 import { createSessionHost, observerFor } from './sessionHost.js';
 import { SpareAgentConnection } from './session/spareConnection.js';
-import { resolveUpstream } from './upstream.js';
+import { resolveUpstream, upstreamAbsence } from './upstream/daemons.js';
 import { warmUpSessionsOnce } from './session/warmUp.js';
 
 export type { ProxyConfig, ProxyOptions } from './config.js';
@@ -19,8 +21,10 @@ export type { ProxyConfig, ProxyOptions } from './config.js';
 export interface RunningProxy {
   /** The socket clients connect to. */
   readonly socketPath: string;
-  /** The agent socket sessions are relayed to. */
+  /** The daemon's socket (or socket file) sessions are relayed to. */
   readonly upstreamPath: string;
+  /** What the upstream is: gpg-agent, dirmngr, keyboxd or scdaemon. */
+  readonly upstreamDaemon: string;
   /** Sessions open right now. */
   readonly sessionCount: number;
   /** The open sessions: id, state, current verb, age, bytes each way (never payload). */
@@ -40,13 +44,20 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   // Before anything else: a bad option (an unknown --allow verb, a zero timeout) must stop the start.
   const config = resolveConfig(options);
   const { logger } = config;
-  const upstreamPath = await resolveUpstream(config.upstream, config.env, { launch: config.launchAgent });
+  const upstream = await resolveUpstream(config.upstream, config.env, { launch: config.launchAgent });
+  const upstreamPath = upstream.path;
+  // A path given explicitly is never started by us: say now, not at every session, that nothing answers there.
+  const absence = upstream.launch ? undefined : await upstreamAbsence(upstream);
+  if (absence) logger.warn({ upstreamPath }, `nothing answers as ${upstream.daemon} at ${upstreamPath} yet (${absence}): sessions will fail until it does`);
   // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
   await warmUpSessionsOnce(config.timeouts, config.warmUpSessions);
   const inspect = observerFor(config);
   // Dialed once the socket listens, replaced each time a session takes it, closed when the proxy stops accepting.
-  const spare = config.spareConnection ? new SpareAgentConnection(upstreamPath, config.timeouts.greetingMs, logger) : undefined;
-  const registry = createSessionHost(config, { upstreamPath, spare });
+  // A socket file's server reads a nonce first (and its port moves): only a Unix socket's connection can wait idle.
+  const spareUsable = config.spareConnection && isSocket(upstreamPath);
+  if (config.spareConnection && !spareUsable) logger.info({ upstreamPath }, '--spare-connection is for an upstream Unix socket; not used in front of a socket file');
+  const spare = spareUsable ? new SpareAgentConnection(upstreamPath, config.timeouts.greetingMs, logger) : undefined;
+  const registry = createSessionHost(config, { upstream, spare });
   let socketPath = config.listenPath;
   let ownSocket: SocketIdentity | undefined;
 
@@ -59,8 +70,16 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
     actors: {
       listen: fromPromise(async () => {
         try {
-          socketPath = await prepareListenPath(config.listenPath, upstreamPath);
-          ownSocket = await listenPrivately(listener, socketPath);
+          if (config.listenFd !== undefined) {
+            socketPath = await listenOnDescriptor(listener, config.listenFd);
+            // A unit whose ListenStream= is the agent's own socket would have us relay to ourselves.
+            if (path.resolve(socketPath) === path.resolve(upstreamPath)) {
+              throw new ProxyStartError(`the socket systemd passed is the upstream's own socket ${upstreamPath}: give the proxy a ListenStream= of its own`);
+            }
+          } else {
+            socketPath = await prepareListenPath(config.listenPath, upstreamPath);
+            ownSocket = await listenPrivately(listener, socketPath);
+          }
           spare?.start();
         } catch (err) {
           // The machine keeps the message for the person who started us: say what went wrong, not where.
@@ -103,12 +122,13 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
 
   const started = await waitFor(server, (s) => !s.matches('starting'));
   if (started.matches('failed')) throw new ProxyStartError(started.context.startFailure ?? 'could not start');
-  logger.info({ socketPath, upstreamPath }, 'listening');
+  logger.info({ socketPath, upstreamPath, upstream: upstream.daemon, ...(config.listenFd !== undefined ? { socketActivated: true } : {}) }, 'listening');
   const stopped = waitFor(server, (s) => s.status === 'done', { timeout: Infinity }).then(() => undefined);
 
   return {
     socketPath,
     upstreamPath,
+    upstreamDaemon: upstream.daemon,
     get sessionCount() {
       return registry.count;
     },
@@ -120,4 +140,13 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
       return stopped;
     },
   };
+}
+
+function isSocket(file: string): boolean {
+  try {
+    return fs.statSync(file).isSocket();
+  } catch {
+    // Not there yet (an agent launched later): a socket is what will be there.
+    return true;
+  }
 }

@@ -9,9 +9,10 @@ import { combineObservers, transitionRecorder } from './machineTools/trace.js';
 import { Session, type SessionSummary } from './session/session.js';
 import type { SpareAgentConnection } from './session/spareConnection.js';
 import { SessionRegistry } from './sessionRegistry.js';
+import type { UpstreamTarget } from './upstream/daemons.js';
 
 export interface SessionHostOptions {
-  upstreamPath: string;
+  upstream: UpstreamTarget;
   spare?: SpareAgentConnection | undefined;
   /** Log fields naming where each session comes from (e.g. a bridge link), merged into its log lines. */
   origin?: Record<string, string>;
@@ -47,13 +48,14 @@ export function createSessionHost(config: ProxyConfig, options: SessionHostOptio
   };
   return new SessionRegistry({
     maxSessions: config.maxSessions,
+    ...(config.name ? { sessionIdPrefix: `${config.name}-` } : {}),
     closeGraceMs: config.timeouts.closeGraceMs,
     logger,
     createSession: (sessionId, client, onEnd) =>
       new Session({
         sessionId,
         client,
-        upstreamPath: options.upstreamPath,
+        upstream: options.upstream,
         timeouts: config.timeouts,
         logger,
         maxBufferedClientBytes: config.maxBufferedClientBytes,

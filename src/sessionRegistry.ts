@@ -21,6 +21,8 @@ export interface RegisteredSession {
 
 export interface SessionRegistryOptions {
   maxSessions: number;
+  /** Put before each session's number, where one process serves several upstreams (e.g. `dirmngr-`). */
+  sessionIdPrefix?: string;
   /** How long a refused client may take to read its ERR line before its socket is destroyed. */
   closeGraceMs: number;
   logger: Logger;
@@ -57,7 +59,7 @@ export class SessionRegistry {
       this.refuse(client);
       return 'refused';
     }
-    const sessionId = String(this.nextSessionId++);
+    const sessionId = `${this.options.sessionIdPrefix ?? ''}${this.nextSessionId++}`;
     try {
       const session = this.options.createSession(sessionId, client, () => this.remove(sessionId));
       this.sessions.set(sessionId, session);

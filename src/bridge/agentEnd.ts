@@ -12,6 +12,7 @@ import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { linkMachine, type LinkEvent, type LinkFailure } from '../../machines/link.js';
+import type { UpstreamTarget } from '../upstream/daemons.js';
 import type { ProxyConfig } from '../config.js';
 import type { SessionInfo } from '../session/session.js';
 import { createSessionHost, observerFor } from '../sessionHost.js';
@@ -45,8 +46,8 @@ export interface ForwardOptions {
   farNode?: string;
   /** The sessions' settings (policy, limits, logger, inspect, clock), as for a local proxy. */
   config: ProxyConfig;
-  /** The agent socket the sessions relay to. */
-  upstreamPath: string;
+  /** The daemon the sessions relay to. */
+  upstream: UpstreamTarget;
   timeouts?: Partial<LinkTimeouts>;
   /** Starts in a row without the link coming up, before giving up (default 5). */
   maxAttempts?: number;
@@ -81,7 +82,7 @@ export function startForward(options: ForwardOptions): RunningForward {
   const { config } = options;
   const { logger } = config;
   const timeouts = { ...LINK_DEFAULTS, ...options.timeouts };
-  const registry = createSessionHost(config, { upstreamPath: options.upstreamPath, origin: { link: 'link' } });
+  const registry = createSessionHost(config, { upstream: options.upstream, origin: { link: 'link' } });
   const inspect = observerFor(config);
   let current: Incarnation | undefined;
   let incarnations = 0;

@@ -15,7 +15,7 @@ import { Duplex, type Readable, type Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { closeListener, ensurePrivateDirectory, identityOf, isOurs, listenPrivately, ProxyStartError, removeOwnSocket, type SocketIdentity } from '../listenSocket.js';
 import { errLine } from '../protocol/errors.js';
-import { greetingAt } from '../upstream.js';
+import { greetingAt } from '../upstream/daemons.js';
 import { BANNER, LINK_AUTHORITY, LINK_SETTINGS, REFUSAL, SESSION_PATH } from './handshake.js';
 
 export interface ClientEndOptions {

@@ -14,7 +14,7 @@ import { InvalidOptionError, resolveConfig } from '../config.js';
 import { ProxyStartError } from '../listenSocket.js';
 import { createLogger, isLogLevel, LOG_LEVELS } from '../log.js';
 import { clientEndCode } from '../packageFiles.js';
-import { agentSocketPath, launchAgent } from '../upstream.js';
+import { agentSocketPath, resolveUpstream, type UpstreamTarget } from '../upstream/daemons.js';
 import { linkMachine } from '../../machines/link.js';
 import { sessionMachine } from '../../machines/session.js';
 import { failureMessage, Watchers } from '../watchers.js';
@@ -73,6 +73,7 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     process.stdout.write(FORWARD_USAGE);
     return 0;
   }
+  if (commandLine.pairs.length > 1) return usage('forward relays to one upstream: give one --upstream');
   if (commandLine.proxy.listen !== undefined) return usage('forward listens on the far side: use --remote-socket PATH');
   const logger = createLogger({ level: commandLine.logLevel, ...(commandLine.logFormat ? { pretty: commandLine.logFormat === 'pretty' } : {}) });
   const watchers = new Watchers(commandLine);
@@ -84,11 +85,11 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     throw err;
   }
   let code: Buffer;
-  let upstreamPath: string;
+  let upstream: UpstreamTarget;
   try {
     code = own['--client-end-code'] ? fs.readFileSync(own['--client-end-code']) : clientEndCode();
-    upstreamPath = config.upstream ?? (await agentSocketPath(process.env, 'agent-extra-socket'));
-    if (config.upstream === undefined) await launchAgent(process.env);
+    // By default the agent's extra socket: the agent itself then runs forwarded sessions restricted.
+    upstream = await resolveUpstream(config.upstream ?? 'agent-extra', config.env, { launch: config.launchAgent });
     await watchers.startInspector();
   } catch (err) {
     await watchers.close();
@@ -104,8 +105,9 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     clientEndArgs: ['client-end', '--log-level', commandLine.logLevel, ...(own['--remote-socket'] ? ['--listen', own['--remote-socket']] : [])],
     ...(own['--far-node'] ? { farNode: own['--far-node'] } : {}),
     config,
-    upstreamPath,
+    upstream,
   });
+  const upstreamPath = upstream.path;
   try {
     const farSide = `${own['--remote-socket'] ?? "gpg-agent's socket"} on the far side of ${transport[0]}`;
     await watchers.startLiveView({ socketPath: farSide, upstreamPath, sessions: () => forward.sessions() }, [linkMachine, sessionMachine]);

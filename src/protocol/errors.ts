@@ -22,7 +22,8 @@ export const PROXY_ERRORS = {
 } as const;
 export type ProxyErrorName = keyof typeof PROXY_ERRORS;
 
-const MAX_DETAIL = 100;
+/** Room for a path and what is wrong with it; the line stays far below the 1000 bytes libassuan takes. */
+const MAX_DETAIL = 400;
 
 export function errLine(name: ProxyErrorName, detail?: string): Buffer {
   const { code, text } = PROXY_ERRORS[name];

@@ -6,6 +6,8 @@
  */
 import type { ProxyAnswer, SessionFailure } from '../../machines/session.js';
 import { errLine, type ProxyErrorName } from '../protocol/errors.js';
+import { describeHandshakeDefect } from '../upstream/handshake.js';
+import { describeDefect } from '../upstream/socketFile.js';
 
 /** Ends an open INQUIRE at the agent (libassuan's reader takes any line starting with CAN as a cancel). */
 export const CANCEL_INQUIRY = Buffer.from('CAN\n', 'latin1');
@@ -32,6 +34,10 @@ export function sessionLimitReached(maxSessions: number): Buffer {
 /** What the failure messages name: where the agent is, and the limits that apply. */
 export interface FailureSetting {
   upstreamPath: string;
+  /** What the upstream is called in messages: gpg-agent, dirmngr, … */
+  daemon: string;
+  /** Set once dialed through a Windows- or Cygwin-form socket file (its server checks a nonce). */
+  socketFileForm?: 'windows' | 'cygwin' | undefined;
   idleMs: number;
   inquiryMs: number;
 }
@@ -42,10 +48,16 @@ export function failure(failure: SessionFailure | null, setting: FailureSetting)
   return { line: errLine(name, reason), reason };
 }
 
-function describe(failure: SessionFailure | null, { upstreamPath, idleMs, inquiryMs }: FailureSetting): [ProxyErrorName, string] {
+function describe(failure: SessionFailure | null, { upstreamPath, daemon, socketFileForm, idleMs, inquiryMs }: FailureSetting): [ProxyErrorName, string] {
   switch (failure?.reason) {
     case 'connectFailed':
-      return ['connectFailed', `cannot connect to gpg-agent at ${upstreamPath}: ${failure.code}`];
+      return ['connectFailed', `cannot connect to ${daemon} at ${upstreamPath}: ${failure.code}`];
+    case 'badUpstreamFile':
+      return ['connectFailed', `cannot use the socket file ${upstreamPath}: ${describeDefect(failure.defect)}`];
+    case 'handshakeFailed':
+      return ['connectFailed', `the server named by ${upstreamPath} failed the handshake: ${describeHandshakeDefect(failure.defect)}`];
+    case 'launchFailed':
+      return ['connectFailed', `nothing answers at ${upstreamPath} and ${daemon} could not be started (gpgconf --launch); the proxy's log says why`];
     case 'connectTimeout':
       return ['timeout', `gpg-agent did not accept the connection in time (${failure.attempts} attempts; its listen queue stayed full)`];
     case 'greetingTimeout':
@@ -64,6 +76,12 @@ function describe(failure: SessionFailure | null, { upstreamPath, idleMs, inquir
       return ['timeout', `the INQUIRE was not answered within ${seconds(inquiryMs)}; closing`];
     case 'badGreeting':
       return ['connectFailed', 'gpg-agent did not greet with OK'];
+    case 'closedBeforeGreeting':
+      return [
+        'endOfFile',
+        `${daemon} closed the connection before its greeting (${failure.code})` +
+          (socketFileForm ? `: the server behind ${upstreamPath} does that to a wrong nonce; is the file stale (written by an agent that has restarted)?` : ''),
+      ];
     case 'agentClosed':
       return ['endOfFile', `gpg-agent closed the connection (${failure.code})`];
     case 'agentProtocolViolation':

@@ -34,6 +34,10 @@ export interface EffectDependencies {
   agent(): LineEndpoint | undefined;
   /** Opens a new connection to the agent. */
   dialAgent(): void;
+  /** Runs the socket file's handshake on the connection just opened. */
+  handshakeAgent(): void;
+  /** Starts the daemon. */
+  launchAgent(): void;
   stats: SessionStats;
   log: Logger;
   failureSetting: answers.FailureSetting;
@@ -49,6 +53,14 @@ export class SessionEffects {
 
   dialAgent(): void {
     this.deps.dialAgent();
+  }
+
+  handshakeAgent(): void {
+    this.deps.handshakeAgent();
+  }
+
+  launchAgent(): void {
+    this.deps.launchAgent();
   }
 
   restrictAgent(): void {
@@ -150,6 +162,8 @@ export function sessionMachineFor(timeouts: SessionTimeouts) {
   const machine = sessionMachine.provide({
     actions: {
       dialAgent: ({ self }) => of(self).dialAgent(),
+      handshakeAgent: ({ self }) => of(self).handshakeAgent(),
+      launchAgent: ({ self }) => of(self).launchAgent(),
       restrictAgent: ({ self }) => of(self).restrictAgent(),
       relayToClient: ({ self, event }) => of(self).relayToClient(lineOf(event), !('bytes' in event)),
       forwardToAgent: ({ self, event }) => of(self).forwardToAgent(lineOf(event)),

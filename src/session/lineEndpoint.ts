@@ -35,6 +35,8 @@ export class LineEndpoint {
   blocked = false;
   /** Once set, what arrives is counted and dropped. */
   private dropping = false;
+  /** While set, what arrives goes here unframed (a handshake that precedes the Assuan lines). */
+  private rawReader: ((chunk: Buffer) => void) | undefined;
 
   constructor(
     readonly socket: Duplex,
@@ -43,6 +45,7 @@ export class LineEndpoint {
     socket.on('data', (chunk: Buffer) => {
       this.bytesIn += chunk.length;
       if (this.dropping) return;
+      if (this.rawReader) return this.rawReader(chunk);
       this.framer.push(chunk);
       this.events.readable();
     });
@@ -97,6 +100,28 @@ export class LineEndpoint {
     // A bare end() writes nothing: a zero-length write to a peer that has gone would fail with EPIPE.
     if (last) this.socket.end(last, then);
     else this.socket.end(then);
+  }
+
+  /**
+   * Until `lines` is called, what arrives goes to `reader` as raw bytes (a handshake before the Assuan lines).
+   * `lines(leftover)` frames the bytes that came after the handshake and resumes framing.
+   */
+  readRaw(reader: (chunk: Buffer) => void): { lines(leftover: Buffer): void } {
+    this.rawReader = reader;
+    return {
+      lines: (leftover) => {
+        this.rawReader = undefined;
+        if (leftover.length === 0) return;
+        this.framer.push(leftover);
+        this.events.readable();
+      },
+    };
+  }
+
+  /** Writes bytes at once, outside the line batches (a handshake's). */
+  writeRaw(bytes: Buffer): void {
+    this.flush();
+    this.writeNow(bytes);
   }
 
   /** From now on what arrives is counted and dropped, and reading goes on so that the peer's close is seen. */

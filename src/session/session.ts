@@ -7,17 +7,20 @@
  * The machine decides when client lines may be taken (states tagged `clientInput`): lines pipelined behind a
  * command in flight stay in the client's framer, in order, and are taken when the answer is complete.
  */
-import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
 import { stateName, type SessionEvent, type SessionFailure } from '../../machines/session.js';
 import type { CommandPolicy } from '../policy.js';
 import { commandAnswerIsSecret, inquiryAnswerIsSecret } from '../protocol/inquiries.js';
+import type { FailureSetting } from './answers.js';
 import { bindEffects, SessionEffects, sessionMachineFor, type SessionTimeouts } from './effects.js';
 import { takeAgentEvent, takeClientEvent } from './intake.js';
 import { LineEndpoint } from './lineEndpoint.js';
 import type { SpareConnection } from './spareConnection.js';
+import { dialUpstream } from '../upstream/dial.js';
+import type { UpstreamHandshake } from '../upstream/handshake.js';
+import type { UpstreamTarget } from '../upstream/daemons.js';
 import { SessionStats, type SessionInfo, type SessionSummary } from './stats.js';
 
 export type { SessionInfo, SessionSummary } from './stats.js';
@@ -27,7 +30,8 @@ export interface SessionOptions {
   sessionId: string;
   /** The client's connection: a Unix socket, or an HTTP/2 stream of a bridge link. */
   client: Duplex;
-  upstreamPath: string;
+  /** The daemon this session is relayed to. */
+  upstream: UpstreamTarget;
   timeouts: SessionTimeouts;
   logger: Logger;
   /** Client bytes held while not being taken (pipelined lines, a partial line) before the client is paused. */
@@ -52,6 +56,14 @@ export class Session {
   private readonly actor: SessionActor;
   private readonly client: LineEndpoint;
   private agent: LineEndpoint | undefined;
+  /** Dials so far: an answer to an earlier one is stale. */
+  private dialAttempts = 0;
+  /** The socket file's handshake, for a TCP-emulated upstream, from the last dial. */
+  private handshake: UpstreamHandshake | undefined;
+  /** What a failure message names; which socket file form was dialed is learnt on the way. */
+  private readonly failureSetting: FailureSetting;
+  /** The Cygwin exchange is under way: bytes read are the handshake's, and a close is its failure. */
+  private inHandshake = false;
   private readonly stats = new SessionStats();
   private readonly log: Logger;
   /** Above 0 while received lines are turned into events: writes wait for the end of the batch. */
@@ -65,6 +77,7 @@ export class Session {
 
   constructor(private readonly options: SessionOptions) {
     this.sessionId = options.sessionId;
+    this.failureSetting = { upstreamPath: options.upstream.path, daemon: options.upstream.daemon, idleMs: options.timeouts.idleMs, inquiryMs: options.timeouts.inquiryMs };
     this.log = options.logger.child({ session: options.sessionId });
     this.client = new LineEndpoint(options.client, {
       readable: () => this.pump(),
@@ -92,9 +105,11 @@ export class Session {
       client: this.client,
       agent: () => this.agent,
       dialAgent: () => this.dialAgent(),
+      handshakeAgent: () => this.handshakeAgent(),
+      launchAgent: () => this.launchAgent(),
       stats: this.stats,
       log: this.log,
-      failureSetting: { upstreamPath: options.upstreamPath, idleMs: options.timeouts.idleMs, inquiryMs: options.timeouts.inquiryMs },
+      failureSetting: this.failureSetting,
       closeGraceMs: options.timeouts.closeGraceMs,
     });
     this.actor = createActor(sessionMachineFor(options.timeouts), {
@@ -103,6 +118,7 @@ export class Session {
         sessionId: options.sessionId,
         responseTimeoutOn: options.timeouts.responseMs !== undefined,
         restrictAgent: options.restrictAgent ?? false,
+        mayLaunchAgent: options.upstream.launch !== undefined,
       },
       ...(options.clock ? { clock: options.clock } : {}),
       ...(options.inspect ? { inspect: options.inspect } : {}),
@@ -234,14 +250,44 @@ export class Session {
 
   private dialAgent(): void {
     const spare = this.options.takeSpareConnection?.();
-    const socket = spare?.socket ?? net.connect({ path: this.options.upstreamPath });
-    let connected = spare !== undefined;
+    if (spare) {
+      this.useAgentSocket(spare.socket, spare);
+      return;
+    }
+    const attempt = ++this.dialAttempts;
+    void dialUpstream(this.options.upstream.path, this.options.upstream.env).then((outcome) => {
+      // A retry, or the session's end, makes this attempt stale: what it opened is closed unused.
+      const stale = attempt !== this.dialAttempts || this.finished || !this.actor.getSnapshot().matches('connecting');
+      if (outcome.kind === 'connected') {
+        if (stale) outcome.socket.destroy();
+        else {
+          this.handshake = outcome.handshake;
+          this.failureSetting.socketFileForm = outcome.handshake?.form;
+          this.useAgentSocket(outcome.socket, undefined);
+          this.send({ type: 'AGENT_CONNECTED', ...(outcome.handshake ? { handshake: outcome.handshake.form } : {}) });
+        }
+      } else if (stale) {
+        return;
+      } else if (outcome.kind === 'invalidFile') {
+        this.log.warn({ file: outcome.error.file, defect: outcome.error.defect }, outcome.error.message);
+        this.send({ type: 'AGENT_UPSTREAM_INVALID', defect: outcome.error.defect });
+      } else {
+        this.send({ type: 'AGENT_CONNECT_FAILED', code: outcome.code });
+      }
+    });
+  }
+
+  /** Reads and writes the agent's socket as Assuan lines from now on (connected, or a spare with its greeting). */
+  private useAgentSocket(socket: Duplex, spare: SpareConnection | undefined): void {
     let goneReported = false;
     // A retry replaces the endpoint: events of an earlier, failed attempt must not reach the machine.
     const current = () => this.agent === endpoint;
     const gone = (code: string) => {
       if (goneReported) return;
       goneReported = true;
+      // Closed in the middle of the Cygwin exchange: the handshake names what it was waiting for.
+      const cut = this.inHandshake ? this.handshake?.ended().failed : undefined;
+      if (cut) return this.send({ type: 'AGENT_HANDSHAKE_FAILED', defect: cut });
       if (endpoint.framer.midLine) this.log.debug('agent closed in the middle of a line');
       this.send({ type: 'AGENT_CLOSED', code });
     };
@@ -251,13 +297,11 @@ export class Session {
         if (current()) gone('EOF');
       },
       failed: (code) => {
-        if (!current()) return;
-        if (connected) gone(code);
-        else this.send({ type: 'AGENT_CONNECT_FAILED', code });
+        if (current()) gone(code);
       },
       closed: () => {
         if (!current()) return;
-        if (connected) gone('EOF');
+        gone('EOF');
         this.reportSocketsClosed();
       },
       // An agent that does not read pauses the client instead of growing our buffer.
@@ -271,23 +315,58 @@ export class Session {
       },
     });
     this.agent = endpoint;
-    if (spare) {
-      // Called from the machine's entry into dialing: what the spare brings is delivered once that step is over.
-      queueMicrotask(() => {
-        if (this.finished) socket.destroy();
-        if (!current() || this.finished) return;
-        this.send({ type: 'AGENT_SPARE_TAKEN' });
-        endpoint.framer.push(spare.received);
-        this.takeAgentLines(endpoint);
-        socket.resume();
-      });
+    if (!spare) return;
+    // Called from the machine's entry into dialing: what the spare brings is delivered once that step is over.
+    queueMicrotask(() => {
+      if (this.finished) socket.destroy();
+      if (!current() || this.finished) return;
+      this.send({ type: 'AGENT_SPARE_TAKEN' });
+      endpoint.framer.push(spare.received);
+      this.takeAgentLines(endpoint);
+      socket.resume();
+    });
+  }
+
+  /** The socket file's handshake, on the raw bytes before the greeting (src/upstream/handshake.ts). */
+  private handshakeAgent(): void {
+    const { agent, handshake } = this;
+    if (!agent || !handshake) return;
+    this.inHandshake = handshake.needsReply;
+    const raw = agent.readRaw((chunk) => {
+      const step = handshake.receive(chunk);
+      if (step.write) agent.writeRaw(step.write);
+      if (step.failed) {
+        this.inHandshake = false;
+        this.send({ type: 'AGENT_HANDSHAKE_FAILED', defect: step.failed });
+      } else if (step.done) {
+        this.inHandshake = false;
+        this.send({ type: 'AGENT_HANDSHAKE_DONE' });
+        raw.lines(step.done.leftover);
+      }
+    });
+    agent.writeRaw(handshake.opening());
+    // The Windows form asks nothing back: the greeting follows the nonce.
+    if (!handshake.needsReply) {
+      raw.lines(Buffer.alloc(0));
+      queueMicrotask(() => this.send({ type: 'AGENT_HANDSHAKE_DONE' }));
+    }
+  }
+
+  /** Starts the daemon (one launch shared by every session that finds it gone), then reports how that went. */
+  private launchAgent(): void {
+    const launch = this.options.upstream.launch;
+    if (!launch) {
+      queueMicrotask(() => this.send({ type: 'AGENT_LAUNCH_FAILED' }));
       return;
     }
-    socket.on('connect', () => {
-      if (!current()) return;
-      connected = true;
-      this.send({ type: 'AGENT_CONNECTED' });
-    });
+    this.log.info({ daemon: this.options.upstream.daemon }, 'nothing answers at the upstream socket: starting the daemon');
+    launch().then(
+      () => this.send({ type: 'AGENT_LAUNCHED' }),
+      (err: Error) => {
+        this.log.warn({ daemon: this.options.upstream.daemon, error: err.message }, 'could not start the daemon');
+        this.send({ type: 'AGENT_LAUNCH_FAILED' });
+      },
+    );
   }
 
   private reportSocketsClosed(): void {

@@ -119,7 +119,7 @@ export async function warmUpSessions(timeouts: SessionTimeouts, sessions: number
     };
     listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
       const sessionId = `warm-up-${nextId++}`;
-      new Session({ sessionId, client, upstreamPath: agentPath, timeouts, logger, maxBufferedClientBytes: 64 * 1024, onEnd }).start();
+      new Session({ sessionId, client, upstream: { path: agentPath, daemon: 'gpg-agent', env: {} }, timeouts, logger, maxBufferedClientBytes: 64 * 1024, onEnd }).start();
     });
     await new Promise<void>((resolve, reject) => {
       listener!.once('error', reject);

@@ -4,34 +4,37 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { OPTIONS } from '../../src/commandLine.js';
 import { RawClient } from '../support/assuanClient.js';
 import { brokenPipe, listening, runCli, stdoutMatch, type RunningCli } from '../support/cli.js';
 import { createScriptedAgent, type ScriptedAgent } from '../support/scriptedAgent.js';
 import { greetedSession, liveSocketPath } from '../support/sessions.js';
-import { createAgentHome, createClientHome, generateKey, makeTempDir, mustRun, runTool, type AgentHome } from '../support/gnupg.js';
+import { createAgentHome, createClientHome, generateKey, mustRun, runTool, type AgentHome, tempDirs } from '../support/gnupg.js';
 
 let agent: AgentHome;
-const dirs: string[] = [];
 
 beforeAll(async () => {
   agent = await createAgentHome();
 });
 afterAll(async () => {
   await agent?.cleanup();
-  for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+  temp.removeAll();
 });
 
-function tempDir(prefix: string): string {
-  const dir = makeTempDir(prefix);
-  dirs.push(dir);
-  return dir;
-}
+const temp = tempDirs();
+const tempDir = temp.make;
 
 describe('assuan-proxy CLI', () => {
-  it('--help explains the options and exits 0', async () => {
+  it('--help lists every option the parser takes, each subcommand, examples and exit codes, and exits 0', async () => {
     const run = runCli(['--help'], {});
     expect(await run.exited).toBe(0);
-    for (const flag of ['--listen', '--upstream', '--log-level', '--connect-timeout', '--greeting-timeout', '--idle-timeout', '--response-timeout', '--max-sessions', '--restricted', '--allow', '--deny', '--inspect', '--inspect-port', '--ui']) expect(run.stdout()).toContain(flag);
+    const help = run.stdout();
+    for (const [name, option] of Object.entries(OPTIONS)) {
+      expect(help).toMatch(new RegExp(`^ +${'short' in option ? `-${option.short}, ` : ''}--${name}\\b`, 'm'));
+    }
+    for (const subcommand of ['forward', 'doctor', 'client-end']) expect(help).toContain(`assuan-proxy ${subcommand} `);
+    expect(help).toMatch(/^Examples:\n/m);
+    expect(help).toMatch(/^Exit status:\n  0 .*\n  1 .*\n  2 +bad command line/m);
   });
 
   it.each([['--version'], ['-V']])('%s prints the package version and exits 0', async (flag) => {
@@ -79,7 +82,7 @@ describe('assuan-proxy CLI', () => {
 
     // Real gpg, pointed at the proxy through a symlink at its client home's socket path.
     const client = await createClientHome(agent.home);
-    dirs.push(client.home);
+    temp.adopt(client.home);
     fs.symlinkSync(socket, client.socket);
     const message = Buffer.from('signed through the CLI');
     const signature = await mustRun('gpg', client.home, ['--batch', '-u', key.fingerprint, '--detach-sign', '-o', '-'], message);

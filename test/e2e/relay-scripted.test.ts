@@ -224,7 +224,7 @@ describe('relay against a scripted upstream', () => {
   it('an agent that closes before greeting: the client gets one ERR naming the cause, then a close', async () => {
     const client = await RawClient.connect(proxy.socket);
     (await agent.nextConnection()).end();
-    expect(await client.rest()).toEqual(['ERR 67125247 End of file <assuan-proxy> - gpg-agent closed the connection (EOF)']);
+    expect(await client.rest()).toEqual(['ERR 67125247 End of file <assuan-proxy> - gpg-agent closed the connection before its greeting (EOF)']);
   });
 
   it('an agent that closes mid-command: the client gets one ERR, then a close', async () => {

@@ -490,7 +490,8 @@ describe('session machine', () => {
     const h = greeted();
     h.send(client('CLIENT.COMMAND', 'PKDECRYPT'), inquire('PASSPHRASE'), client('CLIENT.MALFORMED_DATA', 'D'));
     expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual([
-      'clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'owedAnswer', 'refusedVerb', 'responseTimeoutOn', 'restrictAgent', 'sessionId', 'stopRequested',
+      'clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'launchTried', 'mayLaunchAgent', 'owedAnswer', 'refusedVerb', 'responseTimeoutOn',
+      'restrictAgent', 'sessionId', 'stopRequested',
     ]);
     expect(h.actor.getSnapshot().context).toEqual({
       sessionId: 't',
@@ -504,6 +505,8 @@ describe('session machine', () => {
       failure: null,
       responseTimeoutOn: false,
       restrictAgent: false,
+      mayLaunchAgent: false,
+      launchTried: false,
     });
   });
 

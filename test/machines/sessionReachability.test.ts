@@ -16,6 +16,12 @@ const clientLines: Array<ClientLineEvent['type']> = ['CLIENT.COMMAND', 'CLIENT.C
 /** Every event the sockets and the server can produce, one per line event type, with the variants guards tell apart. */
 const events: SessionEvent[] = [
   { type: 'AGENT_CONNECTED' },
+  { type: 'AGENT_CONNECTED', handshake: 'cygwin' },
+  { type: 'AGENT_HANDSHAKE_DONE' },
+  { type: 'AGENT_HANDSHAKE_FAILED', defect: 'nonceMismatch' },
+  { type: 'AGENT_UPSTREAM_INVALID', defect: 'nonceTooShort' },
+  { type: 'AGENT_LAUNCHED' },
+  { type: 'AGENT_LAUNCH_FAILED' },
   { type: 'AGENT_SPARE_TAKEN' },
   { type: 'AGENT_CONNECT_FAILED', code: 'ECONNREFUSED' },
   { type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' },
@@ -53,19 +59,21 @@ const EVENT_TYPES: Record<SessionEventType, true> = {
   'AGENT.DATA': true, 'AGENT.END': true, 'AGENT.INVALID': true,
   'CLIENT.COMMAND': true, 'CLIENT.COMMENT': true, 'CLIENT.DATA': true, 'CLIENT.MALFORMED_DATA': true, 'CLIENT.END': true, 'CLIENT.CAN': true,
   'CLIENT.TOO_LONG': true,
-  AGENT_CONNECTED: true, AGENT_SPARE_TAKEN: true, AGENT_CONNECT_FAILED: true, AGENT_BLOCKED: true, AGENT_DRAINED: true, AGENT_CLOSED: true,
+  AGENT_CONNECTED: true, AGENT_SPARE_TAKEN: true, AGENT_HANDSHAKE_DONE: true, AGENT_HANDSHAKE_FAILED: true, AGENT_UPSTREAM_INVALID: true,
+  AGENT_LAUNCHED: true, AGENT_LAUNCH_FAILED: true, AGENT_CONNECT_FAILED: true, AGENT_BLOCKED: true, AGENT_DRAINED: true, AGENT_CLOSED: true,
   CLIENT_PARTIAL: true, CLIENT_EOF: true, CLIENT_GONE: true, SOCKETS_CLOSED: true, STOP: true, STOP_NOW: true,
   IDLE_TIMEOUT: true, RESPONSE_TIMEOUT: true, CLIENT_BLOCKED: true, CLIENT_DRAINED: true, CLIENT_STALLED: true,
 };
 
 // State value plus the context that guards read: the traversal must tell these snapshots apart.
 const serializeState = (s: AnyMachineSnapshot) =>
-  JSON.stringify([s.value, s.context.owedAnswer, s.context.command === '', s.context.clientEnded, s.context.stopRequested, s.status]);
+  JSON.stringify([s.value, s.context.owedAnswer, s.context.command === '', s.context.clientEnded, s.context.stopRequested, s.context.launchTried, s.status]);
 
-// With the response timeout on, so that its transition can be taken (off, its guard never holds), and restricted
-// mode both ways (the input decides whether the greeting leads through restricting).
+// With the response timeout on, so that its transition can be taken (off, its guard never holds), restricted
+// mode both ways (the input decides whether the greeting leads through restricting), and a daemon found by name
+// (only then is it launched).
 const result = mergeResults(
-  reachability(sessionMachine, events, serializeState, { sessionId: 'graph', responseTimeoutOn: true }),
+  reachability(sessionMachine, events, serializeState, { sessionId: 'graph', responseTimeoutOn: true, mayLaunchAgent: true }),
   reachability(sessionMachine, events, serializeState, { sessionId: 'graph', restrictAgent: true }),
 );
 

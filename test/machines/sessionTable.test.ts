@@ -15,6 +15,8 @@ import { LineHandle } from '../../src/protocol/line.js';
 const RESTING_STATES = [
   'connecting.reaching.dialing',
   'connecting.reaching.backingOff',
+  'connecting.reaching.handshaking',
+  'connecting.reaching.launching',
   'connecting.awaitingGreeting',
   'connecting.restricting',
   'awaitingCommand.ready',
@@ -39,6 +41,8 @@ type EventKey =
   | SessionEventType
   /** A full listen queue: the one connect failure that is retried. */
   | 'AGENT_CONNECT_FAILED:EAGAIN'
+  /** Connected to a socket file's TCP port, whose server reads the nonce first. */
+  | 'AGENT_CONNECTED:handshake'
   /** An INQUIRE whose reader takes no data (PINENTRY_LAUNCHED). */
   | 'AGENT.INQUIRE:noData'
   /** A client line the session's policy forbids as a command. */
@@ -57,6 +61,12 @@ const SAMPLES: { [K in EventKey]: Extract<SessionEvent, { type: TypeOf<K> }> } =
   AGENT_SPARE_TAKEN: { type: 'AGENT_SPARE_TAKEN' },
   AGENT_CONNECT_FAILED: { type: 'AGENT_CONNECT_FAILED', code: 'ECONNREFUSED' },
   'AGENT_CONNECT_FAILED:EAGAIN': { type: 'AGENT_CONNECT_FAILED', code: 'EAGAIN' },
+  'AGENT_CONNECTED:handshake': { type: 'AGENT_CONNECTED', handshake: 'cygwin' },
+  AGENT_HANDSHAKE_DONE: { type: 'AGENT_HANDSHAKE_DONE' },
+  AGENT_HANDSHAKE_FAILED: { type: 'AGENT_HANDSHAKE_FAILED', defect: 'nonceMismatch' },
+  AGENT_UPSTREAM_INVALID: { type: 'AGENT_UPSTREAM_INVALID', defect: 'nonceTooShort' },
+  AGENT_LAUNCHED: { type: 'AGENT_LAUNCHED' },
+  AGENT_LAUNCH_FAILED: { type: 'AGENT_LAUNCH_FAILED' },
   AGENT_BLOCKED: { type: 'AGENT_BLOCKED' },
   AGENT_DRAINED: { type: 'AGENT_DRAINED' },
   AGENT_CLOSED: { type: 'AGENT_CLOSED', code: 'EOF' },
@@ -181,12 +191,23 @@ const inquireCommon: Partial<Row> = {
 const SPEC: Record<State, Row> = {
   'connecting.reaching.dialing': row('reject', {
     AGENT_CONNECTED: 'connecting.awaitingGreeting',
+    'AGENT_CONNECTED:handshake': 'connecting.reaching.handshaking',
     // A connection dialed ahead of the client: its greeting follows as agent lines.
     AGENT_SPARE_TAKEN: 'connecting.awaitingGreeting',
+    // Fatal for a path given explicitly; a daemon found by name is launched (see the context-dependent tests).
     AGENT_CONNECT_FAILED: 'fatal',
     'AGENT_CONNECT_FAILED:EAGAIN': 'connecting.reaching.backingOff',
+    AGENT_UPSTREAM_INVALID: 'fatal',
   }),
   'connecting.reaching.backingOff': row('reject', {}),
+  'connecting.reaching.handshaking': row('reject', {
+    AGENT_HANDSHAKE_DONE: 'connecting.awaitingGreeting',
+    AGENT_HANDSHAKE_FAILED: 'fatal',
+  }),
+  'connecting.reaching.launching': row('reject', {
+    AGENT_LAUNCHED: 'connecting.reaching.dialing',
+    AGENT_LAUNCH_FAILED: 'fatal',
+  }),
   'connecting.awaitingGreeting': row('reject', {
     ...allAgentLines('fatal'),
     'AGENT.COMMENT': 'stay',
@@ -282,6 +303,8 @@ const BASE_CONTEXT: SessionContext = {
   failure: null,
   responseTimeoutOn: false,
   restrictAgent: false,
+  mayLaunchAgent: false,
+  launchTried: false,
 };
 
 function toValue(state: string): StateValue {
@@ -345,6 +368,20 @@ describe('session machine: state × event table', () => {
 });
 
 describe('session machine: outcomes that depend on context', () => {
+  it('a daemon found by name is launched once when nothing answers at its socket, then dialed again', () => {
+    const byName: SessionContext = { ...BASE_CONTEXT, mayLaunchAgent: true };
+    const { actions } = check('connecting.reaching.dialing', 'AGENT_CONNECT_FAILED', 'connecting.reaching.launching', byName);
+    expect(actions).toContain('launchAgent');
+    // Once launched, a second failure is reported: no loop of launches.
+    check('connecting.reaching.dialing', 'AGENT_CONNECT_FAILED', 'fatal', { ...byName, launchTried: true });
+    // Only a missing or refusing socket is a reason to launch; a full queue is retried, other errors reported.
+    check('connecting.reaching.dialing', 'AGENT_CONNECT_FAILED:EAGAIN', 'connecting.reaching.backingOff', byName);
+    const other = sessionMachine.resolveState({ value: toValue('connecting.reaching.dialing'), context: byName });
+    const [next] = transition(sessionMachine, other, { type: 'AGENT_CONNECT_FAILED', code: 'EACCES' });
+    expect(toPath(next.value)).toBe('fatal');
+  });
+
+
   const owing: SessionContext = { ...BASE_CONTEXT, owedAnswer: 'malformedEscape' };
   const ended: SessionContext = { ...BASE_CONTEXT, clientEnded: true };
 

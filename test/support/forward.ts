@@ -37,7 +37,7 @@ export interface TestForward {
 }
 
 export async function startTestForward(
-  options: Omit<ForwardOptions, 'config' | 'clientEndCode' | 'transport' | 'upstreamPath'> & {
+  options: Omit<ForwardOptions, 'config' | 'clientEndCode' | 'transport' | 'upstream'> & {
     upstream: string;
     remoteSocket: string;
     transport?: readonly string[];
@@ -65,7 +65,7 @@ export async function startTestForward(
     clientEndCode: await clientEndCode(),
     clientEndArgs: ['client-end', '--listen', remoteSocket, '--log-level', 'debug', ...(rest.clientEndArgs ?? [])],
     config,
-    upstreamPath: upstream,
+    upstream: { path: upstream, daemon: 'gpg-agent', env: process.env },
   });
   let saved = false;
   const save = () => {

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { launchAgent } from '../../src/upstream.js';
+import { launchAgent } from '../../src/upstream/daemons.js';
 
 const execFileAsync = promisify(execFile);
 const PINENTRY_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'pinentry.py');
@@ -51,6 +51,24 @@ export function makeTempDir(prefix: string): string {
   const dir = fs.mkdtempSync(path.join('/tmp', prefix));
   fs.chmodSync(dir, 0o700);
   return dir;
+}
+
+/** Temp dirs made for one test file, removed together in its afterAll. */
+export function tempDirs(): { make(prefix: string): string; adopt(dir: string): void; removeAll(): void } {
+  const dirs: string[] = [];
+  return {
+    adopt(dir) {
+      dirs.push(dir);
+    },
+    make(prefix) {
+      const dir = makeTempDir(prefix);
+      dirs.push(dir);
+      return dir;
+    },
+    removeAll() {
+      for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 export interface AgentHome {
