@@ -273,6 +273,8 @@ const session = setup({
   delays: {
     /** Bounds reaching the agent, retries included. */
     connectTimeout: 5_000,
+    /** For `gpgconf --launch` (bounded at 15 s itself) to start the daemon. */
+    launchTimeout: 20_000,
     /** Wait before the next connection attempt: 10 ms, doubling, at most 250 ms. */
     retryBackoff: ({ context }) => Math.min(10 * 2 ** Math.max(context.connectAttempts - 1, 0), 250),
     /** For the agent's greeting, and for its answer to the proxy's own OPTION in restricted mode. */
@@ -412,7 +414,7 @@ export const sessionMachine = session.createMachine({
                 AGENT_SPARE_TAKEN: '#session.connecting.awaitingGreeting',
                 AGENT_CONNECT_FAILED: [
                   { guard: 'agentBusy', target: 'backingOff' },
-                  { guard: 'agentMayBeLaunched', target: 'launching' },
+                  { guard: 'agentMayBeLaunched', target: '#session.connecting.launching' },
                   { target: '#session.fatal', actions: assign({ failure: ({ event }) => ({ reason: 'connectFailed', code: event.code }) }) },
                 ],
                 AGENT_UPSTREAM_INVALID: {
@@ -435,14 +437,18 @@ export const sessionMachine = session.createMachine({
                 },
               },
             },
-            /** Nothing answered at the daemon's socket: it is started (once per session), then dialed again. */
-            launching: {
-              entry: [session.assign({ launchTried: true }), 'launchAgent'],
-              on: {
-                AGENT_LAUNCHED: 'dialing',
-                AGENT_LAUNCH_FAILED: { target: '#session.fatal', actions: failWith({ reason: 'launchFailed' }) },
-              },
-            },
+          },
+        },
+        /**
+         * Nothing answered at the daemon's socket: it is started (once per session), then reached anew, with a connect
+         * timeout of its own. The launch has its own bound: starting an agent takes longer than a connect.
+         */
+        launching: {
+          entry: [session.assign({ launchTried: true }), 'launchAgent'],
+          after: { launchTimeout: { target: '#session.fatal', actions: failWith({ reason: 'launchFailed' }) } },
+          on: {
+            AGENT_LAUNCHED: 'reaching',
+            AGENT_LAUNCH_FAILED: { target: '#session.fatal', actions: failWith({ reason: 'launchFailed' }) },
           },
         },
         awaitingGreeting: {

@@ -11,7 +11,17 @@ import { AssuanError, DialError, GPG_ERR_FORBIDDEN, printable, withAssuan } from
 import { inspectClientSocket, statOrUndefined, type ClientSocket, type Route } from './doctor/clientSocket.js';
 import { keygripsOfKeyinfo, keygripsOfListing, setsOption } from './doctor/gnupgFiles.js';
 import { defaultListenPath } from './listenSocket.js';
-import { checkUpstreamSpec, gpgconfDir, resolveUpstream, UPSTREAM_FORMS, upstreamGreets, type UpstreamTarget } from './upstream/daemons.js';
+import {
+  checkUpstreamSpec,
+  daemonSocketPath,
+  gpgconfDir,
+  isUpstreamName,
+  listenNameFor,
+  resolveUpstream,
+  UPSTREAM_FORMS,
+  upstreamGreets,
+  type UpstreamTarget,
+} from './upstream/daemons.js';
 
 const run = promisify(execFile);
 
@@ -39,12 +49,13 @@ const GPG_TIMEOUT_MS = 30_000;
 
 export async function runDoctor(options: DoctorOptions): Promise<Finding[]> {
   const { env } = options;
-  const listenPath = path.resolve(options.listen ?? defaultListenPath(env));
+  const listenPath = path.resolve(options.listen ?? defaultListenPath(env, listenNameFor(options.upstream)));
   const home = await settle(gpgconfDir('homedir', env));
-  const clientPath = await settle(gpgconfDir('agent-socket', env));
+  // Where gpg's clients look for the daemon the proxy stands in for: the agent's socket, or dirmngr's, …
+  const clientPath = await settle(clientSocketPath(options.upstream, env));
   const upstream = await settle(resolveUpstream(options.upstream, env, { launch: false }));
   const upstreamAnswers = upstream.ok && (await upstreamGreets(upstream.value).catch(() => false));
-  const context: Context = { env, listenPath, home, clientPath, upstream, upstreamAnswers };
+  const context: Context = { env, options, listenPath, home, clientPath, upstream, upstreamAnswers };
   return [
     await guarded('gnupghome', () => checkHome(context)),
     await guarded('client-socket', () => checkClientSocket(context)),
@@ -54,10 +65,22 @@ export async function runDoctor(options: DoctorOptions): Promise<Finding[]> {
   ];
 }
 
+/** A daemon's socket where its clients look for it here; for the agent (and a path given) gpg's agent socket. */
+function clientSocketPath(upstream: string | undefined, env: NodeJS.ProcessEnv): Promise<string> {
+  if (upstream !== undefined && isUpstreamName(upstream) && upstream !== 'agent' && upstream !== 'agent-extra') return daemonSocketPath(upstream, env);
+  return gpgconfDir('agent-socket', env);
+}
+
+/** A word for a POSIX shell: single-quoted unless it is plainly safe (a fix is meant to be pasted). */
+export function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
 type Settled<T> = { ok: true; value: T } | { ok: false; error: string };
 
 interface Context {
   env: NodeJS.ProcessEnv;
+  options: DoctorOptions;
   listenPath: string;
   /** The directory gpg uses here (`gpgconf --list-dirs homedir`). */
   home: Settled<string>;
@@ -98,17 +121,17 @@ function checkHome({ home }: Context): Outcome {
     return {
       ok: false,
       message: `gpg's home directory ${dir} does not exist: no gpg-agent can start for it ('gpgconf --launch gpg-agent' says only "error running gpg-connect-agent")`,
-      fix: `create it: mkdir -m 700 ${dir}`,
+      fix: `create it: mkdir -m 700 ${shellQuote(dir)}`,
     };
   }
-  if (!stats.isDirectory()) return { ok: false, message: `gpg's home ${dir} is not a directory`, fix: `move it away, then: mkdir -m 700 ${dir}` };
+  if (!stats.isDirectory()) return { ok: false, message: `gpg's home ${dir} is not a directory`, fix: `move it away, then: mkdir -m 700 ${shellQuote(dir)}` };
   const uid = process.getuid?.();
   if (uid !== undefined && stats.uid !== uid) {
     return { ok: false, message: `gpg's home directory ${dir} belongs to uid ${stats.uid}, not to you (uid ${uid})`, fix: `use a home of your own: export GNUPGHOME=$(mktemp -d)` };
   }
   const mode = (stats.mode & 0o777).toString(8);
   if ((stats.mode & 0o022) !== 0) {
-    return { ok: false, message: `gpg's home directory ${dir} is writable by others (mode ${mode}): they could change its keyring and configuration`, fix: `chmod 700 ${dir}` };
+    return { ok: false, message: `gpg's home directory ${dir} is writable by others (mode ${mode}): they could change its keyring and configuration`, fix: `chmod 700 ${shellQuote(dir)}` };
   }
   return { ok: true, message: `gpg's home directory ${dir} exists and only you can write to it (mode ${mode})` };
 }
@@ -125,10 +148,10 @@ async function checkClientSocket(context: Context): Promise<Outcome> {
   const startProxyHere = startProxyCommand(context, socket);
   // A running proxy elsewhere can be linked to; else the proxy itself must listen at the path.
   const linkOrStart = async (before: { remove?: boolean; makeDirectory?: boolean }): Promise<string> => {
-    const rm = before.remove ? `rm ${socket} && ` : '';
+    const rm = before.remove ? `rm ${shellQuote(socket)} && ` : '';
     if (listenPath !== socket && (await proxyAnswers(listenPath, env))) {
-      const mkdir = before.makeDirectory ? `mkdir -p -m 700 ${path.dirname(socket)} && ` : '';
-      return `point it at the running proxy: ${rm}${mkdir}ln -s ${listenPath} ${socket}`;
+      const mkdir = before.makeDirectory ? `mkdir -p -m 700 ${shellQuote(path.dirname(socket))} && ` : '';
+      return `point it at the running proxy: ${rm}${mkdir}ln -s ${shellQuote(listenPath)} ${shellQuote(socket)}`;
     }
     // The proxy creates its socket's directory itself.
     return `start the proxy there: ${rm}${startProxyHere}`;
@@ -221,9 +244,9 @@ function routeWords(found: ClientSocket): string {
 function startProxyCommand({ upstream, clientPath, env }: Context, listen: string): string {
   const upstreamPath = upstream.ok ? upstream.value.path : undefined;
   const distinct = upstreamPath !== undefined && clientPath.ok && !sameFile(upstreamPath, clientPath.value);
-  if (distinct) return `assuan-proxy --listen ${listen} --upstream ${upstreamPath}`;
+  if (distinct) return `assuan-proxy --listen ${shellQuote(listen)} --upstream ${shellQuote(upstreamPath)}`;
   const note = env.GNUPGHOME ? ` (without this GNUPGHOME, so that it finds your agent, or with --upstream and your agent's socket)` : '';
-  return `assuan-proxy --listen ${listen}${note}`;
+  return `assuan-proxy --listen ${shellQuote(listen)}${note}`;
 }
 
 function sameFile(a: string, b: string): boolean {
@@ -254,7 +277,7 @@ function checkNoAutostart({ home }: Context): Outcome {
   const dir = home.value;
   const why = 'when nothing answers at the agent socket (the proxy is down), gpg starts an empty gpg-agent of its own on the proxy\'s path';
   if (!fs.existsSync(dir)) {
-    return { ok: false, message: `no gpg.conf with no-autostart: ${dir} does not exist; ${why}`, fix: `mkdir -m 700 ${dir} && echo no-autostart > ${path.join(dir, 'gpg.conf')}` };
+    return { ok: false, message: `no gpg.conf with no-autostart: ${dir} does not exist; ${why}`, fix: `mkdir -m 700 ${shellQuote(dir)} && echo no-autostart > ${shellQuote(path.join(dir, 'gpg.conf'))}` };
   }
   const lacking: string[] = [];
   const checked: string[] = [];
@@ -275,7 +298,7 @@ function checkNoAutostart({ home }: Context): Outcome {
     return {
       ok: false,
       message: `${lacking.join(' and ')} in ${dir} ${lacking.length > 1 ? 'lack' : 'lacks'} no-autostart: ${why}`,
-      fix: lacking.map((file) => `echo no-autostart >> ${path.join(dir, file)}`).join('; '),
+      fix: lacking.map((file) => `echo no-autostart >> ${shellQuote(path.join(dir, file))}`).join('; '),
     };
   }
   return { ok: true, message: `${checked.join(' and ')} in ${dir} ${checked.length > 1 ? 'have' : 'has'} no-autostart: with the proxy down, gpg fails rather than start an agent of its own` };
@@ -283,14 +306,31 @@ function checkNoAutostart({ home }: Context): Outcome {
 
 // 4. The upstream
 
-async function checkUpstream({ upstream, upstreamAnswers, clientPath, env }: Context): Promise<Outcome> {
+/**
+ * What to do when nothing answers upstream. `gpgconf --launch` only for a daemon found by name, and never when its
+ * socket is gpg's own agent socket here (run in a client home): that would put a private agent on the proxy's path.
+ */
+function upstreamFix(target: UpstreamTarget, options: DoctorOptions, clientPath: Settled<string>): string {
+  const byName = options.upstream === undefined || isUpstreamName(options.upstream);
+  if (clientPath.ok && sameFile(target.path, clientPath.value)) {
+    // Both may be meant: this host's agent, or (a client home) the proxy standing in for one elsewhere.
+    return (
+      `if this is the agent's host: gpgconf --launch ${target.daemon}; if the proxy is to stand in here for a ${target.daemon} elsewhere, ` +
+      `do not start one here (it would take the proxy's path): give doctor and the proxy its socket with --upstream`
+    );
+  }
+  if (byName && target.daemon !== 'scdaemon') return `start it: gpgconf --launch ${target.daemon}`;
+  return `start the ${target.daemon} whose socket that is, or give the proxy and doctor its socket with --upstream PATH`;
+}
+
+async function checkUpstream({ upstream, upstreamAnswers, clientPath, env, options }: Context): Promise<Outcome> {
   if (!upstream.ok) return { ok: false, message: `cannot tell which daemon the proxy relays to: ${upstream.error}`, fix: 'pass --upstream with its socket path' };
   const target = upstream.value;
   if (!upstreamAnswers) {
     return {
       ok: false,
       message: `nothing answers as ${target.daemon} at ${target.path}: the proxy has nothing to relay to`,
-      fix: target.launch ? `start it: gpgconf --launch ${target.daemon}` : `start the ${target.daemon} whose socket that is, or give the proxy and doctor its socket with --upstream PATH`,
+      fix: upstreamFix(target, options, clientPath),
     };
   }
   const viaClientSocket = clientPath.ok && sameFile(target.path, clientPath.value) ? ' (gpg\'s agent socket here)' : '';
@@ -333,7 +373,7 @@ async function checkPublicKeys({ upstream, upstreamAnswers, home, env }: Context
     if (reply.error?.code === GPG_ERR_FORBIDDEN) {
       return { ok: true, message: `not checked: gpg-agent lists no keys on a restricted connection (its extra socket, or a proxy with --restricted); gpg -K here shows which public keys have secret keys` };
     }
-    return { ok: false, message: `not checked: gpg-agent would not list its keys: ${reply.error?.text ?? 'no reason given'}` };
+    return { ok: false, message: `not checked: gpg-agent would not list its keys: ${printable(reply.error?.text ?? 'no reason given')}` };
   }
   const secret = keygripsOfKeyinfo(reply.status);
   if (secret.length === 0) {
@@ -356,6 +396,9 @@ async function checkPublicKeys({ upstream, upstreamAnswers, home, env }: Context
 /** The keygrips of the public keys in gpg's keyring here; an absent home has none (and gpg would create it). */
 async function publicKeygrips(home: Settled<string>, env: NodeJS.ProcessEnv): Promise<{ grips: Set<string> } | { error: string }> {
   if (home.ok && !fs.existsSync(home.value)) return { grips: new Set() };
+  // gpg would create an empty pubring.kbx: the doctor changes nothing. (Under keyboxd, GnuPG >= 2.3, there is none.)
+  const keyrings = ['pubring.kbx', 'pubring.gpg', 'common.conf'];
+  if (home.ok && !keyrings.some((file) => fs.existsSync(path.join(home.value, file)))) return { grips: new Set() };
   try {
     // --trust-model always: a listing needs no trust computation, and gpg would otherwise create trustdb.gpg.
     const { stdout } = await run('gpg', ['--batch', '--no-autostart', '--trust-model', 'always', '--with-colons', '--with-keygrip', '--list-keys'], {

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { boundPathOfDescriptor } from './procNet.js';
 
 /** A reason the proxy cannot start, worded for the person who started it. */
 export class ProxyStartError extends Error {
@@ -155,26 +156,30 @@ export async function listenOnDescriptor(server: net.Server, fd: number): Promis
     throw new ProxyStartError(`cannot listen on the socket passed as file descriptor ${fd}: ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
   const address = server.address();
-  if (typeof address === 'string' && address !== '') return address;
-  return boundPathOf(fd) ?? `file descriptor ${fd}`;
+  // A TCP socket (ListenStream=PORT) would hand the keys to the network: only a Unix socket is served.
+  if (address !== null && typeof address === 'object') {
+    server.close();
+    throw new ProxyStartError(`the socket passed as file descriptor ${fd} is a TCP socket (${address.address}:${address.port}); the proxy serves only a Unix socket (ListenStream=%t/assuan-proxy/S.gpg-agent)`);
+  }
+  const boundPath = typeof address === 'string' && address !== '' ? address : boundPathOfDescriptor(fd);
+  if (boundPath === undefined) return `file descriptor ${fd}`;
+  const problem = unprivateSocket(boundPath);
+  if (problem) {
+    server.close();
+    throw new ProxyStartError(`the socket passed as file descriptor ${fd}, ${boundPath}, ${problem}: anyone who reaches it can use the keys`);
+  }
+  return boundPath;
 }
 
-/**
- * The path a Unix socket descriptor is bound to, from Linux's /proc (Node 20's server.address() gives null for a
- * server opened from a descriptor): the descriptor names the socket's inode, /proc/net/unix its path.
- */
-function boundPathOf(fd: number): string | undefined {
-  try {
-    const inode = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/self/fd/${fd}`))?.[1];
-    if (!inode) return undefined;
-    for (const line of fs.readFileSync('/proc/net/unix', 'latin1').split('\n').slice(1)) {
-      // Num RefCount Protocol Flags Type St Inode Path
-      const fields = line.trim().split(/\s+/);
-      if (fields[6] === inode && fields[7]) return fields.slice(7).join(' ');
-    }
-  } catch {
-    // Not Linux, or no /proc: the descriptor's number will do.
-  }
+/** What makes a socket someone else bound reachable by other users (systemd's default SocketMode is 0666). */
+function unprivateSocket(socketPath: string): string | undefined {
+  // An abstract socket has no file and no mode: anyone in the network namespace may connect.
+  if (!socketPath.startsWith('/')) return 'is not a file (an abstract socket) and has no permissions';
+  // Connecting takes write permission on the socket file itself: without it for group and others (0600, 0644),
+  // nobody else can connect, whatever its directory.
+  const socket = fs.statSync(socketPath);
+  if (socket.uid !== uid()) return `belongs to uid ${socket.uid}, not to us (uid ${uid()})`;
+  if ((socket.mode & 0o022) !== 0) return `has mode ${(socket.mode & 0o777).toString(8)} (set SocketMode=0600)`;
   return undefined;
 }
 

@@ -99,7 +99,7 @@ export class AssuanConnection {
     const connection = new AssuanConnection(outcome.socket, timeoutMs, outcome.handshake);
     try {
       const greeting = (await connection.nextLine()).toString('latin1');
-      if (!/^OK( |$)/.test(greeting)) throw new AssuanError(`the greeting was ${JSON.stringify(greeting.slice(0, 120))}, not OK`);
+      if (!/^OK( |$)/.test(greeting)) throw new AssuanError(`the greeting was "${printable(greeting.slice(0, 120))}", not OK`);
       return { connection, greeting };
     } catch (err) {
       connection.close();

@@ -59,9 +59,12 @@ function describe(failure: SessionFailure | null, { upstreamPath, daemon, socket
     case 'launchFailed':
       return ['connectFailed', `nothing answers at ${upstreamPath} and ${daemon} could not be started (gpgconf --launch); the proxy's log says why`];
     case 'connectTimeout':
-      return ['timeout', `gpg-agent did not accept the connection in time (${failure.attempts} attempts; its listen queue stayed full)`];
+      return [
+        'timeout',
+        `${daemon} did not accept the connection in time` + (failure.attempts > 1 ? ` (${failure.attempts} attempts; its listen queue stayed full)` : ''),
+      ];
     case 'greetingTimeout':
-      return ['timeout', 'gpg-agent did not greet in time'];
+      return ['timeout', `${daemon} did not greet in time`];
     case 'restrictTimeout':
       return ['timeout', 'gpg-agent did not answer the request to run the connection restricted in time'];
     case 'restrictFailed':

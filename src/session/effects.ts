@@ -180,6 +180,8 @@ export function sessionMachineFor(timeouts: SessionTimeouts) {
     },
     delays: {
       connectTimeout: timeouts.connectMs,
+      // Past gpgconf's own 15 s bound, so that its failure, with its reason, normally comes first.
+      launchTimeout: 20_000,
       greetingTimeout: timeouts.greetingMs,
       idleTimeout: timeouts.idleMs,
       inquiryTimeout: timeouts.inquiryMs,

@@ -286,7 +286,7 @@ export class Session {
       if (goneReported) return;
       goneReported = true;
       // Closed in the middle of the Cygwin exchange: the handshake names what it was waiting for.
-      const cut = this.inHandshake ? this.handshake?.ended().failed : undefined;
+      const cut = this.inHandshake && this.actor.getSnapshot().matches({ connecting: { reaching: 'handshaking' } }) ? this.handshake?.ended().failed : undefined;
       if (cut) return this.send({ type: 'AGENT_HANDSHAKE_FAILED', defect: cut });
       if (endpoint.framer.midLine) this.log.debug('agent closed in the middle of a line');
       this.send({ type: 'AGENT_CLOSED', code });
@@ -333,6 +333,8 @@ export class Session {
     if (!agent || !handshake) return;
     this.inHandshake = handshake.needsReply;
     const raw = agent.readRaw((chunk) => {
+      // A session that has moved on meanwhile (stopped, timed out) drops what the server still sends.
+      if (!this.inHandshake || !this.actor.getSnapshot().matches({ connecting: { reaching: 'handshaking' } })) return;
       const step = handshake.receive(chunk);
       if (step.write) agent.writeRaw(step.write);
       if (step.failed) {
@@ -360,11 +362,15 @@ export class Session {
       return;
     }
     this.log.info({ daemon: this.options.upstream.daemon }, 'nothing answers at the upstream socket: starting the daemon');
+    // A session that has moved on meanwhile (stopped, timed out) takes no word of the launch.
+    const stillLaunching = () => this.actor.getSnapshot().matches({ connecting: 'launching' });
     launch().then(
-      () => this.send({ type: 'AGENT_LAUNCHED' }),
+      () => {
+        if (stillLaunching()) this.send({ type: 'AGENT_LAUNCHED' });
+      },
       (err: Error) => {
         this.log.warn({ daemon: this.options.upstream.daemon, error: err.message }, 'could not start the daemon');
-        this.send({ type: 'AGENT_LAUNCH_FAILED' });
+        if (stillLaunching()) this.send({ type: 'AGENT_LAUNCH_FAILED' });
       },
     );
   }

@@ -10,6 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { ProxyStartError } from '../listenSocket.js';
+import { listeningLoopbackPorts, listeningUnixPaths, realOrAsIs } from '../procNet.js';
 import { dialUpstream, isSshAgentSocketPath } from './dial.js';
 import { describeDefect, parseSocketFile, SocketFileError, SOCKET_FILE_READ_LIMIT } from './socketFile.js';
 
@@ -17,14 +18,17 @@ const run = promisify(execFile);
 
 /** The daemon a session is relayed to, as the session needs it. */
 export interface UpstreamTarget {
-  /** What is dialed for each session: a socket, or a socket file (redirect, Windows or Cygwin form). */
-  readonly path: string;
+  /**
+   * What is dialed for each session: a socket, or a socket file (redirect, Windows or Cygwin form). For a daemon
+   * found by name, looked up again after each launch (gpgconf's answer moves when /run/user/UID appears).
+   */
+  path: string;
   /** What it is called in messages: gpg-agent, dirmngr, keyboxd, scdaemon. */
   readonly daemon: string;
   /** Where the `${VAR}`s of a redirect file are looked up. */
   readonly env: NodeJS.ProcessEnv;
-  /** Starts the daemon (one launch at a time, shared); absent for a path given explicitly. */
-  readonly launch?: (() => Promise<void>) | undefined;
+  /** Starts the daemon (one launch at a time, shared); absent for a path given explicitly, or when not asked to. */
+  launch?: (() => Promise<void>) | undefined;
 }
 
 /** The daemons `--upstream` can name. */
@@ -86,17 +90,22 @@ export function checkUpstreamSpec(spec: string): string | undefined {
 }
 
 /**
- * The daemon behind `spec` (default: agent). By name: its socket from gpgconf, started now if `options.launch`,
- * and startable again later. By path: as given (a socket or a socket file), never started by us.
+ * The daemon behind `spec` (default: agent). By name: its socket from gpgconf; with `options.launch`, started now
+ * and again whenever a session finds it gone. By path: as given (a socket or a socket file), never started by us.
  */
 export async function resolveUpstream(spec: string | undefined, env: NodeJS.ProcessEnv, options: { launch: boolean }): Promise<UpstreamTarget> {
   const name = spec ?? 'agent';
   if (isUpstreamPath(name) || !isUpstreamName(name)) return { path: name, daemon: daemonOfPath(name), env };
   const daemon = DAEMONS[name];
-  const socketPath = await daemonSocketPath(name, env);
-  const launch = daemon.launchable ? sharedLaunch(daemon.daemon, env, socketPath) : undefined;
-  if (options.launch && launch) await launch();
-  return { path: socketPath, daemon: daemon.daemon, env, launch };
+  const target: UpstreamTarget = { path: await daemonSocketPath(name, env), daemon: daemon.daemon, env };
+  if (!options.launch || !daemon.launchable) return target;
+  const launchOnce = sharedLaunch(daemon.daemon, env);
+  target.launch = async () => {
+    await launchOnce();
+    target.path = await daemonSocketPath(name, env);
+  };
+  await target.launch();
+  return target;
 }
 
 /** A daemon's socket path for the GNUPGHOME of `env`, as gpgconf names it. */
@@ -122,10 +131,10 @@ function daemonOfPath(socketPath: string): string {
 }
 
 /** One launch at a time: sessions that find the daemon gone together wait for the same `gpgconf --launch`. */
-function sharedLaunch(daemon: string, env: NodeJS.ProcessEnv, socketPath: string): () => Promise<void> {
+function sharedLaunch(daemon: string, env: NodeJS.ProcessEnv): () => Promise<void> {
   let running: Promise<void> | undefined;
   return () => {
-    running ??= launchDaemon(daemon, env, socketPath).finally(() => (running = undefined));
+    running ??= launchDaemon(daemon, env).finally(() => (running = undefined));
     return running;
   };
 }
@@ -159,15 +168,6 @@ export async function upstreamAbsence(target: UpstreamTarget): Promise<string | 
   return ports?.has(parsed.port) === false ? `nothing listens on 127.0.0.1:${parsed.port}, the port it names` : undefined;
 }
 
-/** A path with its symlinks resolved (a bound socket's file may have been removed since: then as it is). */
-function realOrAsIs(file: string): string {
-  try {
-    return fs.realpathSync(file);
-  } catch {
-    return file;
-  }
-}
-
 async function readStart(file: string): Promise<Buffer> {
   const handle = await fs.promises.open(file, 'r');
   try {
@@ -177,32 +177,6 @@ async function readStart(file: string): Promise<Buffer> {
   } finally {
     await handle.close();
   }
-}
-
-/** Paths of the listening Unix sockets (Linux: /proc/net/unix, flag __SO_ACCEPTCON), or undefined elsewhere. */
-async function listeningUnixPaths(): Promise<Set<string> | undefined> {
-  const table = await fs.promises.readFile('/proc/net/unix', 'latin1').catch(() => undefined);
-  if (table === undefined) return undefined;
-  const paths = new Set<string>();
-  for (const line of table.split('\n').slice(1)) {
-    // Num RefCount Protocol Flags Type St Inode Path
-    const fields = line.trim().split(/\s+/);
-    if (fields[3] === '00010000' && fields[7]?.startsWith('/')) paths.add(realOrAsIs(fields.slice(7).join(' ')));
-  }
-  return paths;
-}
-
-/** Ports listening on 127.0.0.1 or any address (Linux: /proc/net/tcp, state 0A), or undefined elsewhere. */
-async function listeningLoopbackPorts(): Promise<Set<number> | undefined> {
-  const table = await fs.promises.readFile('/proc/net/tcp', 'latin1').catch(() => undefined);
-  if (table === undefined) return undefined;
-  const ports = new Set<number>();
-  for (const line of table.split('\n').slice(1)) {
-    const [, local, , state] = line.trim().split(/\s+/);
-    const [address, port] = local?.split(':') ?? [];
-    if (state === '0A' && (address === '0100007F' || address === '00000000') && port) ports.add(parseInt(port, 16));
-  }
-  return ports;
 }
 
 /** Whether an upstream answers with an OK greeting, through any form of socket file (for warnings at start). */
@@ -226,7 +200,7 @@ const LAUNCH_TIMEOUT_MS = 15_000;
 
 /** Starts gpg-agent in the GNUPGHOME of `env` if it is not running (gpgconf does nothing if it is). */
 export async function launchAgent(env: NodeJS.ProcessEnv): Promise<void> {
-  await launchDaemon('gpg-agent', env, await agentSocketPath(env));
+  await launchDaemon('gpg-agent', env);
 }
 
 /**
@@ -235,7 +209,7 @@ export async function launchAgent(env: NodeJS.ProcessEnv): Promise<void> {
  * each ERR back as a command. Past the bound its whole process group is killed, and a daemon that answers at its
  * socket is all that counts.
  */
-async function launchDaemon(daemon: string, env: NodeJS.ProcessEnv, socketPath: string): Promise<void> {
+async function launchDaemon(daemon: string, env: NodeJS.ProcessEnv): Promise<void> {
   let failure: string | undefined;
   try {
     await runBounded('gpgconf', ['--launch', daemon], env, LAUNCH_TIMEOUT_MS);
@@ -243,7 +217,8 @@ async function launchDaemon(daemon: string, env: NodeJS.ProcessEnv, socketPath: 
   } catch (err) {
     failure = commandFailure(err);
   }
-  if (await greets(socketPath)) return;
+  const socketPath = await gpgconfDir(`${daemon === 'gpg-agent' ? 'agent' : daemon}-socket`, env).catch(() => '');
+  if (socketPath && (await greets(socketPath))) return;
   throw new ProxyStartError(`could not start ${daemon} with 'gpgconf --launch ${daemon}': ${failure}${await missingHomeHint(env)}`);
 }
 

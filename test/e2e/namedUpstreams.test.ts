@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SimulatedClock } from 'xstate';
 import { resolveConfig } from '../../src/config.js';
 import { ProxyStartError } from '../../src/listenSocket.js';
 import { RawClient } from '../support/assuanClient.js';
@@ -28,6 +29,24 @@ afterAll(async () => {
   await execFileAsync('gpgconf', ['--kill', 'dirmngr'], { env }).catch(() => {});
   await agent.cleanup();
 });
+
+/** `gpgconf --kill`, then until the daemon's process is gone: a session must not reach the one shutting down. */
+async function killDaemon(daemon: 'gpg-agent' | 'dirmngr'): Promise<void> {
+  const asked = await runTool('gpg-connect-agent', agent.home, [...(daemon === 'dirmngr' ? ['--dirmngr'] : []), '--no-autostart', 'GETINFO pid', '/bye']);
+  const pid = Number(/^D (\d+)/m.exec(asked.stdout.toString())?.[1]);
+  await execFileAsync('gpgconf', ['--kill', daemon], { env });
+  if (!pid) return;
+  await expect
+    .poll(() => {
+      // Gone, or a zombie nobody has reaped yet (its socket is closed either way).
+      try {
+        return / Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'latin1').replace(/^\d+ \(.*\)/, ''));
+      } catch {
+        return true;
+      }
+    })
+    .toBe(true);
+}
 
 async function greetingAndPid(socket: string): Promise<{ greeting: string; pid: string[] }> {
   const client = await RawClient.connect(socket);
@@ -50,7 +69,7 @@ describe('the agent comes back', () => {
 
   it('after `gpgconf --kill gpg-agent`, the next session starts it again, as gpg would, and is served', async () => {
     const before = await agent.pid();
-    await execFileAsync('gpgconf', ['--kill', 'gpg-agent'], { env });
+    await killDaemon('gpg-agent');
     const { greeting, pid } = await greetingAndPid(proxy.socket);
     expect(greeting).toMatch(/^OK /);
     expect(pid[0]).toMatch(/^D \d+$/);
@@ -61,7 +80,7 @@ describe('the agent comes back', () => {
 
   it('when it cannot be started, the client gets an ERR saying so, and the session ends', async () => {
     // gpg-agent cannot start with its home gone; the home comes back afterwards for the other tests.
-    await execFileAsync('gpgconf', ['--kill', 'gpg-agent'], { env });
+    await killDaemon('gpg-agent');
     const aside = `${agent.home}.aside`;
     fs.renameSync(agent.home, aside);
     try {
@@ -74,6 +93,36 @@ describe('the agent comes back', () => {
     }
     expect(proxy.logs.some((l) => l.msg === 'could not start the daemon')).toBe(true);
     await agent.launch();
+  });
+});
+
+describe('a launch that does not finish', () => {
+  it('ends the session after the launch timeout, with the ERR for a daemon that could not be started', async () => {
+    // A gpgconf that hangs on --launch while a marker file exists (the real one for everything else).
+    const bin = makeTempDir('apx-bin.');
+    const marker = path.join(bin, 'hang');
+    const realGpgconf = (await execFileAsync('sh', ['-c', 'command -v gpgconf'])).stdout.trim();
+    fs.writeFileSync(
+      path.join(bin, 'gpgconf'),
+      `#!/bin/sh\nif [ "$1" = --launch ]; then while [ -e '${marker}' ]; do sleep 0.05; done; fi\nexec '${realGpgconf}' "$@"\n`,
+      { mode: 0o700 },
+    );
+    const clock = new SimulatedClock();
+    const slowEnv = { ...env, PATH: `${bin}:${env.PATH}` };
+    const proxy = await startTestProxy({ env: slowEnv, launchAgent: true, warmUpSessions: 0, clock });
+    try {
+      await killDaemon('gpg-agent');
+      fs.writeFileSync(marker, '');
+      const client = await RawClient.connect(proxy.socket);
+      await expect.poll(() => proxy.logs.some((l) => l.msg.includes('starting the daemon'))).toBe(true);
+      clock.increment(20_000);
+      expect(await client.rest()).toEqual([expect.stringMatching(/ - nothing answers at .*S\.gpg-agent and gpg-agent could not be started/)]);
+    } finally {
+      fs.rmSync(marker, { force: true });
+      await proxy.close();
+      fs.rmSync(bin, { recursive: true, force: true });
+      await agent.launch();
+    }
   });
 });
 
@@ -111,7 +160,7 @@ describe('a path given explicitly', () => {
 
 describe('dirmngr', () => {
   it('is found and started by name, and relayed: gpg-connect-agent --dirmngr through the proxy gets its answers', async () => {
-    await execFileAsync('gpgconf', ['--kill', 'dirmngr'], { env });
+    await killDaemon('dirmngr');
     const clientHome = makeTempDir('gpgc.');
     const proxy = await startTestProxy({ upstream: 'dirmngr', env, launchAgent: true, warmUpSessions: 0, listen: await gpgconfDir(clientHome, 'dirmngr-socket') });
     try {
@@ -123,7 +172,7 @@ describe('dirmngr', () => {
       expect(relayed.stdout.toString()).toMatch(/^D \d+\.\d+/);
       expect(relayed.stdout.toString()).toBe(direct.stdout.toString());
       // And started again when it has gone.
-      await execFileAsync('gpgconf', ['--kill', 'dirmngr'], { env });
+      await killDaemon('dirmngr');
       const { greeting } = await greetingAndPid(proxy.socket);
       expect(greeting).toMatch(/^OK Dirmngr/);
     } finally {
@@ -158,6 +207,35 @@ describe('keyboxd', () => {
       expect(greeting).toMatch(/^OK /);
     } finally {
       await proxy.close();
+    }
+  });
+});
+
+describe('scdaemon', () => {
+  const SCDAEMON = '/usr/lib/gnupg/scdaemon';
+
+  it('started as a daemon of its own, it is found in the socket dir and relayed', async ({ skip }) => {
+    if (!fs.existsSync(SCDAEMON)) {
+      console.log(`scdaemon: ${SCDAEMON} is not installed (Debian's scdaemon package); skipped`);
+      skip(`${SCDAEMON} is not installed`);
+    }
+    // `scdaemon --daemon` listens on <socketdir>/S.scdaemon and prints SCDAEMON_INFO=<path>:<pid>:1.
+    const { stdout } = await execFileAsync(SCDAEMON, ['--daemon'], { env });
+    const [, socketPath, pid] = /SCDAEMON_INFO=([^:]+):(\d+):1/.exec(stdout) ?? [];
+    try {
+      expect(socketPath).toBe(path.join(await gpgconfDir(agent.home, 'socketdir'), 'S.scdaemon'));
+      const proxy = await startTestProxy({ upstream: 'scdaemon', env, launchAgent: true, warmUpSessions: 0 });
+      try {
+        expect(proxy.proxy.upstreamPath).toBe(socketPath);
+        const client = await RawClient.connect(proxy.socket);
+        expect(await client.readLine()).toMatch(/^OK /);
+        expect(await client.request('GETINFO version')).toEqual([expect.stringMatching(/^D \d+\.\d+\.\d+$/), 'OK']);
+        client.destroy();
+      } finally {
+        await proxy.close();
+      }
+    } finally {
+      if (pid) process.kill(Number(pid), 'SIGTERM');
     }
   });
 });

@@ -78,13 +78,13 @@ const UNIT_ARGS = execStart?.split(/\s+/).slice(1) ?? [];
 const FD_NAME = socketUnit.Socket?.FileDescriptorName?.[0] ?? 'gpg-agent';
 
 /** What systemd does for a socket unit: binds and listens, the socket 0600 in a 0700 directory. */
-function systemdSocket(): { server: net.Server; path: string; dir: string; fd: number; ino: number; kernelSocket: string } {
+function systemdSocket(mode = 0o600): { server: net.Server; path: string; dir: string; fd: number; ino: number; kernelSocket: string } {
   const dir = tempDir('sd.');
   const socketPath = path.join(dir, 'S.gpg-agent');
   const server = net.createServer();
   // For a pipe path Node binds and listens inside listen(), synchronously: the fd below is listening.
   server.listen(socketPath);
-  fs.chmodSync(socketPath, 0o600);
+  fs.chmodSync(socketPath, mode);
   const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
   return { server, path: socketPath, dir, fd, ino: fs.statSync(socketPath).ino, kernelSocket: fs.readlinkSync(`/proc/self/fd/${fd}`) };
 }
@@ -244,6 +244,25 @@ describe('socket activation: the CLI started as systemd starts it', () => {
     expect(await run.exited).toBe(2);
     expect(run.stderr()).toContain('--listen');
     expect(fs.lstatSync(socket.path).isSocket()).toBe(true);
+  });
+
+  it("refuses a socket others can connect to (systemd's default SocketMode=0666), and a TCP socket", async () => {
+    const open = systemdSocket(0o666);
+    const run = startActivated([...UNIT_ARGS, '--upstream', agent.socket], open);
+    expect(await run.exited).toBe(1);
+    expect(run.stderr()).toContain(`${open.path}, has mode 666 (set SocketMode=0600): anyone who reaches it can use the keys`);
+
+    const tcp = net.createServer();
+    await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
+    const fd = (tcp as unknown as { _handle: { fd: number } })._handle.fd;
+    const child = spawn('sh', ['-c', 'LISTEN_PID=$$ exec "$0" "$@"', process.execPath, '--import', 'tsx', CLI, ...UNIT_ARGS, '--upstream', agent.socket], {
+      env: { ...process.env, XDG_RUNTIME_DIR: tempDir('xdg.'), LISTEN_FDS: '1', LISTEN_FDNAMES: FD_NAME },
+      stdio: ['ignore', 'pipe', 'pipe', fd],
+    });
+    tcp.close();
+    const viaTcp = tracked(child);
+    expect(await viaTcp.exited).toBe(1);
+    expect(viaTcp.stderr()).toMatch(/is a TCP socket \(127\.0\.0\.1:\d+\); the proxy serves only a Unix socket/);
   });
 
   it('refuses to start when the socket passed is the upstream itself (a unit listening on the agent\'s own path)', async () => {

@@ -16,7 +16,7 @@ const RESTING_STATES = [
   'connecting.reaching.dialing',
   'connecting.reaching.backingOff',
   'connecting.reaching.handshaking',
-  'connecting.reaching.launching',
+  'connecting.launching',
   'connecting.awaitingGreeting',
   'connecting.restricting',
   'awaitingCommand.ready',
@@ -204,7 +204,7 @@ const SPEC: Record<State, Row> = {
     AGENT_HANDSHAKE_DONE: 'connecting.awaitingGreeting',
     AGENT_HANDSHAKE_FAILED: 'fatal',
   }),
-  'connecting.reaching.launching': row('reject', {
+  'connecting.launching': row('reject', {
     AGENT_LAUNCHED: 'connecting.reaching.dialing',
     AGENT_LAUNCH_FAILED: 'fatal',
   }),
@@ -370,7 +370,7 @@ describe('session machine: state × event table', () => {
 describe('session machine: outcomes that depend on context', () => {
   it('a daemon found by name is launched once when nothing answers at its socket, then dialed again', () => {
     const byName: SessionContext = { ...BASE_CONTEXT, mayLaunchAgent: true };
-    const { actions } = check('connecting.reaching.dialing', 'AGENT_CONNECT_FAILED', 'connecting.reaching.launching', byName);
+    const { actions } = check('connecting.reaching.dialing', 'AGENT_CONNECT_FAILED', 'connecting.launching', byName);
     expect(actions).toContain('launchAgent');
     // Once launched, a second failure is reported: no loop of launches.
     check('connecting.reaching.dialing', 'AGENT_CONNECT_FAILED', 'fatal', { ...byName, launchTried: true });
