@@ -60,7 +60,7 @@ export type SessionFailure =
   | { reason: 'internalError' };
 
 /** The rule of the session's policy that refused a line (see src/policy.ts). */
-export type PolicyRule = 'deny' | 'allow' | 'restricted';
+export type PolicyRule = 'deny' | 'allow' | 'restricted' | 'keys';
 
 export interface SessionContext {
   readonly sessionId: string;

@@ -63,6 +63,12 @@ Options:
   --allow VERBS            only these commands reach the agent (comma-separated,
                            repeatable; BYE, NOP and RESET always do)
   --deny VERBS             these commands never reach the agent
+  --keys KEYS              only these keys may be used or named (comma-separated,
+                           repeatable): fingerprints (a primary key's allows
+                           its subkeys), or keygrips written &GRIP. Commands
+                           naming another key, listing keys, making or
+                           importing keys, or reaching the card daemon get
+                           ERR 67109115 Forbidden and never reach the agent
   --log-level LEVEL        ${LOG_LEVELS.join('|')} (default info)
   --log-format FORMAT      pretty|json (default: pretty on a terminal, else json)
   --trace-transitions      log every state machine transition as one line
@@ -139,6 +145,7 @@ const PROXY_FLAGS: Partial<Record<keyof ProxyOptions, string>> = {
   restricted: '--restricted',
   allow: '--allow',
   deny: '--deny',
+  keys: '--keys',
   traceTransitions: '--trace-transitions',
 };
 
@@ -161,6 +168,7 @@ const VALUE_NAMES: Readonly<Record<string, string>> = {
   'warm-up': 'N',
   allow: 'VERBS',
   deny: 'VERBS',
+  keys: 'KEYS',
   'log-level': 'LEVEL',
   'log-format': 'FORMAT',
   'inspect-port': 'PORT',
@@ -184,6 +192,7 @@ export const OPTIONS = {
   restricted: { type: 'boolean' },
   allow: { type: 'string', multiple: true },
   deny: { type: 'string', multiple: true },
+  keys: { type: 'string', multiple: true },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string' },
   'trace-transitions': { type: 'boolean' },
@@ -240,6 +249,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       restricted: values.restricted,
       allow: values.allow,
       deny: values.deny,
+      keys: values.keys,
       traceTransitions: values['trace-transitions'],
     },
     logLevel,

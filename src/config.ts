@@ -13,6 +13,7 @@ import type { InspectionEvent, Observer } from 'xstate';
 import { defaultListenPath, ProxyStartError } from './listenSocket.js';
 import { defaultLogger } from './log.js';
 import { checkUpstreamSpec, listenNameFor } from './upstream/daemons.js';
+import { checkKeyEntries, KeyAllowList, KeyAllowListError } from './keyAllowList.js';
 import { createCommandPolicy, PolicyError, type CommandPolicy } from './policy.js';
 import type { SessionOptions, SessionSummary, SessionTimeouts } from './session/session.js';
 
@@ -67,6 +68,12 @@ export interface ProxyOptions {
   allow?: readonly string[];
   /** These command verbs never reach the agent. */
   deny?: readonly string[];
+  /**
+   * Only these keys may be used or named: keygrips (`&GRIP`) or fingerprints (resolved to keygrips with gpg at
+   * start). Commands naming another key, listing keys, making or importing keys, or reaching the card daemon are
+   * refused with ERR Forbidden and never reach the agent.
+   */
+  keys?: readonly string[];
   /** Milliseconds a closing session waits for its peers to close before cutting them (default 2000). */
   closeGraceMs?: number;
   /** Milliseconds commands in flight may take to finish after close() or a signal (default 10000). */
@@ -123,8 +130,10 @@ export interface ProxyConfig {
   readonly restricted: boolean;
   readonly warmUpSessions: number;
   readonly spareConnection: boolean;
-  /** Built once from restricted/allow/deny; undefined relays every command. */
+  /** Built once from restricted/allow/deny/keys; undefined relays every command. */
   readonly policy: CommandPolicy | undefined;
+  /** The key allow-list the policy reads; its fingerprints are turned into keygrips when the proxy starts. */
+  readonly keys: KeyAllowList | undefined;
   readonly logger: Logger;
   readonly onSessionEnd: ((summary: SessionSummary) => void) | undefined;
   readonly inspect: Observer<InspectionEvent> | ((event: InspectionEvent) => void) | undefined;
@@ -228,9 +237,19 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
   const restricted = options.restricted ?? false;
   const allow = verbs('allow', options.allow);
   const deny = verbs('deny', options.deny);
+  let keys: KeyAllowList | undefined;
+  if (options.keys !== undefined) {
+    if (!Array.isArray(options.keys) || !options.keys.every((k) => typeof k === 'string')) throw new InvalidOptionError('keys', `${name('keys')} takes a list of keygrips or fingerprints`);
+    try {
+      keys = new KeyAllowList(checkKeyEntries(options.keys));
+    } catch (err) {
+      if (err instanceof KeyAllowListError) throw new InvalidOptionError('keys', `${name('keys')} ${err.message}`);
+      throw err;
+    }
+  }
   let policy: CommandPolicy | undefined;
   try {
-    policy = createCommandPolicy({ restricted, ...(allow ? { allow } : {}), ...(deny ? { deny } : {}) }, { allow: name('allow'), deny: name('deny') });
+    policy = createCommandPolicy({ restricted, ...(allow ? { allow } : {}), ...(deny ? { deny } : {}), ...(keys ? { keys } : {}) }, { allow: name('allow'), deny: name('deny') });
   } catch (err) {
     if (err instanceof PolicyError) throw new InvalidOptionError(err.option, err.message);
     throw err;
@@ -258,6 +277,7 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
     warmUpSessions: positive('warmUpSessions', options.warmUpSessions, PROXY_DEFAULTS.warmUpSessions),
     spareConnection: options.spareConnection ?? PROXY_DEFAULTS.spareConnection,
     policy,
+    keys,
     logger: options.logger ?? defaultLogger(),
     onSessionEnd: options.onSessionEnd,
     inspect: options.inspect,

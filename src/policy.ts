@@ -2,11 +2,12 @@
  * Which lines a session may send to the agent as commands. With no policy (the default) every line is relayed
  * and this costs nothing. `--restricted` applies gpg-agent's own extra-socket rules (README "Restricted mode") in
  * the proxy, as a second layer under the agent's own (the session asks the agent to run the connection
- * restricted); `--allow` and `--deny` narrow it further by verb. The verb of a stray `D`, `END` or `CAN` line is
+ * restricted); `--allow` and `--deny` narrow it further by verb, `--keys` by the keys a line names. The verb of a stray `D`, `END` or `CAN` line is
  * checked like any other: outside an INQUIRE the agent reads them as commands.
  * Verdicts are computed from the line's first words only; nothing of the line is kept.
  */
 import type { PolicyRule } from '../machines/session.js';
+import type { KeyAllowList } from './keyAllowList.js';
 import { COMMAND_VERBS, contentLength, type CommandVerb } from './protocol/classify.js';
 
 export interface PolicyOptions {
@@ -16,6 +17,8 @@ export interface PolicyOptions {
   allow?: readonly string[];
   /** These verbs never reach the agent. */
   deny?: readonly string[];
+  /** Only these keys may be named (src/keyAllowList.ts). */
+  keys?: KeyAllowList;
 }
 
 /** The rule that forbids this line as a command, or undefined when it may reach the agent. */
@@ -63,11 +66,13 @@ export function createCommandPolicy(options: PolicyOptions, names: Partial<Recor
   const restricted = options.restricted ?? false;
   const allow = options.allow ? new Set<CommandVerb>([...parseVerbs(options.allow, 'allow', names.allow), ...HOUSEKEEPING]) : undefined;
   const deny = new Set<CommandVerb>(options.deny ? parseVerbs(options.deny, 'deny', names.deny) : []);
-  if (!restricted && !allow && deny.size === 0) return undefined;
+  const { keys } = options;
+  if (!restricted && !allow && deny.size === 0 && !keys) return undefined;
 
   return (line, verb) => {
     if (deny.has(verb)) return 'deny';
     if (allow && !allow.has(verb)) return 'allow';
+    if (keys && !keys.allows(line, verb)) return 'keys';
     if (!restricted) return undefined;
     if (!RESTRICTED_ALLOWED.has(verb)) return 'restricted';
     if (verb === 'GETINFO') return RESTRICTED_GETINFO.has(argumentWord(line, 'GETINFO'.length)) ? undefined : 'restricted';

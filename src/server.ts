@@ -13,6 +13,7 @@ import { closeListener, listenOnDescriptor, listenPrivately, prepareListenPath, 
 import type { SessionInfo } from './session/session.js';
 import { createSessionHost, observerFor } from './sessionHost.js';
 import { SpareAgentConnection } from './session/spareConnection.js';
+import { KeyAllowListError } from './keyAllowList.js';
 import { resolveUpstream, upstreamAbsence } from './upstream/daemons.js';
 import { warmUpSessionsOnce } from './session/warmUp.js';
 
@@ -49,6 +50,8 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   // A path given explicitly is never started by us: say now, not at every session, that nothing answers there.
   const absence = upstream.launch ? undefined : await upstreamAbsence(upstream);
   if (absence) logger.warn({ upstreamPath }, `nothing answers as ${upstream.daemon} at ${upstreamPath} yet (${absence}): sessions will fail until it does`);
+  // Fingerprints become keygrips before anyone is served: until then the allow-list allows nothing.
+  await resolveKeys(config);
   // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
   await warmUpSessionsOnce(config.timeouts, config.warmUpSessions);
   const inspect = observerFor(config);
@@ -148,5 +151,14 @@ function isSocket(file: string): boolean {
   } catch {
     // Not there yet (an agent launched later): a socket is what will be there.
     return true;
+  }
+}
+
+/** Turns the --keys fingerprints into keygrips (gpg, in the proxy's environment); a bad entry stops the start. */
+export async function resolveKeys(config: ProxyConfig): Promise<void> {
+  try {
+    await config.keys?.resolve(config.env, config.logger);
+  } catch (err) {
+    throw err instanceof KeyAllowListError ? new ProxyStartError(err.message) : err;
   }
 }

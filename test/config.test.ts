@@ -119,6 +119,7 @@ describe('the command line goes through the same config', () => {
     [['--max-sessions', '0'], "--max-sessions takes a positive whole number, not '0'"],
     [['--warm-up', '-1'], "--warm-up takes a whole number of sessions from 0 to 10000, not '-1'"],
     [['--deny', 'PKSIGN,FROB'], '--deny: unknown command FROB'],
+    [['--keys', 'ABCD'], "--keys 'ABCD' is neither a keygrip (&, then 40 hex digits) nor a fingerprint (40 or 64 hex digits)"],
   ])('a value the config refuses is named by its flag: %j', (args, message) => {
     expect(failure(parseCommandLine(args).proxy, true).message).toContain(message);
   });

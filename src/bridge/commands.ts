@@ -14,6 +14,7 @@ import { InvalidOptionError, resolveConfig } from '../config.js';
 import { ProxyStartError } from '../listenSocket.js';
 import { createLogger, isLogLevel, LOG_LEVELS } from '../log.js';
 import { clientEndCode } from '../packageFiles.js';
+import { resolveKeys } from '../server.js';
 import { agentSocketPath, resolveUpstream, type UpstreamTarget } from '../upstream/daemons.js';
 import { linkMachine } from '../../machines/link.js';
 import { sessionMachine } from '../../machines/session.js';
@@ -90,6 +91,7 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     code = own['--client-end-code'] ? fs.readFileSync(own['--client-end-code']) : clientEndCode();
     // By default the agent's extra socket: the agent itself then runs forwarded sessions restricted.
     upstream = await resolveUpstream(config.upstream ?? 'agent-extra', config.env, { launch: config.launchAgent });
+    await resolveKeys(config);
     await watchers.startInspector();
   } catch (err) {
     await watchers.close();

@@ -16,7 +16,7 @@ const STRING_FIELDS: ReadonlySet<string> = new Set([
   'code', // errno name, e.g. ECONNREFUSED
   'reason',
   'startFailure', // the server's own message about its listen path
-  'refusedBy', // the policy rule that refused a line: deny, allow or restricted
+  'refusedBy', // the policy rule that refused a line: deny, allow, keys or restricted
 ]);
 
 const MAX_DEPTH = 4;

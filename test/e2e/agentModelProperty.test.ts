@@ -8,6 +8,7 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ProxyOptions } from '../../src/config.js';
 import { createCommandPolicy } from '../../src/policy.js';
 import { classifyClientLine } from '../../src/protocol/classify.js';
 import { transcript, type Step } from '../support/differential.js';
@@ -64,7 +65,7 @@ afterAll(async () => {
 const withoutGreetingPid = (text: string) => text.replace(/^OK Pleased to meet you.*$/m, 'OK greeting');
 
 /** Runs `use` against a proxy with these policy options in front of the model agent, whose record starts empty. */
-async function withPolicyProxy(options: Parameters<typeof createCommandPolicy>[0], use: (proxy: TestProxy) => Promise<void>): Promise<void> {
+async function withPolicyProxy(options: Pick<ProxyOptions, 'restricted' | 'allow' | 'deny' | 'keys'>, use: (proxy: TestProxy) => Promise<void>): Promise<void> {
   const proxy = await startTestProxy({ upstream: model.socket, ...options });
   try {
     model.executed.length = 0;

@@ -1,0 +1,78 @@
+/**
+ * `--keys` with real gpg and a real gpg-agent holding two keys: the allowed one signs and decrypts through the
+ * proxy (its fingerprint allows its subkeys); the other cannot be used, and the agent's own IPC log shows that no
+ * line naming it ever reached the agent.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAgentHome, createClientHome, generateKey, mustRun, runTool, type AgentHome, type KeyInfo } from '../support/gnupg.js';
+import { startTestProxy, type TestProxy } from '../support/proxy.js';
+
+const MESSAGE = Buffer.from('only the allowed key\n');
+
+let agent: AgentHome;
+let agentLog: string;
+let allowed: KeyInfo;
+let other: KeyInfo;
+let client: { home: string; socket: string; cleanup(): void };
+let proxy: TestProxy;
+
+/** Every keygrip of a key: its primary's and its subkeys'. */
+async function keygrips(fingerprint: string): Promise<string[]> {
+  const listing = (await mustRun('gpg', agent.home, ['--batch', '--with-colons', '--with-keygrip', '-k', fingerprint])).toString();
+  return listing
+    .split('\n')
+    .filter((line) => line.startsWith('grp:'))
+    .map((line) => line.split(':')[9]!);
+}
+
+beforeAll(async () => {
+  const logDir = fs.mkdtempSync('/tmp/apx-keys.');
+  agentLog = path.join(logDir, 'agent.log');
+  // debug ipc: the agent logs every line it reads, so the test sees what reached it.
+  agent = await createAgentHome({ agentConf: `log-file ${agentLog}\ndebug ipc\n` });
+  allowed = await generateKey(agent.home, 'Allowed <allowed@example.org>', 'future-default', '');
+  other = await generateKey(agent.home, 'Other <other@example.org>', 'future-default', '');
+  client = await createClientHome(agent.home);
+  proxy = await startTestProxy({ upstream: agent.socket, listen: client.socket, keys: [allowed.fingerprint], env: { ...process.env, GNUPGHOME: agent.home }, warmUpSessions: 0 });
+});
+afterAll(async () => {
+  await proxy?.close();
+  client?.cleanup();
+  await agent?.cleanup();
+  fs.rmSync(path.dirname(agentLog), { recursive: true, force: true });
+});
+
+describe('--keys FINGERPRINT', () => {
+  it('resolves the fingerprint to the key and its subkeys at start', async () => {
+    const grips = await keygrips(allowed.fingerprint);
+    expect(grips).toHaveLength(2);
+    expect(proxy.logs.some((l) => l.msg.includes('--keys: a fingerprint') && JSON.stringify(l.keygrips) === JSON.stringify(grips))).toBe(true);
+  });
+
+  it('the allowed key signs and decrypts through the proxy', async () => {
+    const signature = await mustRun('gpg', client.home, ['--batch', '-u', allowed.fingerprint, '--detach-sign', '-o', '-'], MESSAGE);
+    const file = path.join(client.home, 'sig');
+    fs.writeFileSync(file, signature);
+    expect((await mustRun('gpg', agent.home, ['--batch', '--status-fd', '1', '--verify', file, '-'], MESSAGE)).toString()).toContain(`VALIDSIG ${allowed.fingerprint}`);
+    const encrypted = await mustRun('gpg', agent.home, ['--batch', '--trust-model', 'always', '-r', allowed.fingerprint, '--encrypt', '-o', '-'], MESSAGE);
+    expect(await mustRun('gpg', client.home, ['--batch', '--decrypt'], encrypted)).toEqual(MESSAGE);
+  });
+
+  it('the other key cannot be used: gpg fails, the refusal is logged, and no line naming it reached the agent', async () => {
+    const encrypted = await mustRun('gpg', agent.home, ['--batch', '--trust-model', 'always', '-r', other.fingerprint, '--encrypt', '-o', '-'], MESSAGE);
+    // From here on, only what comes through the proxy reaches the agent.
+    const from = fs.statSync(agentLog).size;
+    const signing = await runTool('gpg', client.home, ['--batch', '-u', other.fingerprint, '--detach-sign', '-o', '-'], MESSAGE);
+    expect(signing.code).not.toBe(0);
+    const decrypting = await runTool('gpg', client.home, ['--batch', '--decrypt'], encrypted);
+    expect(decrypting.code).not.toBe(0);
+    expect(proxy.logs.filter((l) => l.msg === 'refused by policy' && l.rule === 'keys').length).toBeGreaterThan(0);
+
+    // gpg asked about the allowed key too, through the proxy: the log records what reaches the agent.
+    const seen = fs.readFileSync(agentLog).subarray(from).toString('latin1');
+    expect(seen).toMatch(/DBG: chan_\d+ <- /);
+    for (const grip of await keygrips(other.fingerprint)) expect(seen).not.toContain(grip);
+  });
+});
