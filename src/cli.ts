@@ -7,6 +7,7 @@ import { InvalidOptionError, resolveConfig, type ProxyConfig } from './config.js
 import { createLogger } from './log.js';
 import { clientEndMain, forwardCommand } from './bridge/commands.js';
 import { packageVersion } from './packageFiles.js';
+import { auditMain } from './audit/summary.js';
 import { doctorMain } from './doctor.js';
 import type { LiveViewSource } from './liveView/server.js';
 import { startProxy, type RunningProxy } from './server.js';
@@ -21,6 +22,7 @@ async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'forward') return forwardCommand(argv.slice(1));
   if (argv[0] === 'client-end') return clientEndMain(argv.slice(1));
   if (argv[0] === 'doctor') return doctorMain(argv.slice(1));
+  if (argv[0] === 'audit') return auditMain(argv.slice(1));
   let commandLine: CommandLine;
   try {
     commandLine = parseCommandLine(argv);

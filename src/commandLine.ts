@@ -12,6 +12,7 @@ import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 export const USAGE = `Usage: assuan-proxy [options]
        assuan-proxy forward [options] -- COMMAND [ARGS...]   (see: assuan-proxy forward --help)
        assuan-proxy doctor [--listen PATH] [--upstream NAME|PATH] [--json]
+       assuan-proxy audit FILE [--json]    (summarize an --audit file)
        assuan-proxy client-end [options]   (run by 'forward' on the far side)
 
 Listens on a Unix socket and relays the Assuan protocol to gpg-agent (or dirmngr,
@@ -69,6 +70,10 @@ Options:
                            naming another key, listing keys, making or
                            importing keys, or reaching the card daemon get
                            ERR 67109115 Forbidden and never reach the agent
+  --audit FILE             append one JSON line per command that uses or names
+                           a key, and per refusal, to FILE (0600; never a
+                           payload, passphrase or hash value); summarize it
+                           with: assuan-proxy audit FILE
   --log-level LEVEL        ${LOG_LEVELS.join('|')} (default info)
   --log-format FORMAT      pretty|json (default: pretty on a terminal, else json)
   --trace-transitions      log every state machine transition as one line
@@ -146,6 +151,7 @@ const PROXY_FLAGS: Partial<Record<keyof ProxyOptions, string>> = {
   allow: '--allow',
   deny: '--deny',
   keys: '--keys',
+  audit: '--audit',
   traceTransitions: '--trace-transitions',
 };
 
@@ -169,6 +175,7 @@ const VALUE_NAMES: Readonly<Record<string, string>> = {
   allow: 'VERBS',
   deny: 'VERBS',
   keys: 'KEYS',
+  audit: 'FILE',
   'log-level': 'LEVEL',
   'log-format': 'FORMAT',
   'inspect-port': 'PORT',
@@ -193,6 +200,7 @@ export const OPTIONS = {
   allow: { type: 'string', multiple: true },
   deny: { type: 'string', multiple: true },
   keys: { type: 'string', multiple: true },
+  audit: { type: 'string' },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string' },
   'trace-transitions': { type: 'boolean' },
@@ -250,6 +258,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       allow: values.allow,
       deny: values.deny,
       keys: values.keys,
+      audit: values.audit,
       traceTransitions: values['trace-transitions'],
     },
     logLevel,

@@ -74,6 +74,11 @@ export interface ProxyOptions {
    * refused with ERR Forbidden and never reach the agent.
    */
   keys?: readonly string[];
+  /**
+   * Append one JSON line per command outcome that touches a key, and per policy refusal, to this file (created
+   * 0600; never a payload, passphrase or hash value). `assuan-proxy audit FILE` summarizes it.
+   */
+  audit?: string;
   /** Milliseconds a closing session waits for its peers to close before cutting them (default 2000). */
   closeGraceMs?: number;
   /** Milliseconds commands in flight may take to finish after close() or a signal (default 10000). */
@@ -134,6 +139,8 @@ export interface ProxyConfig {
   readonly policy: CommandPolicy | undefined;
   /** The key allow-list the policy reads; its fingerprints are turned into keygrips when the proxy starts. */
   readonly keys: KeyAllowList | undefined;
+  /** The audit file, opened when the proxy starts. */
+  readonly auditPath: string | undefined;
   readonly logger: Logger;
   readonly onSessionEnd: ((summary: SessionSummary) => void) | undefined;
   readonly inspect: Observer<InspectionEvent> | ((event: InspectionEvent) => void) | undefined;
@@ -212,9 +219,9 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
     }
     return value;
   };
-  const path = (option: 'listen' | 'upstream', value: unknown): string | undefined => {
+  const path = (option: 'listen' | 'upstream' | 'audit', value: unknown): string | undefined => {
     if (value === undefined) return undefined;
-    if (typeof value !== 'string' || value === '') throw new InvalidOptionError(option, `${name(option)} takes a socket path, not '${String(value)}'`);
+    if (typeof value !== 'string' || value === '') throw new InvalidOptionError(option, `${name(option)} takes ${option === 'audit' ? 'a file path' : 'a socket path'}, not '${String(value)}'`);
     const problem = option === 'upstream' ? checkUpstreamSpec(value) : undefined;
     if (problem) throw new InvalidOptionError(option, `${name(option)} ${problem}`);
     return value;
@@ -278,6 +285,7 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
     spareConnection: options.spareConnection ?? PROXY_DEFAULTS.spareConnection,
     policy,
     keys,
+    auditPath: path('audit', options.audit),
     logger: options.logger ?? defaultLogger(),
     onSessionEnd: options.onSessionEnd,
     inspect: options.inspect,

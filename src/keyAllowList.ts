@@ -122,6 +122,16 @@ export class KeyAllowList {
   }
 }
 
+/** The first keygrip a line names (its first operand after options, if that is a keygrip), upper-case. */
+export function firstKeygrip(line: Buffer): string | undefined {
+  let optionsEnded = false;
+  for (const word of argumentWords(line)) {
+    if (!optionsEnded && word === '--') optionsEnded = true;
+    else if (optionsEnded || !word.startsWith('--')) return GRIP.test(word) ? word.toUpperCase() : undefined;
+  }
+  return undefined;
+}
+
 /** The words after the command word, as gpg-agent sees them: the line ends at NUL, CR or LF; blanks separate. */
 function argumentWords(line: Buffer): string[] {
   let end = contentLength(line);

@@ -13,6 +13,7 @@ import { closeListener, listenOnDescriptor, listenPrivately, prepareListenPath, 
 import type { SessionInfo } from './session/session.js';
 import { createSessionHost, observerFor } from './sessionHost.js';
 import { SpareAgentConnection } from './session/spareConnection.js';
+import { AuditLog } from './audit/auditLog.js';
 import { KeyAllowListError } from './keyAllowList.js';
 import { resolveUpstream, upstreamAbsence } from './upstream/daemons.js';
 import { warmUpSessionsOnce } from './session/warmUp.js';
@@ -52,6 +53,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   if (absence) logger.warn({ upstreamPath }, `nothing answers as ${upstream.daemon} at ${upstreamPath} yet (${absence}): sessions will fail until it does`);
   // Fingerprints become keygrips before anyone is served: until then the allow-list allows nothing.
   await resolveKeys(config);
+  const audit = config.auditPath ? AuditLog.open(config.auditPath, logger) : undefined;
   // Before the socket accepts anyone: the first sessions of a fresh proxy then run compiled code (see warmUp.ts).
   await warmUpSessionsOnce(config.timeouts, config.warmUpSessions);
   const inspect = observerFor(config);
@@ -60,7 +62,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   const spareUsable = config.spareConnection && isSocket(upstreamPath);
   if (config.spareConnection && !spareUsable) logger.info({ upstreamPath }, '--spare-connection is for an upstream Unix socket; not used in front of a socket file');
   const spare = spareUsable ? new SpareAgentConnection(upstreamPath, config.timeouts.greetingMs, logger) : undefined;
-  const registry = createSessionHost(config, { upstream, spare });
+  const registry = createSessionHost(config, { upstream, spare, audit });
   let socketPath = config.listenPath;
   let ownSocket: SocketIdentity | undefined;
 

@@ -9,6 +9,7 @@ import { combineObservers, transitionRecorder } from './machineTools/trace.js';
 import { Session, type SessionSummary } from './session/session.js';
 import type { SpareAgentConnection } from './session/spareConnection.js';
 import { SessionRegistry } from './sessionRegistry.js';
+import type { AuditLog } from './audit/auditLog.js';
 import type { UpstreamTarget } from './upstream/daemons.js';
 
 export interface SessionHostOptions {
@@ -16,6 +17,8 @@ export interface SessionHostOptions {
   spare?: SpareAgentConnection | undefined;
   /** Log fields naming where each session comes from (e.g. a bridge link), merged into its log lines. */
   origin?: Record<string, string>;
+  /** Where audit records go (`--audit`), opened when the proxy started. */
+  audit?: AuditLog | undefined;
 }
 
 /** The inspection observer the config asks for: its own, plus the transition trace if asked for. */
@@ -65,6 +68,7 @@ export function createSessionHost(config: ProxyConfig, options: SessionHostOptio
         ...(config.clock ? { clock: config.clock } : {}),
         ...(inspect ? { inspect } : {}),
         ...(options.origin?.link ? { link: options.origin.link } : {}),
+        ...(options.audit ? { audit: options.audit } : {}),
         onEnd: (summary) => {
           onEnd();
           tellSessionEnd(summary);

@@ -12,6 +12,7 @@ import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { linkMachine, type LinkEvent, type LinkFailure } from '../../machines/link.js';
+import type { AuditLog } from '../audit/auditLog.js';
 import type { UpstreamTarget } from '../upstream/daemons.js';
 import type { ProxyConfig } from '../config.js';
 import type { SessionInfo } from '../session/session.js';
@@ -48,6 +49,8 @@ export interface ForwardOptions {
   config: ProxyConfig;
   /** The daemon the sessions relay to. */
   upstream: UpstreamTarget;
+  /** Where audit records go (`--audit`). */
+  audit?: AuditLog | undefined;
   timeouts?: Partial<LinkTimeouts>;
   /** Starts in a row without the link coming up, before giving up (default 5). */
   maxAttempts?: number;
@@ -82,7 +85,7 @@ export function startForward(options: ForwardOptions): RunningForward {
   const { config } = options;
   const { logger } = config;
   const timeouts = { ...LINK_DEFAULTS, ...options.timeouts };
-  const registry = createSessionHost(config, { upstream: options.upstream, origin: { link: 'link' } });
+  const registry = createSessionHost(config, { upstream: options.upstream, origin: { link: 'link' }, audit: options.audit });
   const inspect = observerFor(config);
   let current: Incarnation | undefined;
   let incarnations = 0;

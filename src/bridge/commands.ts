@@ -14,6 +14,7 @@ import { InvalidOptionError, resolveConfig } from '../config.js';
 import { ProxyStartError } from '../listenSocket.js';
 import { createLogger, isLogLevel, LOG_LEVELS } from '../log.js';
 import { clientEndCode } from '../packageFiles.js';
+import { AuditLog } from '../audit/auditLog.js';
 import { resolveKeys } from '../server.js';
 import { agentSocketPath, resolveUpstream, type UpstreamTarget } from '../upstream/daemons.js';
 import { linkMachine } from '../../machines/link.js';
@@ -87,11 +88,13 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
   }
   let code: Buffer;
   let upstream: UpstreamTarget;
+  let audit: AuditLog | undefined;
   try {
     code = own['--client-end-code'] ? fs.readFileSync(own['--client-end-code']) : clientEndCode();
     // By default the agent's extra socket: the agent itself then runs forwarded sessions restricted.
     upstream = await resolveUpstream(config.upstream ?? 'agent-extra', config.env, { launch: config.launchAgent });
     await resolveKeys(config);
+    audit = config.auditPath ? AuditLog.open(config.auditPath, logger) : undefined;
     await watchers.startInspector();
   } catch (err) {
     await watchers.close();
@@ -108,6 +111,7 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     ...(own['--far-node'] ? { farNode: own['--far-node'] } : {}),
     config,
     upstream,
+    audit,
   });
   const upstreamPath = upstream.path;
   try {

@@ -12,6 +12,7 @@ import type { AnyActorRef } from 'xstate';
 import { sessionMachine, type CommandOutcome, type PolicyRule, type ProxyAnswer, type SessionEvent, type SessionFailure } from '../../machines/session.js';
 import type { CommandVerb } from '../protocol/classify.js';
 import type { LineHandle } from '../protocol/line.js';
+import type { SessionAudit } from '../audit/sessionAudit.js';
 import * as answers from './answers.js';
 import type { LineEndpoint } from './lineEndpoint.js';
 import type { SessionStats } from './stats.js';
@@ -41,6 +42,8 @@ export interface EffectDependencies {
   stats: SessionStats;
   log: Logger;
   failureSetting: answers.FailureSetting;
+  /** The session's audit records (`--audit`), if asked for. */
+  audit?: SessionAudit | undefined;
   closeGraceMs: number;
 }
 
@@ -89,19 +92,23 @@ export class SessionEffects {
     this.deps.client.write(line);
   }
 
-  noteRefusal(verb: CommandVerb, rule: PolicyRule | undefined, during: 'command' | 'inquire'): void {
+  noteRefusal(verb: CommandVerb, rule: PolicyRule | undefined, during: 'command' | 'inquire', line: LineHandle | undefined): void {
     this.deps.stats.refused++;
     // Every refusal is visible at the default level: which verb, which rule, and where the agent's reader was.
     this.deps.log.info({ verb, rule, during }, 'refused by policy');
+    this.deps.audit?.refused(verb, rule, during, line?.take());
   }
 
-  beginCommand(verb: CommandVerb): void {
+  beginCommand(verb: CommandVerb, line: LineHandle | undefined): void {
     this.deps.stats.beginCommand();
     if (this.debug) this.deps.log.debug({ verb }, 'command');
+    if (line) this.deps.audit?.commandBegins(verb, line.take());
   }
 
-  endCommand(verb: string, outcome: CommandOutcome): void {
+  /** `code`: gpg-error's code of the agent's ERR, when that ended the command. */
+  endCommand(verb: string, outcome: CommandOutcome, code: number | undefined): void {
     if (this.debug) this.deps.log.debug({ verb, outcome, ...this.deps.stats.commandRecord() }, 'command done');
+    this.deps.audit?.commandEnds(outcome, code);
   }
 
   /** One ERR line naming the cause to the client, after what was relayed before; the agent's side is torn down. */
@@ -159,6 +166,7 @@ export function sessionMachineFor(timeouts: SessionTimeouts) {
   if (cached) return cached;
   const of = (self: AnyActorRef): SessionEffects => effectsByActor.get(self)!;
   const lineOf = (event: SessionEvent): LineHandle => (event as { line: LineHandle }).line;
+  const lineIn = (event: SessionEvent): LineHandle | undefined => ('line' in event ? event.line : undefined);
   const machine = sessionMachine.provide({
     actions: {
       dialAgent: ({ self }) => of(self).dialAgent(),
@@ -169,9 +177,9 @@ export function sessionMachineFor(timeouts: SessionTimeouts) {
       forwardToAgent: ({ self, event }) => of(self).forwardToAgent(lineOf(event)),
       cancelAgentInquiry: ({ self }) => of(self).cancelAgentInquiry(),
       answerClient: ({ self, context }, { answer }) => of(self).answerClient(answer, context.refusedVerb),
-      noteRefusal: ({ self }, { verb, rule, during }) => of(self).noteRefusal(verb, rule, during),
-      beginCommand: ({ self }, { verb }) => of(self).beginCommand(verb),
-      endCommand: ({ self, context }, { outcome }) => of(self).endCommand(context.command, outcome),
+      noteRefusal: ({ self, event }, { verb, rule, during }) => of(self).noteRefusal(verb, rule, during, lineIn(event)),
+      beginCommand: ({ self, event }, { verb }) => of(self).beginCommand(verb, lineIn(event)),
+      endCommand: ({ self, context, event }, { outcome }) => of(self).endCommand(context.command, outcome, event.type === 'AGENT.ERR' ? event.code : undefined),
       abortSession: ({ self }, { failure }) => of(self).abortSession(failure),
       endAgentInput: ({ self }, { withPartialLine }) => of(self).endAgentInput(withPartialLine),
       closeGracefully: ({ self }) => of(self).closeGracefully(),

@@ -18,6 +18,8 @@ import { bindEffects, SessionEffects, sessionMachineFor, type SessionTimeouts } 
 import { takeAgentEvent, takeClientEvent } from './intake.js';
 import { LineEndpoint } from './lineEndpoint.js';
 import type { SpareConnection } from './spareConnection.js';
+import type { AuditLog } from '../audit/auditLog.js';
+import { SessionAudit } from '../audit/sessionAudit.js';
 import { dialUpstream } from '../upstream/dial.js';
 import type { UpstreamHandshake } from '../upstream/handshake.js';
 import type { UpstreamTarget } from '../upstream/daemons.js';
@@ -47,6 +49,8 @@ export interface SessionOptions {
   onEnd?: (summary: SessionSummary) => void;
   /** The bridge link the client came over, named in the session's listing. */
   link?: string;
+  /** Where the session's audit records go (`--audit`), if anywhere. */
+  audit?: AuditLog | undefined;
 }
 
 type SessionActor = Actor<ReturnType<typeof sessionMachineFor>>;
@@ -110,6 +114,7 @@ export class Session {
       stats: this.stats,
       log: this.log,
       failureSetting: this.failureSetting,
+      audit: options.audit && new SessionAudit(options.audit, options.sessionId, options.link),
       closeGraceMs: options.timeouts.closeGraceMs,
     });
     this.actor = createActor(sessionMachineFor(options.timeouts), {

@@ -32,7 +32,7 @@ describe('assuan-proxy CLI', () => {
     for (const [name, option] of Object.entries(OPTIONS)) {
       expect(help).toMatch(new RegExp(`^ +${'short' in option ? `-${option.short}, ` : ''}--${name}\\b`, 'm'));
     }
-    for (const subcommand of ['forward', 'doctor', 'client-end']) expect(help).toContain(`assuan-proxy ${subcommand} `);
+    for (const subcommand of ['forward', 'doctor', 'audit', 'client-end']) expect(help).toContain(`assuan-proxy ${subcommand} `);
     expect(help).toMatch(/^Examples:\n/m);
     expect(help).toMatch(/^Exit status:\n  0 .*\n  1 .*\n  2 +bad command line/m);
   });

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAgentHome, createClientHome, generateKey, mustRun, runTool, type AgentHome, type KeyInfo } from '../support/gnupg.js';
+import { runCli } from '../support/cli.js';
 import { startTestProxy, type TestProxy } from '../support/proxy.js';
 
 const MESSAGE = Buffer.from('only the allowed key\n');
@@ -17,6 +18,7 @@ let allowed: KeyInfo;
 let other: KeyInfo;
 let client: { home: string; socket: string; cleanup(): void };
 let proxy: TestProxy;
+let auditFile: string;
 
 /** Every keygrip of a key: its primary's and its subkeys'. */
 async function keygrips(fingerprint: string): Promise<string[]> {
@@ -35,7 +37,15 @@ beforeAll(async () => {
   allowed = await generateKey(agent.home, 'Allowed <allowed@example.org>', 'future-default', '');
   other = await generateKey(agent.home, 'Other <other@example.org>', 'future-default', '');
   client = await createClientHome(agent.home);
-  proxy = await startTestProxy({ upstream: agent.socket, listen: client.socket, keys: [allowed.fingerprint], env: { ...process.env, GNUPGHOME: agent.home }, warmUpSessions: 0 });
+  auditFile = path.join(logDir, 'audit', 'audit.jsonl');
+  proxy = await startTestProxy({
+    upstream: agent.socket,
+    listen: client.socket,
+    keys: [allowed.fingerprint],
+    audit: auditFile,
+    env: { ...process.env, GNUPGHOME: agent.home },
+    warmUpSessions: 0,
+  });
 });
 afterAll(async () => {
   await proxy?.close();
@@ -74,5 +84,44 @@ describe('--keys FINGERPRINT', () => {
     const seen = fs.readFileSync(agentLog).subarray(from).toString('latin1');
     expect(seen).toMatch(/DBG: chan_\d+ <- /);
     for (const grip of await keygrips(other.fingerprint)) expect(seen).not.toContain(grip);
+  });
+});
+
+describe('--audit FILE', () => {
+  const records = () =>
+    fs
+      .readFileSync(auditFile, 'utf8')
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+
+  it('holds one line per key use (the key the agent accepted, the hash) and per refusal, 0600, and nothing secret', async () => {
+    await proxy.proxy.close();
+    const [signGrip, encryptGrip] = await keygrips(allowed.fingerprint);
+    const otherGrips = await keygrips(other.fingerprint);
+    const all = records();
+    expect(all).toContainEqual(expect.objectContaining({ verb: 'PKSIGN', keygrip: signGrip, hash: expect.stringMatching(/^sha(256|384|512)$/), decision: 'relayed', result: 'ok' }));
+    expect(all).toContainEqual(expect.objectContaining({ verb: 'PKDECRYPT', keygrip: encryptGrip, decision: 'relayed', result: 'ok' }));
+    expect(all.filter((r) => r.decision === 'refused')).toContainEqual(expect.objectContaining({ rule: 'keys', during: 'command', keygrip: expect.toBeOneOf(otherGrips) }));
+    // The use of the other key never happened, so no use names it.
+    expect(all.filter((r) => r.decision === 'relayed' && otherGrips.includes(r.keygrip as string))).toEqual([]);
+    for (const record of all) expect(Object.keys(record).every((k) => ['time', 'session', 'verb', 'keygrip', 'hash', 'decision', 'rule', 'during', 'result', 'code', 'ms', 'card', 'link'].includes(k))).toBe(true);
+    expect(fs.statSync(auditFile).mode & 0o777).toBe(0o600);
+    const text = fs.readFileSync(auditFile, 'latin1');
+    expect(text).not.toContain(MESSAGE.toString().trim());
+    // No hash value, nonce or key material: the only long hex runs are keygrips.
+    expect(text.match(/[0-9A-Fa-f]{41,}/g)).toBeNull();
+  });
+
+  it('`assuan-proxy audit FILE` summarizes it per key and per caller', async () => {
+    const [signGrip] = await keygrips(allowed.fingerprint);
+    const run = runCli(['audit', auditFile], {});
+    expect(await run.exited).toBe(0);
+    expect(run.stdout()).toMatch(new RegExp(`^  ${signGrip}: PKSIGN 1; 0 failed at the agent, 0 refused by policy; last \\d{4}-`, 'm'));
+    expect(run.stdout()).toMatch(/^By caller:\n  local: .*PKSIGN 1.*PKDECRYPT 1/m);
+    expect(run.stdout()).toMatch(/^Refusals by rule: keys \d+$/m);
+    const json = runCli(['audit', '--json', auditFile], {});
+    expect(await json.exited).toBe(0);
+    expect(JSON.parse(json.stdout())).toMatchObject({ byKey: { [signGrip!]: { uses: { PKSIGN: 1 } } } });
   });
 });

@@ -1,0 +1,115 @@
+/** The audit file's writer (0600, append, rotation followed, refusals of unsafe files) and its summary. */
+import fs from 'node:fs';
+import path from 'node:path';
+import pino from 'pino';
+import { afterAll, describe, expect, it } from 'vitest';
+import { AuditLog, type AuditRecord } from '../src/audit/auditLog.js';
+import { formatSummary, summarize } from '../src/audit/summary.js';
+import { ProxyStartError } from '../src/listenSocket.js';
+import { tempDirs } from './support/gnupg.js';
+
+const temp = tempDirs();
+afterAll(() => temp.removeAll());
+const silent = pino({ level: 'silent' });
+const record = (verb: string, extra: Partial<AuditRecord> = {}): AuditRecord => ({ time: new Date().toISOString(), session: '1', verb, decision: 'relayed', ...extra });
+const lines = (file: string) => fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+
+describe('AuditLog', () => {
+  it('creates the file 0600 (in a 0700 directory it makes) and appends whole lines in order', async () => {
+    const file = path.join(temp.make('aud.'), 'state', 'audit.jsonl');
+    const log = AuditLog.open(file, silent);
+    for (let i = 0; i < 50; i++) void log.write(record('PKSIGN', { ms: i }));
+    await log.flushed();
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+    expect(lines(file).map((l) => (JSON.parse(l) as AuditRecord).ms)).toEqual([...Array(50).keys()]);
+  });
+
+  it('follows a rotation: after the file is renamed away, the next record starts a new file', async () => {
+    const file = path.join(temp.make('aud.'), 'audit.jsonl');
+    const log = AuditLog.open(file, silent);
+    await log.write(record('PKSIGN'));
+    fs.renameSync(file, `${file}.1`);
+    await log.write(record('PKDECRYPT'));
+    expect(lines(`${file}.1`).map((l) => (JSON.parse(l) as AuditRecord).verb)).toEqual(['PKSIGN']);
+    expect(lines(file).map((l) => (JSON.parse(l) as AuditRecord).verb)).toEqual(['PKDECRYPT']);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+  });
+
+  it('refuses a file others may write to, and a symlink', () => {
+    const dir = temp.make('aud.');
+    const open = path.join(dir, 'open.jsonl');
+    fs.writeFileSync(open, '', { mode: 0o666 });
+    fs.chmodSync(open, 0o666);
+    expect(() => AuditLog.open(open, silent)).toThrow(ProxyStartError);
+    expect(() => AuditLog.open(open, silent)).toThrow(/mode 666: others could rewrite the record/);
+    const link = path.join(dir, 'link.jsonl');
+    fs.symlinkSync(path.join(dir, 'elsewhere'), link);
+    expect(() => AuditLog.open(link, silent)).toThrow(/cannot open the audit file .*ELOOP/);
+  });
+});
+
+describe('audit summary', () => {
+  it('counts uses per key and per caller, failures and refusals, and skips lines that are not records', () => {
+    const grip = 'A'.repeat(40);
+    const text = [
+      JSON.stringify(record('PKSIGN', { keygrip: grip, result: 'ok', time: '2026-01-01T00:00:00.000Z' })),
+      JSON.stringify(record('PKSIGN', { keygrip: grip, result: 'err', code: 99, time: '2026-01-02T00:00:00.000Z', link: 'link' })),
+      JSON.stringify(record('SIGKEY', { keygrip: 'B'.repeat(40), decision: 'refused', rule: 'keys' })),
+      'not json',
+      JSON.stringify({ ...record('PKSIGN'), verb: 'PKSIGN\u001b[31m' }),
+      JSON.stringify({ ...record('PKSIGN'), keygrip: 'x'.repeat(40) }),
+    ].join('\n');
+    const summary = summarize(text);
+    expect(summary.records).toBe(3);
+    expect(summary.skipped).toBe(3);
+    expect(summary.byKey[grip]).toEqual({ uses: { PKSIGN: 2 }, failed: 1, refused: 0, last: '2026-01-02T00:00:00.000Z' });
+    expect(summary.byCaller.local).toMatchObject({ uses: { PKSIGN: 1 }, refused: 1 });
+    expect(summary.byCaller.link).toMatchObject({ uses: { PKSIGN: 1 }, failed: 1 });
+    expect(summary.refusals).toEqual({ keys: 1 });
+    const printed = formatSummary(summary);
+    expect(printed).toContain(`  ${grip}: PKSIGN 2; 1 failed at the agent, 0 refused by policy; last 2026-01-02T00:00:00.000Z`);
+    expect(printed).not.toContain('\u001b');
+  });
+});
+
+describe('SessionAudit follows the agent\'s state for the connection', () => {
+  const GRIP_A = 'A'.repeat(40);
+  const GRIP_B = 'B'.repeat(40);
+  const fakeLog = () => {
+    const written: AuditRecord[] = [];
+    return { written, log: { write: (r: AuditRecord) => (written.push(r), Promise.resolve()) } as unknown as AuditLog };
+  };
+  const line = (text: string) => Buffer.from(`${text}\n`, 'latin1');
+
+  it('records a PKSIGN with the key the agent accepted and the hash set, past a line refused inside its INQUIRE', async () => {
+    const { SessionAudit } = await import('../src/audit/sessionAudit.js');
+    const { written, log } = fakeLog();
+    const audit = new SessionAudit(log, '7', undefined);
+    audit.commandBegins('SIGKEY', line(`SIGKEY ${GRIP_A}`));
+    audit.commandEnds('ok', undefined);
+    // An ERR leaves the previous selection, as the agent does.
+    audit.commandBegins('SIGKEY', line(`SIGKEY ${GRIP_B}`));
+    audit.commandEnds('err', 67108881);
+    audit.commandBegins('SETHASH', line(`SETHASH --hash=sha256 ${'00'.repeat(32)}`));
+    audit.commandEnds('ok', undefined);
+    audit.commandBegins('PKSIGN', line('PKSIGN'));
+    audit.refused('KEYINFO', 'deny', 'inquire', line('KEYINFO --list'));
+    audit.commandEnds('ok', undefined);
+    expect(written.map(({ time: _t, ms: _m, ...r }) => r)).toEqual([
+      { session: '7', verb: 'KEYINFO', decision: 'refused', rule: 'deny', during: 'inquire' },
+      { session: '7', verb: 'PKSIGN', keygrip: GRIP_A, hash: 'sha256', decision: 'relayed', result: 'ok' },
+    ]);
+    // RESET clears the selection: a PKSIGN after it names no key.
+    audit.commandBegins('RESET', line('RESET'));
+    audit.commandEnds('ok', undefined);
+    audit.commandBegins('PKSIGN', line('PKSIGN'));
+    audit.commandEnds('err', 67108881);
+    expect(written.at(-1)).toMatchObject({ verb: 'PKSIGN', decision: 'relayed', result: 'err', code: 67108881 });
+    expect(written.at(-1)).not.toHaveProperty('keygrip');
+    // Commands that touch no key leave no record.
+    audit.commandBegins('GETINFO', line('GETINFO version'));
+    audit.commandEnds('ok', undefined);
+    expect(written).toHaveLength(3);
+  });
+});
