@@ -38,6 +38,11 @@ const KEY_ARGUMENTS: Readonly<Partial<Record<CommandVerb, KeyArguments>>> = {
   PRESET_PASSPHRASE: 'first',
   CLEAR_PASSPHRASE: 'first',
   HAVEKEY: 'all',
+  // Its cache id is a free string, and a key's passphrase is cached under its keygrip (a preset one answers
+  // here); without --no-ask it shows a pinentry with the client's own text. Neither is for a forwarded client.
+  GET_PASSPHRASE: 'refused',
+  // A prompt in the user's pinentry with the client's own text.
+  GET_CONFIRMATION: 'refused',
   // New keys, and the card daemon's keys (named by card key references, not keygrips).
   GENKEY: 'refused',
   IMPORT_KEY: 'refused',
@@ -124,12 +129,24 @@ export class KeyAllowList {
 
 /** The first keygrip a line names (its first operand after options, if that is a keygrip), upper-case. */
 export function firstKeygrip(line: Buffer): string | undefined {
-  let optionsEnded = false;
-  for (const word of argumentWords(line)) {
-    if (!optionsEnded && word === '--') optionsEnded = true;
-    else if (optionsEnded || !word.startsWith('--')) return GRIP.test(word) ? word.toUpperCase() : undefined;
+  return operands(line)[0]?.match(GRIP)?.[0]?.toUpperCase();
+}
+
+/** Every keygrip among a line's operands (after options), upper-case. */
+export function keygripsNamed(line: Buffer): string[] {
+  return operands(line)
+    .filter((word) => GRIP.test(word))
+    .map((word) => word.toUpperCase());
+}
+
+/** The words after the command word and its options (a lone `--` ends them). */
+function operands(line: Buffer): string[] {
+  const words = argumentWords(line);
+  let i = 0;
+  while (i < words.length && words[i]!.startsWith('--')) {
+    if (words[i++] === '--') break;
   }
-  return undefined;
+  return words.slice(i);
 }
 
 /** The words after the command word, as gpg-agent sees them: the line ends at NUL, CR or LF; blanks separate. */

@@ -89,6 +89,10 @@ describe('--keys: lines naming keys', () => {
     [`DELETE_KEY --force ${OTHER}\n`, 'keys'],
     [`PRESET_PASSPHRASE ${OTHER} -1 41\n`, 'keys'],
     ['CLEAR_PASSPHRASE somecacheid\n', 'keys'],
+    // A preset passphrase is cached under the keygrip; GET_PASSPHRASE would hand out any key's.
+    [`GET_PASSPHRASE --no-ask ${OTHER} X X X\n`, 'keys'],
+    [`GET_PASSPHRASE --data ${ALLOWED} X X X\n`, 'keys'],
+    ['GET_CONFIRMATION Please+confirm\n', 'keys'],
     // Making or importing keys, and the card daemon's keys (not named by keygrip).
     ['GENKEY\n', 'keys'],
     ['IMPORT_KEY\n', 'keys'],

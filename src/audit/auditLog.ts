@@ -35,6 +35,24 @@ export interface AuditRecord {
   result?: 'ok' | 'err';
   code?: number;
   ms?: number;
+  /** The agent ran the command, but the client was given the proxy's ERR for a line refused inside it. */
+  replaced?: true;
+  /** In a `many` record: refusals of the session past those recorded one by one. */
+  count?: number;
+}
+
+const OPEN_FLAGS = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
+
+/** What makes a file or directory unsafe for the record: another owner, or write access for others. */
+function unsafe(stat: fs.Stats): string | undefined {
+  const uid = process.getuid?.();
+  if (uid !== undefined && stat.uid !== uid) return `belongs to uid ${stat.uid}, not to us (uid ${uid})`;
+  if ((stat.mode & 0o022) !== 0) return `has mode ${(stat.mode & 0o777).toString(8)}: others could rewrite the record (chmod go-w it)`;
+  return undefined;
+}
+
+function unsafeFile(stat: fs.Stats): string | undefined {
+  return stat.isFile() ? unsafe(stat) : 'is not a regular file';
 }
 
 export class AuditLog {
@@ -46,17 +64,26 @@ export class AuditLog {
     private readonly log: Logger,
   ) {}
 
-  /** Opens (creates 0600) the audit file, refusing one that others may write to or that is not ours. */
+  /**
+   * Opens (creates 0600) the audit file, refusing one that others may write to, that is not ours, or that is a
+   * symlink, and a directory that others may write to (they could put a file of theirs in its place).
+   */
   static open(file: string, log: Logger): AuditLog {
     const resolved = path.resolve(file);
+    const dir = path.dirname(resolved);
     try {
-      fs.mkdirSync(path.dirname(resolved), { recursive: true, mode: 0o700 });
-      const fd = fs.openSync(resolved, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
-      const stat = fs.fstatSync(fd);
-      fs.closeSync(fd);
-      if (!stat.isFile()) throw new ProxyStartError(`audit file ${resolved} is not a regular file`);
-      if (stat.uid !== (process.getuid?.() ?? stat.uid)) throw new ProxyStartError(`audit file ${resolved} belongs to uid ${stat.uid}, not to us`);
-      if ((stat.mode & 0o022) !== 0) throw new ProxyStartError(`audit file ${resolved} has mode ${(stat.mode & 0o777).toString(8)}: others could rewrite the record (chmod 600 it)`);
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const stat = fs.lstatSync(dir);
+      // A sticky directory (/tmp) keeps others from replacing our file; each write checks the file itself anyway.
+      const problem = !stat.isDirectory() ? 'is not a directory (a symlink?)' : (stat.mode & 0o1000) !== 0 ? undefined : unsafe(stat);
+      if (problem) throw new ProxyStartError(`the audit file's directory ${dir} ${problem}`);
+      const fd = fs.openSync(resolved, OPEN_FLAGS, 0o600);
+      try {
+        const fileProblem = unsafeFile(fs.fstatSync(fd));
+        if (fileProblem) throw new ProxyStartError(`audit file ${resolved} ${fileProblem}`);
+      } finally {
+        fs.closeSync(fd);
+      }
     } catch (err) {
       if (err instanceof ProxyStartError) throw err;
       throw new ProxyStartError(`cannot open the audit file ${resolved}: ${(err as NodeJS.ErrnoException).code ?? err}`);
@@ -66,19 +93,31 @@ export class AuditLog {
 
   /** Appends one record (in order with the others); resolves once written. */
   write(record: AuditRecord): Promise<void> {
-    const line = `${JSON.stringify(record)}\n`;
+    const line = Buffer.from(`${JSON.stringify(record)}\n`);
     this.queue = this.queue.then(() =>
-      fs.promises.appendFile(this.file, line, { mode: 0o600, flag: fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW }).then(
+      this.append(line).then(
         () => {
           this.failing = false;
         },
-        (err: NodeJS.ErrnoException) => {
-          if (!this.failing) this.log.error({ file: this.file, code: err.code }, 'cannot write the audit record; retrying with the next one');
+        (err: Error) => {
+          if (!this.failing) this.log.error({ file: this.file, error: err.message }, 'cannot write the audit record; retrying with the next one');
           this.failing = true;
         },
       ),
     );
     return this.queue;
+  }
+
+  /** Opened anew for each record (a rotation is followed), and checked each time: what is there now must be safe. */
+  private async append(line: Buffer): Promise<void> {
+    const handle = await fs.promises.open(this.file, OPEN_FLAGS, 0o600);
+    try {
+      const problem = unsafeFile(await handle.stat());
+      if (problem) throw new Error(`the file now at the audit path ${problem}; not written`);
+      await handle.write(line);
+    } finally {
+      await handle.close();
+    }
   }
 
   /** Resolves once every record written so far is on disk. */

@@ -1,12 +1,15 @@
 /**
  * One session's audit: what its commands did with keys, as records for the audit file (auditLog.ts). It follows
  * the agent's own state for the connection: the key selected by SIGKEY/SETKEY once the agent accepted it (an ERR
- * leaves the previous selection, as the agent does; RESET clears it), and the hash algorithm SETHASH set; a PKSIGN
- * or PKDECRYPT is recorded with them. Commands that name a key are recorded with the key they name; every policy
- * refusal is recorded with its rule. Nothing else is written: a session that only asks GETINFO leaves no trace.
+ * leaves the previous selection, as the agent does; RESET clears it), and the hash algorithm a SETHASH the agent
+ * accepted set; a PKSIGN or PKDECRYPT is recorded with them, with the agent's own outcome even where the client
+ * was given the proxy's ERR instead. Commands that use, export, change or delete a key are recorded with the key
+ * they name; policy refusals with their rule (the first REFUSALS_RECORDED of a session one by one, the rest
+ * counted in one record when it ends: a client cannot flood the file). Queries (HAVEKEY, KEYINFO, GETINFO) leave
+ * no trace.
  */
 import type { CommandOutcome, PolicyRule } from '../../machines/session.js';
-import { firstKeygrip } from '../keyAllowList.js';
+import { firstKeygrip, keygripsNamed } from '../keyAllowList.js';
 import { contentLength, type CommandVerb } from '../protocol/classify.js';
 import type { AuditLog, AuditRecord } from './auditLog.js';
 
@@ -18,9 +21,11 @@ const TOUCHES_KEYS: ReadonlySet<string> = new Set([
 ]);
 /** The card commands named in a record of `SCD …`; any other is OTHER. */
 const CARD_COMMANDS: ReadonlySet<string> = new Set(['PKSIGN', 'PKAUTH', 'PKDECRYPT', 'READKEY', 'LEARN', 'SERIALNO', 'GETATTR', 'SETATTR', 'GENKEY', 'PASSWD', 'CHECKPIN', 'WRITEKEY', 'GETINFO', 'APDU', 'RESTART', 'KILLSCD']);
+/** Refusals recorded one by one per session; past that they are counted. */
+const REFUSALS_RECORDED = 20;
 /** libgcrypt's algorithm numbers, as `SETHASH <number> <hex>` gives them. */
 const HASH_NUMBERS: Readonly<Record<string, string>> = { '1': 'md5', '2': 'sha1', '3': 'rmd160', '8': 'sha256', '9': 'sha384', '10': 'sha512', '11': 'sha224' };
-/** Names `SETHASH --hash=<name>` takes (agent/command.c); any other is OTHER. */
+/** Names `SETHASH --hash=<name>` takes (agent/command.c cmd_sethash, matched case-sensitively by has_option). */
 const HASH_NAMES: ReadonlySet<string> = new Set(['sha1', 'sha224', 'sha256', 'sha384', 'sha512', 'rmd160', 'md5', 'tls-md5sha1', 'sm3']);
 
 export class SessionAudit {
@@ -31,6 +36,9 @@ export class SessionAudit {
   private pending: { verb: string; card?: string; keygrip?: string; hash?: string; startedAt: number } | undefined;
   /** A SIGKEY/SETKEY in flight: the key it asks for. */
   private selecting: string | undefined;
+  /** A SETHASH in flight: the algorithm it names. */
+  private settingHash: string | undefined;
+  private refusals = 0;
 
   constructor(
     private readonly log: AuditLog,
@@ -41,8 +49,9 @@ export class SessionAudit {
   commandBegins(verb: CommandVerb, line: Buffer): void {
     this.pending = undefined;
     this.selecting = undefined;
+    this.settingHash = undefined;
     if (verb === 'SIGKEY' || verb === 'SETKEY') this.selecting = firstKeygrip(line);
-    else if (verb === 'SETHASH') this.hash = hashOf(line);
+    else if (verb === 'SETHASH') this.settingHash = hashOf(line);
     else if (verb === 'RESET') {
       this.selectedKey = undefined;
       this.hash = undefined;
@@ -54,11 +63,24 @@ export class SessionAudit {
     }
   }
 
-  /** The agent answered the command in flight (`code`: gpg-error's code of an ERR). Refused ones are recorded by `refused`. */
-  commandEnds(outcome: CommandOutcome, code: number | undefined): void {
-    if (outcome === 'refused') return;
-    if (this.selecting !== undefined && outcome === 'ok') this.selectedKey = this.selecting;
+  /**
+   * The command in flight ended. `agent`: how the agent answered (absent when the proxy answered a refused command
+   * itself); `code`: gpg-error's code of the agent's ERR. With `outcome` refused but an agent answer, the proxy
+   * gave the client its own ERR for a line refused inside the command's INQUIRE, yet the agent ran the command
+   * (it ignores CAN to an INQUIRE that takes no data): that use is recorded, marked replaced.
+   */
+  commandEnds(outcome: CommandOutcome, agent: 'ok' | 'err' | undefined, code: number | undefined): void {
+    if (agent === undefined) {
+      this.pending = undefined;
+      this.selecting = undefined;
+      this.settingHash = undefined;
+      return;
+    }
+    if (this.selecting !== undefined && agent === 'ok') this.selectedKey = this.selecting;
+    // The agent sets the algorithm before it reads the value: after an ERR, which one holds is not known here.
+    if (this.settingHash !== undefined) this.hash = agent === 'ok' ? this.settingHash : undefined;
     this.selecting = undefined;
+    this.settingHash = undefined;
     const pending = this.pending;
     this.pending = undefined;
     if (!pending) return;
@@ -66,10 +88,17 @@ export class SessionAudit {
     this.write({
       ...named,
       decision: 'relayed',
-      result: outcome === 'ok' ? 'ok' : 'err',
-      ...(outcome === 'err' && code !== undefined ? { code } : {}),
+      result: agent,
+      ...(agent === 'err' && code !== undefined ? { code } : {}),
+      ...(outcome === 'refused' ? { replaced: true } : {}),
       ms: Math.round(performance.now() - startedAt),
     });
+  }
+
+  /** The session ended: refusals past the ones recorded singly are counted in one record. */
+  sessionEnds(): void {
+    const unrecorded = this.refusals - REFUSALS_RECORDED;
+    if (unrecorded > 0) this.write({ verb: 'ANY', decision: 'refused', rule: 'many', count: unrecorded });
   }
 
   /** The policy refused a line: recorded with what it named (the line never reached the agent). */
@@ -80,8 +109,12 @@ export class SessionAudit {
     if (during === 'command') {
       this.pending = undefined;
       this.selecting = undefined;
-      keygrip = line ? firstKeygrip(line) : undefined;
+      this.settingHash = undefined;
+      // Only a line that names one key names it in the record (HAVEKEY A B must not be filed under A).
+      const named = line ? keygripsNamed(line) : [];
+      keygrip = named.length === 1 ? named[0] : undefined;
     }
+    if (++this.refusals > REFUSALS_RECORDED) return;
     this.write({ verb, ...(keygrip ? { keygrip } : {}), decision: 'refused', ...(rule ? { rule } : {}), during });
   }
 
@@ -90,15 +123,23 @@ export class SessionAudit {
   }
 }
 
-/** `SETHASH --hash=<name> …` or `SETHASH <algo number> …`: the algorithm's name only, never the value. */
+/**
+ * The algorithm a SETHASH names, read as cmd_sethash reads it: `--hash=<name>` among the options (names matched
+ * exactly, as has_option does), else the first operand as a decimal number (strtoul: `08` is 8). Only the name,
+ * never the value.
+ */
 function hashOf(line: Buffer): string {
-  const words = line.toString('latin1', 0, contentLength(line)).split('\0')[0]!.split(/[ \t]+/);
-  const first = words[1] ?? '';
-  if (first.startsWith('--hash=')) {
-    const name = first.slice('--hash='.length).toLowerCase();
+  const words = line.toString('latin1', 0, contentLength(line)).split('\0')[0]!.split(/[ \t]+/).slice(1).filter((w) => w !== '');
+  const options: string[] = [];
+  let i = 0;
+  while (i < words.length && words[i]!.startsWith('--')) options.push(words[i++]!);
+  const named = options.find((option) => option.startsWith('--hash'));
+  if (named !== undefined) {
+    const name = named.startsWith('--hash=') ? named.slice('--hash='.length) : '';
     return HASH_NAMES.has(name) ? name : 'OTHER';
   }
-  return HASH_NUMBERS[first] ?? 'OTHER';
+  const digits = /^\d+/.exec(words[i] ?? '')?.[0];
+  return (digits !== undefined && HASH_NUMBERS[String(Number.parseInt(digits, 10))]) || 'OTHER';
 }
 
 function cardCommandOf(line: Buffer): string {

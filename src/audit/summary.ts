@@ -35,7 +35,8 @@ the last use. --json prints the same as one JSON object.
 `;
 
 export function summarize(text: string): AuditSummary {
-  const summary: AuditSummary = { records: 0, skipped: 0, byKey: {}, byCaller: {}, refusals: {} };
+  // Keys come from the file: tables without a prototype, so that `__proto__` or `constructor` is just a name.
+  const summary: AuditSummary = { records: 0, skipped: 0, byKey: Object.create(null), byCaller: Object.create(null), refusals: Object.create(null) };
   for (const line of text.split('\n')) {
     if (line.trim() === '') continue;
     const record = parseRecord(line);
@@ -54,7 +55,7 @@ export function summarize(text: string): AuditSummary {
 function count(table: Record<string, UseCounts>, key: string, record: AuditRecord): void {
   // Printed as we write it, whatever the file held.
   const time = new Date(record.time).toISOString();
-  const entry = (table[key] ??= { uses: {}, failed: 0, refused: 0, last: time });
+  const entry = (table[key] ??= { uses: Object.create(null) as Record<string, number>, failed: 0, refused: 0, last: time });
   if (record.decision === 'refused') entry.refused++;
   else {
     entry.uses[record.verb] = (entry.uses[record.verb] ?? 0) + 1;

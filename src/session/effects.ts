@@ -105,10 +105,10 @@ export class SessionEffects {
     if (line) this.deps.audit?.commandBegins(verb, line.take());
   }
 
-  /** `code`: gpg-error's code of the agent's ERR, when that ended the command. */
-  endCommand(verb: string, outcome: CommandOutcome, code: number | undefined): void {
+  /** `agent`: how the agent answered, if it did (the proxy answers a refused command itself); `code`: its ERR's. */
+  endCommand(verb: string, outcome: CommandOutcome, agent: 'ok' | 'err' | undefined, code: number | undefined): void {
     if (this.debug) this.deps.log.debug({ verb, outcome, ...this.deps.stats.commandRecord() }, 'command done');
-    this.deps.audit?.commandEnds(outcome, code);
+    this.deps.audit?.commandEnds(outcome, agent, code);
   }
 
   /** One ERR line naming the cause to the client, after what was relayed before; the agent's side is torn down. */
@@ -167,6 +167,8 @@ export function sessionMachineFor(timeouts: SessionTimeouts) {
   const of = (self: AnyActorRef): SessionEffects => effectsByActor.get(self)!;
   const lineOf = (event: SessionEvent): LineHandle => (event as { line: LineHandle }).line;
   const lineIn = (event: SessionEvent): LineHandle | undefined => ('line' in event ? event.line : undefined);
+  const agentAnswer = (event: SessionEvent): 'ok' | 'err' | undefined =>
+    event.type === 'AGENT.OK' || event.type === 'AGENT.OK_CLOSING' ? 'ok' : event.type === 'AGENT.ERR' ? 'err' : undefined;
   const machine = sessionMachine.provide({
     actions: {
       dialAgent: ({ self }) => of(self).dialAgent(),
@@ -179,7 +181,8 @@ export function sessionMachineFor(timeouts: SessionTimeouts) {
       answerClient: ({ self, context }, { answer }) => of(self).answerClient(answer, context.refusedVerb),
       noteRefusal: ({ self, event }, { verb, rule, during }) => of(self).noteRefusal(verb, rule, during, lineIn(event)),
       beginCommand: ({ self, event }, { verb }) => of(self).beginCommand(verb, lineIn(event)),
-      endCommand: ({ self, context, event }, { outcome }) => of(self).endCommand(context.command, outcome, event.type === 'AGENT.ERR' ? event.code : undefined),
+      endCommand: ({ self, context, event }, { outcome }) =>
+        of(self).endCommand(context.command, outcome, agentAnswer(event), event.type === 'AGENT.ERR' ? event.code : undefined),
       abortSession: ({ self }, { failure }) => of(self).abortSession(failure),
       endAgentInput: ({ self }, { withPartialLine }) => of(self).endAgentInput(withPartialLine),
       closeGracefully: ({ self }) => of(self).closeGracefully(),

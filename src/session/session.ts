@@ -64,6 +64,8 @@ export class Session {
   private dialAttempts = 0;
   /** The socket file's handshake, for a TCP-emulated upstream, from the last dial. */
   private handshake: UpstreamHandshake | undefined;
+  /** The session's audit records (`--audit`), if asked for. */
+  private readonly audit: SessionAudit | undefined;
   /** What a failure message names; which socket file form was dialed is learnt on the way. */
   private readonly failureSetting: FailureSetting;
   /** The Cygwin exchange is under way: bytes read are the handshake's, and a close is its failure. */
@@ -81,6 +83,7 @@ export class Session {
 
   constructor(private readonly options: SessionOptions) {
     this.sessionId = options.sessionId;
+    this.audit = options.audit && new SessionAudit(options.audit, options.sessionId, options.link);
     this.failureSetting = { upstreamPath: options.upstream.path, daemon: options.upstream.daemon, idleMs: options.timeouts.idleMs, inquiryMs: options.timeouts.inquiryMs };
     this.log = options.logger.child({ session: options.sessionId });
     this.client = new LineEndpoint(options.client, {
@@ -114,7 +117,7 @@ export class Session {
       stats: this.stats,
       log: this.log,
       failureSetting: this.failureSetting,
-      audit: options.audit && new SessionAudit(options.audit, options.sessionId, options.link),
+      audit: this.audit,
       closeGraceMs: options.timeouts.closeGraceMs,
     });
     this.actor = createActor(sessionMachineFor(options.timeouts), {
@@ -416,6 +419,7 @@ export class Session {
       bytesToClient: this.stats.publishedToClient(),
     };
     this.log.info(summary, 'session ended');
+    this.audit?.sessionEnds();
     if (this.actor.getSnapshot().status === 'active') this.actor.stop();
     this.options.onEnd?.(summary);
   }

@@ -105,7 +105,7 @@ describe('--audit FILE', () => {
     expect(all.filter((r) => r.decision === 'refused')).toContainEqual(expect.objectContaining({ rule: 'keys', during: 'command', keygrip: expect.toBeOneOf(otherGrips) }));
     // The use of the other key never happened, so no use names it.
     expect(all.filter((r) => r.decision === 'relayed' && otherGrips.includes(r.keygrip as string))).toEqual([]);
-    for (const record of all) expect(Object.keys(record).every((k) => ['time', 'session', 'verb', 'keygrip', 'hash', 'decision', 'rule', 'during', 'result', 'code', 'ms', 'card', 'link'].includes(k))).toBe(true);
+    for (const record of all) expect(Object.keys(record).every((k) => ['time', 'session', 'verb', 'keygrip', 'hash', 'decision', 'rule', 'during', 'result', 'code', 'ms', 'card', 'link', 'replaced', 'count'].includes(k))).toBe(true);
     expect(fs.statSync(auditFile).mode & 0o777).toBe(0o600);
     const text = fs.readFileSync(auditFile, 'latin1');
     expect(text).not.toContain(MESSAGE.toString().trim());
