@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** `assuan-proxy`: relay a gpg-agent socket through per-session state machines. */
+import fs from 'node:fs';
 import { serverMachine } from '../machines/server.js';
 import { sessionMachine } from '../machines/session.js';
 import { flagOf, parseCommandLine, UsageError, USAGE, type CommandLine, type ListenPair } from './commandLine.js';
@@ -10,7 +11,8 @@ import { packageVersion } from './packageFiles.js';
 import { auditMain } from './audit/summary.js';
 import { doctorMain } from './doctor.js';
 import type { LiveViewSource } from './liveView/server.js';
-import { startProxy, type RunningProxy } from './server.js';
+import { checkTranscript, formatVerdicts } from './policyCheck.js';
+import { resolveKeys, startProxy, type RunningProxy } from './server.js';
 import { SocketActivationError, takeActivatedSockets } from './socketActivation.js';
 import { failureMessage, Watchers } from './watchers.js';
 
@@ -38,6 +40,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`assuan-proxy ${packageVersion()}\n`);
     return 0;
   }
+  if (commandLine.check !== undefined) return checkMain(commandLine);
   const logger = createLogger({ level: commandLine.logLevel, ...(commandLine.logFormat ? { pretty: commandLine.logFormat === 'pretty' } : {}) });
   const watchers = new Watchers(commandLine);
   let configs: ProxyConfig[];
@@ -145,6 +148,33 @@ function combinedSource(proxies: readonly RunningProxy[]): LiveViewSource {
  */
 function ignoreOutputErrors(): void {
   for (const out of [process.stdout, process.stderr]) out.on('error', () => {});
+}
+
+/** `--check`: the policy over a transcript, printed line by line; nothing is started. */
+async function checkMain(commandLine: CommandLine): Promise<number> {
+  let config: ProxyConfig;
+  try {
+    config = resolveConfig({ ...commandLine.proxy, logger: createLogger({ level: 'warn', destination: process.stderr }) }, { optionName: flagOf });
+  } catch (err) {
+    if (err instanceof InvalidOptionError) return usageError(err.message);
+    throw err;
+  }
+  let transcript: Buffer;
+  try {
+    await resolveKeys(config);
+    transcript = commandLine.check === '-' ? await readAll(process.stdin) : await fs.promises.readFile(commandLine.check!);
+  } catch (err) {
+    process.stderr.write(`assuan-proxy: ${failureMessage(err)}\n`);
+    return 1;
+  }
+  process.stdout.write(formatVerdicts(checkTranscript(transcript, config.policy)));
+  return 0;
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 function usageError(message: string): number {

@@ -70,6 +70,12 @@ Options:
                            naming another key, listing keys, making or
                            importing keys, or reaching the card daemon get
                            ERR 67109115 Forbidden and never reach the agent
+  --check [FILE]           dry run: for each line of a transcript (FILE, or
+                           stdin), say whether the policy given (--restricted,
+                           --allow, --deny, --keys) relays or refuses it, and
+                           which rule decided; 'S: ' lines are the agent's
+                           (INQUIRE, OK, ERR), others the client's. Starts
+                           nothing
   --audit FILE             append one JSON line per command that uses or names
                            a key, and per refusal, to FILE (0600; never a
                            payload, passphrase or hash value); summarize it
@@ -117,6 +123,8 @@ export class UsageError extends Error {}
 export interface CommandLine {
   help: boolean;
   version: boolean;
+  /** `--check [FILE]`: judge a transcript with the policy and exit; '-' (or no FILE) reads stdin. */
+  check: string | undefined;
   /**
    * Only what was given: `resolveConfig` fills in the rest, as it does for any caller. Its listen and upstream are
    * the first pair's.
@@ -181,7 +189,7 @@ const VALUE_NAMES: Readonly<Record<string, string>> = {
   'inspect-port': 'PORT',
 };
 /** Options whose value may be left out: `--ui` alone and `--ui 9000` both work. */
-const OPTIONAL_VALUES = ['--inspect', '--ui'];
+const OPTIONAL_VALUES = ['--inspect', '--ui', '--check'];
 
 /** Every option the command line takes (the help text lists each; a test holds it to that). */
 export const OPTIONS = {
@@ -201,6 +209,7 @@ export const OPTIONS = {
   deny: { type: 'string', multiple: true },
   keys: { type: 'string', multiple: true },
   audit: { type: 'string' },
+  check: { type: 'string' },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string' },
   'trace-transitions': { type: 'boolean' },
@@ -239,6 +248,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   return {
     help: values.help ?? false,
     version: values.version ?? false,
+    check: values.check === undefined ? undefined : values.check || '-',
     pairs,
     proxy: {
       listen: pairs[0]!.listen,

@@ -76,6 +76,7 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     return 0;
   }
   if (commandLine.pairs.length > 1) return usage('forward relays to one upstream: give one --upstream');
+  if (commandLine.check !== undefined) return usage('--check is a dry run of the policy: run it as assuan-proxy --check, not forward');
   if (commandLine.proxy.listen !== undefined) return usage('forward listens on the far side: use --remote-socket PATH');
   const logger = createLogger({ level: commandLine.logLevel, ...(commandLine.logFormat ? { pretty: commandLine.logFormat === 'pretty' } : {}) });
   const watchers = new Watchers(commandLine);

@@ -37,6 +37,22 @@ describe('assuan-proxy CLI', () => {
     expect(help).toMatch(/^Exit status:\n  0 .*\n  1 .*\n  2 +bad command line/m);
   });
 
+  it('--check FILE, or stdin: the policy over a transcript, line by line; nothing is started', async () => {
+    const dir = tempDir('chk.');
+    const file = path.join(dir, 'transcript');
+    fs.writeFileSync(file, 'GETINFO version\nPKDECRYPT\n');
+    const fromFile = runCli(['--check', file, '--deny', 'PKDECRYPT', '--listen', path.join(dir, 'S.never')], {});
+    expect(await fromFile.exited).toBe(0);
+    expect(fromFile.stdout()).toBe('line 1: GETINFO: relayed\nline 2: PKDECRYPT: refused, denied (--deny)\n');
+    expect(fs.existsSync(path.join(dir, 'S.never'))).toBe(false);
+    const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('src/cli.ts'), '--check', '--restricted'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stdin.end('KILLAGENT\n');
+    expect(await new Promise((resolve) => child.on('exit', resolve))).toBe(0);
+    expect(out).toBe("line 1: KILLAGENT: refused, forbidden on gpg-agent's extra socket (--restricted)\n");
+  });
+
   it.each([['--version'], ['-V']])('%s prints the package version and exits 0', async (flag) => {
     const run = runCli([flag], {});
     expect(await run.exited).toBe(0);
