@@ -3,6 +3,8 @@
  * not the proxy's relay: it only ever sends read-only questions (GETINFO, KEYINFO --list) and keeps what they say.
  */
 import type net from 'node:net';
+import { contentLength } from '../protocol/classify.js';
+import { LineFramer } from '../protocol/framer.js';
 import { dialUpstream } from '../upstream/dial.js';
 import { describeHandshakeDefect, type UpstreamHandshake } from '../upstream/handshake.js';
 
@@ -18,9 +20,6 @@ export interface AssuanReply {
 /** GPG_ERR_FORBIDDEN: what gpg-agent answers on a restricted connection (its extra socket) to what it withholds. */
 export const GPG_ERR_FORBIDDEN = 251;
 
-const LF = 0x0a;
-/** libassuan's lines are at most 1000 bytes; anything much longer is not an Assuan server talking. */
-const MAX_PENDING_BYTES = 64 * 1024;
 /** Nothing the doctor asks for is large: a bound keeps a runaway server from filling our memory. */
 const MAX_DATA_BYTES = 1024 * 1024;
 
@@ -63,7 +62,7 @@ export function percentDecode(bytes: Buffer): Buffer {
 }
 
 export class AssuanConnection {
-  private pending: Buffer = Buffer.alloc(0);
+  private readonly framer = new LineFramer();
   private readonly lines: Buffer[] = [];
   private failure: Error | undefined;
   private wake: (() => void) | undefined;
@@ -156,12 +155,11 @@ export class AssuanConnection {
   }
 
   private take(chunk: Buffer): void {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    for (let lf = this.pending.indexOf(LF); lf !== -1; lf = this.pending.indexOf(LF)) {
-      this.lines.push(this.pending.subarray(0, lf));
-      this.pending = this.pending.subarray(lf + 1);
+    this.framer.push(chunk);
+    for (let item = this.framer.next(); item; item = this.framer.next()) {
+      if (item.kind === 'tooLong') this.fail(new AssuanError('the server sent a line longer than Assuan allows'));
+      else this.lines.push(item.bytes.subarray(0, contentLength(item.bytes)));
     }
-    if (this.pending.length > MAX_PENDING_BYTES) this.fail(new AssuanError('the server sent a line far longer than Assuan allows'));
     this.notify();
   }
 
