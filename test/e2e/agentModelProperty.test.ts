@@ -155,6 +155,23 @@ describe('the policy judges every line the agent would run as a command, in ever
     });
   });
 
+  it('--keys: a SIGKEY of another key, as a command or inside an INQUIRE, never reaches the agent; the allowed one does', async () => {
+    const allowed = 'A'.repeat(40);
+    const other = 'B'.repeat(40);
+    await withPolicyProxy({ keys: [`&${allowed}`] }, async (proxy) => {
+      const got = await transcript(proxy.socket, [
+        { send: `SIGKEY ${other}\nSIGKEY ${allowed}\nPKSIGN\n` },
+        { until: /^INQUIRE PASSPHRASE\n/m },
+        { send: `D 01\nSIGKEY ${other}\nNOP\n` },
+      ]);
+      const forbidden = 'ERR 67109115 Forbidden <assuan-proxy> - SIGKEY is not allowed through this socket\n';
+      expect(got.replace(/^OK Pleased.*\n/, '')).toMatch(new RegExp(`^${forbidden}[^\n]*\nINQUIRE PASSPHRASE\n${forbidden}OK\n$`));
+      expect(model.executed.some((line) => line.includes(other))).toBe(false);
+      expect(model.executed.filter((line) => line.startsWith('SIGKEY'))).toEqual([`SIGKEY ${allowed}`]);
+      expect(proxy.logs.filter((l) => l.msg === 'refused by policy' && l.rule === 'keys').map((l) => l.during)).toEqual(['command', 'inquire']);
+    });
+  });
+
   it('a forbidden command inside an INQUIRE never reaches the agent: the agent gets CAN in its place, the client ERR Forbidden', async () => {
     await withPolicyProxy({ deny: ['KEYINFO'] }, async (proxy) => {
       const got = await transcript(proxy.socket, [{ send: 'PKSIGN\n' }, { until: /^INQUIRE PASSPHRASE\n/m }, { send: 'D 01\nKEYINFO --list\nNOP\n' }]);
