@@ -14,12 +14,15 @@
  * - short: gpg-like short sessions (connect, greeting, twelve commands, BYE) a few to tens of ms apart through
  *   warm relays, and one session per fresh relay; connect plus greeting and added latency per round trip;
  * - bridge: gpg-agent over a link (`forward`, the client end on the other side of a child's stdio) against a
- *   socat pair through the same kind of pipe: round trips, whole gpg signings, 100 sessions at once.
+ *   socat pair through the same kind of pipe: round trips, whole gpg signings, 100 sessions at once;
+ * - parallel: 32 whole `gpg --detach-sign` processes at once against a gpg-agent of their own (a key without
+ *   passphrase, and one with its passphrase preset), direct, through the proxy, and through the proxy with
+ *   --max-crypto 1 and 4 (skipped, with the reason, while the CLI rejects the option).
  * Then a targets table: each measure against its target (ratios to socat and direct from the same run).
  *
  * Environment:
  * - BENCH_QUICK=1: smaller counts and shorter idle gaps, for a quick look (the header says so);
- * - BENCH_ONLY=rtt-agent,rtt-fast,connect,concurrency,stream,sign,sporadic,fresh,short,bridge: run only these sections;
+ * - BENCH_ONLY=rtt-agent,rtt-fast,connect,concurrency,stream,sign,sporadic,fresh,short,bridge,parallel: run only these sections;
  * - BENCH_PROXY_ARGS="--flag …": options given to every proxy of the run, to compare two settings;
  * - BENCH_CPU_PROF=DIR: run the proxies with --cpu-prof (profiles written to DIR as they exit) and summarize each
  *   in bench/profile.md; the timings of such a run include the profiler's overhead.
@@ -32,6 +35,7 @@ import { concurrency } from './scenarios/concurrency.js';
 import { connectGreeting } from './scenarios/connectGreeting.js';
 import { dataStream } from './scenarios/dataStream.js';
 import { gpgSign } from './scenarios/gpgSign.js';
+import { parallelSign } from './scenarios/parallelSign.js';
 import { bridgeLink } from './scenarios/bridgeLink.js';
 import { roundTrip } from './scenarios/roundTrip.js';
 import { shortSessions } from './scenarios/shortSessions.js';
@@ -222,6 +226,12 @@ async function main(): Promise<void> {
       const pair = socat ? await startSocatPair(socat, relayDir, 'socat-pair', agent.socket) : undefined;
       if (pair) stops.push(pair.stop);
       for (const section of await bridgeLink({ agent, dir, link, baseline: pair, quick })) add({ section });
+    }
+    if (wanted('parallel')) {
+      log('parallel signing: 32 gpg --detach-sign at once');
+      const parallelDir = path.join(dir, 'parallel');
+      fs.mkdirSync(parallelDir, { mode: 0o700 });
+      for (const section of (await parallelSign({ dir: parallelDir, quick, nodeArgs, log })).sections) add({ section });
     }
   } finally {
     for (const stop of stops.reverse()) stop();
