@@ -15,6 +15,7 @@
  * an answer is relayed in all the states of a command in flight.
  */
 import { assign, setup } from 'xstate';
+import type { ConsentOperation } from '../src/consent/consentRequest.js';
 import type { CommandVerb } from '../src/protocol/classify.js';
 import { inquiryTakesData } from '../src/protocol/inquiries.js';
 import type { LineHandle } from '../src/protocol/line.js';
@@ -23,9 +24,10 @@ import type { SocketFileDefect } from '../src/upstream/socketFile.js';
 
 /**
  * What the proxy answers itself, in place of the agent: an ERR for a line it refused (too long, a `%` escape that
- * wedges gpg-agent, a line the session's policy forbids).
+ * wedges gpg-agent, a line the session's policy forbids), or a key use the person did not approve (refused at the
+ * prompt: cancelled; not answered in time, or no prompt could be shown: notConfirmed).
  */
-export type ProxyAnswer = 'lineTooLong' | 'malformedEscape' | 'forbidden';
+export type ProxyAnswer = 'lineTooLong' | 'malformedEscape' | 'forbidden' | 'cancelled' | 'notConfirmed' | 'acknowledged';
 
 /** Why a session ended abnormally. `code` is a socket error code such as ECONNREFUSED, or EOF. */
 export type SessionFailure =
@@ -59,8 +61,12 @@ export type SessionFailure =
   /** Set by the runtime, never by the machine: an effect threw (a bug), and the session was ended. */
   | { reason: 'internalError' };
 
-/** The rule of the session's policy that refused a line (see src/policy.ts). */
-export type PolicyRule = 'deny' | 'allow' | 'restricted' | 'keys';
+/**
+ * The rule of the session's policy that refused a line (see src/policy.ts): a verb rule, the key allow-list, an
+ * argument check, an OPTION setting the pinentry's environment (acknowledged, not sent: `environment`), or the
+ * person asked for consent (`confirm`).
+ */
+export type PolicyRule = 'deny' | 'allow' | 'restricted' | 'keys' | 'arguments' | 'environment' | 'confirm';
 
 export interface SessionContext {
   readonly sessionId: string;
@@ -87,6 +93,10 @@ export interface SessionContext {
   readonly mayLaunchAgent: boolean;
   /** This session has started the daemon once already: a second failure is reported, not retried. */
   launchTried: boolean;
+  /** How the command in flight was approved, when it needed consent (`--confirm`): at a prompt, or by a window. */
+  consent: 'prompt' | 'window' | null;
+  /** The command in flight waits for a crypto slot once approved (`--max-crypto`). */
+  needsCryptoSlot: boolean;
 }
 
 /** gpg-error's GPG_ERR_FORBIDDEN, the code part (low 16 bits) of gpg-agent's `ERR 67109115 Forbidden`. */
@@ -128,6 +138,10 @@ export interface ClientLine<T extends string> {
   line: LineHandle;
   bytes?: number;
   refusedBy?: PolicyRule;
+  /** Read as a command, a key use the person must approve first (`--confirm`); absent: none needed. */
+  consent?: ConsentOperation;
+  /** Read as a command, a key operation that waits for one of the upstream's crypto slots (`--max-crypto`). */
+  cryptoSlot?: true;
 }
 export type ClientLineEvent =
   | ClientLine<'CLIENT.COMMAND'>
@@ -188,7 +202,13 @@ export type SessionEvent =
   /** The client read what was pending. */
   | { type: 'CLIENT_DRAINED' }
   /** Raised by the machine itself, `idleTimeout` after the client stopped reading, unless it read on. */
-  | { type: 'CLIENT_STALLED' };
+  | { type: 'CLIENT_STALLED' }
+  /** The person approved the held command (`by` a prompt, or a window still open); `line` is the command, held since. */
+  | { type: 'CONSENT_GRANTED'; line: LineHandle; by: 'prompt' | 'window' }
+  /** The person refused it (`cancelled`), or no answer came or no prompt could be shown (`notConfirmed`). */
+  | { type: 'CONSENT_REFUSED'; answer: 'cancelled' | 'notConfirmed' }
+  /** One of the upstream's crypto slots is this session's until its command ends; `line` is the command, held since. */
+  | { type: 'CRYPTO_SLOT_GRANTED'; line: LineHandle };
 
 export type SessionEventType = SessionEvent['type'];
 
@@ -225,6 +245,14 @@ const session = setup({
     cancelAgentInquiry: () => {},
     /** Write the proxy's own ERR line for a client line that did not go to the agent. */
     answerClient: (_, _params: { answer: ProxyAnswer | null }) => {},
+    /** Ask the person to approve the event's command (held by the runtime, not sent) before it reaches the agent. */
+    askConsent: (_, _params: { operation: ConsentOperation }) => {},
+    /** The answer is no longer wanted (decided, timed out, the client left): take down a prompt still showing. */
+    withdrawConsent: () => {},
+    /** Queue for one of the upstream's crypto slots, holding the event's command (`--max-crypto`). */
+    requestCryptoSlot: () => {},
+    /** Leave the queue for a slot not granted yet (a slot granted is given back when its command ends). */
+    leaveCryptoQueue: () => {},
     /** Record (and log) that the policy refused a client line, read as a command or inside an INQUIRE. */
     noteRefusal: (_, _params: { verb: CommandVerb; rule: PolicyRule | undefined; during: 'command' | 'inquire' }) => {},
     beginCommand: (_, _params: { verb: CommandVerb }) => {},
@@ -269,6 +297,14 @@ const session = setup({
     noMoreCommands: ({ context }) => context.clientEnded || context.stopRequested,
     /** The policy forbids this line as a command. */
     refusedByPolicy: ({ event }) => 'refusedBy' in event && event.refusedBy !== undefined,
+    /** Read as a command, this line is a key use the person must approve first. */
+    needsConsent: ({ event }) => 'consent' in event && event.consent !== undefined,
+    /** Read as a command, this line is a key operation that waits for a crypto slot. */
+    needsCryptoSlot: ({ event }) => 'cryptoSlot' in event && event.cryptoSlot === true,
+    /** The person said no (Cancel, No), as opposed to no answer, or no prompt. */
+    refusedAtPrompt: ({ event }) => event.type === 'CONSENT_REFUSED' && event.answer === 'cancelled',
+    /** The approved command still waits for a crypto slot. */
+    approvedNeedsCryptoSlot: ({ context }) => context.needsCryptoSlot,
   },
   delays: {
     /** Bounds reaching the agent, retries included. */
@@ -287,6 +323,8 @@ const session = setup({
     responseTimeout: 60_000,
     /** How long a closing session waits for its peers to close before destroying the sockets. */
     closeGrace: 2_000,
+    /** For the person to answer a consent prompt; past it the use is not confirmed. */
+    consentTimeout: 60_000,
   },
 });
 
@@ -324,7 +362,8 @@ const stopResponseTimer = session.enqueueActions(({ context, enqueue }) => {
 });
 
 /** A command's answer is complete: the agent reads commands again, and the client has the idle timeout for its next. */
-const commandDone = (outcome: CommandOutcome) => [{ type: 'endCommand', params: { outcome } } as const, startIdleTimer];
+const commandDone = (outcome: CommandOutcome) =>
+  [{ type: 'endCommand', params: { outcome } } as const, session.assign({ consent: null, needsCryptoSlot: false }), startIdleTimer] as const;
 const clientEndsInput = (withPartialLine: boolean) =>
   [session.assign({ clientEnded: true }), { type: 'endAgentInput', params: { withPartialLine } }] as const;
 
@@ -344,8 +383,48 @@ const refuse = (during: 'command' | 'inquire') =>
     // Inside an INQUIRE the agent's reader still waits: CAN ends it in place of the refused line.
     if (during === 'inquire') enqueue('cancelAgentInquiry');
     enqueue({ type: 'noteRefusal', params: { verb: event.verb, rule: event.refusedBy, during } });
-    enqueue.assign({ owedAnswer: 'forbidden', refusedVerb: event.verb });
+    // An OPTION for the pinentry's environment, read as a command, is answered OK (src/argumentChecks.ts).
+    const acknowledged = during === 'command' && event.refusedBy === 'environment';
+    enqueue.assign({ owedAnswer: acknowledged ? 'acknowledged' : 'forbidden', refusedVerb: event.verb });
   });
+
+/** A client line read as a command: the idle timer stops, and the command begins (whether sent now or held). */
+const beginCommand = [
+  stopIdleTimer,
+  session.assign({ command: ({ event }) => ('verb' in event ? event.verb : '') }),
+  { type: 'beginCommand', params: ({ event }: { event: SessionEvent }): { verb: CommandVerb } => ({ verb: 'verb' in event ? event.verb : '' }) },
+] as const;
+
+/**
+ * What a held command does while it waits (for the person, or a crypto slot): the agent reads commands and has not
+ * been sent one, so anything it says is unsolicited; the client's EOF is remembered and passed on once the command
+ * is sent; a server shutdown lets the command be decided and run first.
+ */
+const whileHeld = {
+  CLIENT_EOF: { actions: session.assign({ clientEnded: true }) },
+  STOP: { actions: session.assign({ stopRequested: true }) },
+  'AGENT.*': { target: '#session.fatal', actions: failWith({ reason: 'unsolicitedAgentOutput' }) },
+} as const;
+/** A held command goes to the agent at last; a client that ended meanwhile has its EOF passed on behind it. */
+const sendHeldCommand = [
+  'forwardToAgent',
+  session.enqueueActions(({ context, enqueue }) => {
+    if (context.clientEnded) enqueue({ type: 'endAgentInput', params: { withPartialLine: true } });
+  }),
+] as const;
+
+/**
+ * The person did not approve a held command: it never reaches the agent, and the client gets the agent's own code
+ * for it at once (the command ends here, as in the error state; the agent still waits for a command).
+ */
+const consentRefused = (answer: 'cancelled' | 'notConfirmed') => [
+  session.enqueueActions(({ context, enqueue }) => {
+    enqueue({ type: 'noteRefusal', params: { verb: context.command as CommandVerb, rule: 'confirm', during: 'command' } });
+    enqueue.assign({ owedAnswer: answer, refusedVerb: context.command });
+  }),
+  answerOwed,
+  ...commandDone('refused'),
+];
 
 /** A line that ends an INQUIRE at the agent: the reader returns and the command goes on. */
 const endsInquiry = { target: '#session.command.waitingForAgent', actions: 'forwardToAgent' } as const;
@@ -376,6 +455,8 @@ export const sessionMachine = session.createMachine({
     restrictAgent: input.restrictAgent ?? false,
     mayLaunchAgent: input.mayLaunchAgent ?? false,
     launchTried: false,
+    consent: null,
+    needsCryptoSlot: false,
   }),
   initial: 'connecting',
   on: {
@@ -503,14 +584,12 @@ export const sessionMachine = session.createMachine({
         'CLIENT.*': [
           { guard: 'refusedByPolicy', target: '#session.error', actions: refuse('command') },
           {
-            target: '#session.command',
-            actions: [
-              stopIdleTimer,
-              assign({ command: ({ event }) => ('verb' in event ? event.verb : '') }),
-              { type: 'beginCommand', params: ({ event }) => ({ verb: 'verb' in event ? event.verb : '' }) },
-              'forwardToAgent',
-            ],
+            guard: 'needsConsent',
+            target: '#session.held.awaitingConsent',
+            actions: [...beginCommand, assign({ needsCryptoSlot: ({ event }) => 'cryptoSlot' in event && event.cryptoSlot === true })],
           },
+          { guard: 'needsCryptoSlot', target: '#session.held.awaitingCryptoSlot', actions: beginCommand },
+          { target: '#session.command', actions: [...beginCommand, 'forwardToAgent'] },
         ],
         CLIENT_EOF: '#session.closing',
         'AGENT.*': { target: '#session.fatal', actions: failWith({ reason: 'unsolicitedAgentOutput' }) },
@@ -651,6 +730,51 @@ export const sessionMachine = session.createMachine({
       },
     },
 
+    /**
+     * A command line was taken but is held, not sent: the agent, which has not seen it, still waits for a command.
+     * What they share (see whileHeld) is the parent's; each child waits for one thing.
+     */
+    held: {
+      initial: 'awaitingConsent',
+      on: whileHeld,
+      states: {
+        /**
+         * A key use waits for the person's approval (`--confirm`). Approved, the command goes on as any other;
+         * refused or unanswered within the consent timeout, the client gets gpg-agent's own answer for it
+         * (Operation cancelled, Not confirmed) and the agent never hears of it.
+         */
+        awaitingConsent: {
+          entry: { type: 'askConsent', params: ({ event }) => ({ operation: 'consent' in event && event.consent !== undefined ? event.consent : 'sign' }) },
+          exit: 'withdrawConsent',
+          after: { consentTimeout: { target: '#session.awaitingCommand', actions: consentRefused('notConfirmed') } },
+          on: {
+            CONSENT_GRANTED: [
+              // Approved, it queues for a slot only now: a slot is not held while a person thinks.
+              { guard: 'approvedNeedsCryptoSlot', target: 'awaitingCryptoSlot', actions: assign({ consent: ({ event }) => event.by }) },
+              { target: '#session.command', actions: [assign({ consent: ({ event }) => event.by }), ...sendHeldCommand] },
+            ],
+            CONSENT_REFUSED: [
+              { guard: 'refusedAtPrompt', target: '#session.awaitingCommand', actions: consentRefused('cancelled') },
+              { target: '#session.awaitingCommand', actions: consentRefused('notConfirmed') },
+            ],
+          },
+        },
+
+        /**
+         * A key operation waits for one of the upstream's crypto slots (`--max-crypto N`): gpg-agent runs them
+         * in parallel, and many at once can fail there (secure memory runs out). Slots are granted in arrival
+         * order; one is held until the command's answer ends, or the session does.
+         */
+        awaitingCryptoSlot: {
+          entry: 'requestCryptoSlot',
+          exit: 'leaveCryptoQueue',
+          on: {
+            CRYPTO_SLOT_GRANTED: { target: '#session.command', actions: sendHeldCommand },
+          },
+        },
+      },
+    },
+
     /** The proxy answers a client line itself (it never reached the agent) with an ERR, then is ready again. */
     error: {
       entry: [answerOwed, ...commandDone('refused')],
@@ -684,7 +808,7 @@ export const sessionMachine = session.createMachine({
 });
 
 /** The states a person names a session by (the design card's), for listings and logs: `command.sendingToClient` is sendingToClient. */
-const WRAPPERS: ReadonlySet<string> = new Set(['awaitingCommand', 'command']);
+const WRAPPERS: ReadonlySet<string> = new Set(['awaitingCommand', 'command', 'held']);
 export function stateName(value: string | Record<string, unknown>): string {
   let current: unknown = value;
   for (;;) {

@@ -167,7 +167,7 @@ async function checkMain(commandLine: CommandLine): Promise<number> {
     process.stderr.write(`assuan-proxy: ${failureMessage(err)}\n`);
     return 1;
   }
-  process.stdout.write(formatVerdicts(checkTranscript(transcript, config.policy)));
+  process.stdout.write(formatVerdicts(checkTranscript(transcript, config.policy, config.confirm?.operations)));
   return 0;
 }
 

@@ -70,12 +70,47 @@ Options:
                            naming another key, listing keys, making or
                            importing keys, or reaching the card daemon get
                            ERR 67109115 Forbidden and never reach the agent
+  --check-arguments        check what a command's arguments say, as gpg-agent
+                           reads them: well-formed keygrips, SETHASH with a
+                           known algorithm (not MD5) and a hash of exactly its
+                           length, and only harmless OPTIONs (no loopback
+                           pinentry-mode, no display, ttyname, putenv, lc-*...:
+                           the pinentry stays the user's). On with any of
+                           --restricted, --allow, --deny, --keys, --preset;
+                           this turns the checks on alone
+  --allow-option OPTS      OPTIONs sessions may set beyond those checks
+                           (comma-separated, repeatable): NAME for any value,
+                           NAME=VALUE for that one, e.g. pinentry-mode=loopback
+                           or display
+  --preset NAME            yubikey: through SCD only card reads (SERIALNO,
+                           GETATTR, LEARN, READKEY, READCERT, GETINFO) and key
+                           uses (SETDATA, PKSIGN, PKAUTH, PKDECRYPT); never
+                           PASSWD, GENKEY, WRITEKEY, SETATTR, CHECKPIN, APDU...,
+                           nor KEYTOCARD or GENKEY. Needs the agent's standard
+                           socket upstream (its extra socket forbids SCD)
   --check [FILE]           dry run: for each line of a transcript (FILE, or
                            stdin), say whether the policy given (--restricted,
-                           --allow, --deny, --keys) relays or refuses it, and
+                           --allow, --deny, --keys, --check-arguments...)
+                           relays or refuses it, and
                            which rule decided; 'S: ' lines are the agent's
                            (INQUIRE, OK, ERR), others the client's. Starts
                            nothing
+  --confirm OPS            ask the person before each key use: sign, decrypt,
+                           auth (SCD PKAUTH), or all (comma-separated). Shown
+                           through their own pinentry (GET_CONFIRMATION on the
+                           agent's standard socket) with who asks, the
+                           operation, the key's user ID and the hash; refused
+                           or unanswered, the use never reaches the agent
+  --confirm-window OP=S    seconds an approval covers the same caller, key and
+                           operation, e.g. sign=0,decrypt=300 (default 0: ask
+                           every time)
+  --confirm-timeout MS     time to answer a prompt (default ${PROXY_DEFAULTS.confirmTimeoutMs}); past it
+                           the use is refused as not confirmed
+  --confirm-socket PATH    the agent's standard socket, where prompts are shown
+                           (default: gpgconf --list-dirs agent-socket)
+  --max-crypto N           at most N key operations (PKSIGN, PKDECRYPT) at the
+                           agent at once; the rest wait in arrival order
+                           (default: no limit)
   --audit FILE             append one JSON line per command that uses or names
                            a key, and per refusal, to FILE (0600; never a
                            payload, passphrase or hash value); summarize it
@@ -159,7 +194,15 @@ const PROXY_FLAGS: Partial<Record<keyof ProxyOptions, string>> = {
   allow: '--allow',
   deny: '--deny',
   keys: '--keys',
+  checkArguments: '--check-arguments',
+  allowOptions: '--allow-option',
+  preset: '--preset',
   audit: '--audit',
+  confirm: '--confirm',
+  confirmWindow: '--confirm-window',
+  confirmTimeoutMs: '--confirm-timeout',
+  confirmSocket: '--confirm-socket',
+  maxCrypto: '--max-crypto',
   traceTransitions: '--trace-transitions',
 };
 
@@ -183,7 +226,14 @@ const VALUE_NAMES: Readonly<Record<string, string>> = {
   allow: 'VERBS',
   deny: 'VERBS',
   keys: 'KEYS',
+  'allow-option': 'OPTS',
+  preset: 'NAME',
   audit: 'FILE',
+  confirm: 'OPS',
+  'confirm-window': 'OP=S',
+  'confirm-timeout': 'MS',
+  'confirm-socket': 'PATH',
+  'max-crypto': 'N',
   'log-level': 'LEVEL',
   'log-format': 'FORMAT',
   'inspect-port': 'PORT',
@@ -208,7 +258,15 @@ export const OPTIONS = {
   allow: { type: 'string', multiple: true },
   deny: { type: 'string', multiple: true },
   keys: { type: 'string', multiple: true },
+  'check-arguments': { type: 'boolean' },
+  'allow-option': { type: 'string', multiple: true },
+  preset: { type: 'string' },
   audit: { type: 'string' },
+  confirm: { type: 'string', multiple: true },
+  'confirm-window': { type: 'string', multiple: true },
+  'confirm-timeout': { type: 'string' },
+  'confirm-socket': { type: 'string' },
+  'max-crypto': { type: 'string' },
   check: { type: 'string' },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string' },
@@ -268,7 +326,15 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       allow: values.allow,
       deny: values.deny,
       keys: values.keys,
+      checkArguments: values['check-arguments'],
+      allowOptions: values['allow-option'],
+      preset: values.preset,
       audit: values.audit,
+      confirm: values.confirm,
+      confirmWindow: values['confirm-window'],
+      confirmTimeoutMs: numberValue(values['confirm-timeout'], 'confirmTimeoutMs'),
+      confirmSocket: values['confirm-socket'],
+      maxCrypto: numberValue(values['max-crypto'], 'maxCrypto'),
       traceTransitions: values['trace-transitions'],
     },
     logLevel,

@@ -14,8 +14,12 @@ import { defaultListenPath, ProxyStartError } from './listenSocket.js';
 import { defaultLogger } from './log.js';
 import { checkUpstreamSpec, listenNameFor } from './upstream/daemons.js';
 import { checkKeyEntries, KeyAllowList, KeyAllowListError } from './keyAllowList.js';
+import { ArgumentCheckError, parseAllowedOptions, PRESETS, type Preset } from './argumentChecks.js';
 import { createCommandPolicy, PolicyError, type CommandPolicy } from './policy.js';
 import type { SessionOptions, SessionSummary, SessionTimeouts } from './session/session.js';
+import { ConsentOptionError, parseConsentOperations, parseConsentWindows } from './consent/consentOptions.js';
+import type { ConsentOperation } from './consent/consentRequest.js';
+import type { ShowPrompt } from './consent/consentDesk.js';
 
 export interface ProxyOptions {
   /** Socket to listen on. Default: S.gpg-agent in a private directory under $XDG_RUNTIME_DIR or the temp dir. */
@@ -75,10 +79,46 @@ export interface ProxyOptions {
    */
   keys?: readonly string[];
   /**
+   * Check the arguments of what sessions send (keygrips, SETHASH algorithm and length, OPTION names and values;
+   * src/argumentChecks.ts), refusing with ERR Forbidden. On by itself whenever any of restricted, allow, deny, keys,
+   * preset or allowOptions is given; this turns the checks on alone.
+   */
+  checkArguments?: boolean;
+  /**
+   * OPTIONs sessions may set beyond the argument checks' defaults: `NAME` (any value) or `NAME=VALUE`, e.g.
+   * `pinentry-mode=loopback` or `display`. Turns the argument checks on.
+   */
+  allowOptions?: readonly string[];
+  /**
+   * `yubikey`: through SCD only read-only card queries and uses of card keys; no KEYTOCARD or GENKEY. Needs the
+   * agent's standard socket as upstream (its extra socket, and restricted, forbid SCD), and no keys (which refuses
+   * SCD). Turns the argument checks on.
+   */
+  preset?: string;
+  /**
    * Append one JSON line per command outcome that touches a key, and per policy refusal, to this file (created
    * 0600; never a payload, passphrase or hash value). `assuan-proxy audit FILE` summarizes it.
    */
   audit?: string;
+  /**
+   * Key uses the person must approve first: `sign` (PKSIGN), `decrypt` (PKDECRYPT), `auth` (SCD PKAUTH), or `all`;
+   * the card's PKSIGN and PKDECRYPT through SCD count as sign and decrypt. Each is held before it reaches the agent
+   * and shown through the person's own pinentry (GET_CONFIRMATION on the agent's standard socket).
+   */
+  confirm?: readonly string[];
+  /** Seconds an approval covers the same caller, key and operation: `sign=0,decrypt=300` (default 0: ask every time). */
+  confirmWindow?: readonly string[];
+  /** Milliseconds the person has to answer a prompt before the use is refused as not confirmed (default 60000). */
+  confirmTimeoutMs?: number;
+  /** The agent's standard socket, where prompts are shown (default: gpgconf --list-dirs agent-socket). */
+  confirmSocket?: string;
+  /** For embedding: how to ask the person (default: through the agent's pinentry). */
+  confirmPrompt?: ShowPrompt;
+  /**
+   * At most this many key operations (PKSIGN, PKDECRYPT) of the sessions at the upstream at once; the rest wait in
+   * arrival order. Default: no limit.
+   */
+  maxCrypto?: number;
   /** Milliseconds a closing session waits for its peers to close before cutting them (default 2000). */
   closeGraceMs?: number;
   /** Milliseconds commands in flight may take to finish after close() or a signal (default 10000). */
@@ -135,18 +175,33 @@ export interface ProxyConfig {
   readonly restricted: boolean;
   readonly warmUpSessions: number;
   readonly spareConnection: boolean;
-  /** Built once from restricted/allow/deny/keys; undefined relays every command. */
+  /** Built once from restricted/allow/deny/keys and the argument checks; undefined relays every command. */
   readonly policy: CommandPolicy | undefined;
+  /** Whether the policy checks arguments (any policy option, or checkArguments). */
+  readonly checkArguments: boolean;
+  readonly preset: Preset | undefined;
   /** The key allow-list the policy reads; its fingerprints are turned into keygrips when the proxy starts. */
   readonly keys: KeyAllowList | undefined;
   /** The audit file, opened when the proxy starts. */
   readonly auditPath: string | undefined;
+  /** Consent prompts (`--confirm`), if asked for: which uses, the windows, where prompts are shown. */
+  readonly confirm: ConsentConfig | undefined;
+  /** Key operations at the upstream at once (`--max-crypto`); undefined: no limit. */
+  readonly maxCrypto: number | undefined;
   readonly logger: Logger;
   readonly onSessionEnd: ((summary: SessionSummary) => void) | undefined;
   readonly inspect: Observer<InspectionEvent> | ((event: InspectionEvent) => void) | undefined;
   readonly traceTransitions: boolean;
   readonly clock: SessionOptions['clock'] | undefined;
   readonly env: NodeJS.ProcessEnv;
+}
+
+export interface ConsentConfig {
+  readonly operations: ReadonlySet<ConsentOperation>;
+  readonly windows: Readonly<Partial<Record<ConsentOperation, number>>>;
+  /** The agent's standard socket as given; undefined: found with gpgconf when the proxy starts. */
+  readonly socket: string | undefined;
+  readonly prompt: ShowPrompt | undefined;
 }
 
 /** The defaults, in one place: the CLI's help text is written from these too. */
@@ -157,6 +212,7 @@ export const PROXY_DEFAULTS = Object.freeze({
   inquiryTimeoutMs: 300_000,
   closeGraceMs: 2_000,
   drainTimeoutMs: 10_000,
+  confirmTimeoutMs: 60_000,
   maxSessions: 256,
   maxBufferedClientBytes: 64 * 1024,
   warmUpSessions: 300,
@@ -191,8 +247,10 @@ const NUMBER_RULES = {
   responseTimeoutMs: MILLISECONDS,
   closeGraceMs: MILLISECONDS,
   drainTimeoutMs: MILLISECONDS,
+  confirmTimeoutMs: MILLISECONDS,
   maxSessions: { what: 'a positive whole number', min: 1, max: Number.MAX_SAFE_INTEGER },
   warmUpSessions: { what: 'a whole number of sessions from 0 to 10000', min: 0, max: 10_000 },
+  maxCrypto: { what: 'a whole number of operations from 1 to 1024', min: 1, max: 1024 },
 } as const satisfies Partial<Record<keyof ProxyOptions, { what: string; min: number; max: number }>>;
 
 export type NumberOption = keyof typeof NUMBER_RULES;
@@ -219,7 +277,7 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
     }
     return value;
   };
-  const path = (option: 'listen' | 'upstream' | 'audit', value: unknown): string | undefined => {
+  const path = (option: 'listen' | 'upstream' | 'audit' | 'confirmSocket', value: unknown): string | undefined => {
     if (value === undefined) return undefined;
     if (typeof value !== 'string' || value === '') throw new InvalidOptionError(option, `${name(option)} takes ${option === 'audit' ? 'a file path' : 'a socket path'}, not '${String(value)}'`);
     const problem = option === 'upstream' ? checkUpstreamSpec(value) : undefined;
@@ -254,9 +312,36 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
       throw err;
     }
   }
+  let allowOptions: readonly string[] | undefined;
+  if (options.allowOptions !== undefined) {
+    if (!Array.isArray(options.allowOptions) || !options.allowOptions.every((o) => typeof o === 'string')) throw new InvalidOptionError('allowOptions', `${name('allowOptions')} takes a list of option names (NAME or NAME=VALUE)`);
+    try {
+      parseAllowedOptions(options.allowOptions);
+    } catch (err) {
+      if (err instanceof ArgumentCheckError) throw new InvalidOptionError('allowOptions', `${name('allowOptions')}: ${err.message}`);
+      throw err;
+    }
+    allowOptions = options.allowOptions;
+  }
+  const preset = checkPreset(options, name);
+  // Argument checks are part of what a forwarded session may send: any policy turns them on, but --restricted alone
+  // (which answers as gpg-agent's extra socket does, argument errors included).
+  const checkArguments =
+    options.checkArguments === true || allow !== undefined || deny !== undefined || keys !== undefined || preset !== undefined || allowOptions !== undefined;
+  const confirm = consentConfig(options, name);
   let policy: CommandPolicy | undefined;
   try {
-    policy = createCommandPolicy({ restricted, ...(allow ? { allow } : {}), ...(deny ? { deny } : {}), ...(keys ? { keys } : {}) }, { allow: name('allow'), deny: name('deny') });
+    policy = createCommandPolicy(
+      {
+        restricted,
+        ...(allow ? { allow } : {}),
+        ...(deny ? { deny } : {}),
+        ...(keys ? { keys } : {}),
+        ...(confirm ? { refuseRawCardAccess: true } : {}),
+        ...(checkArguments ? { arguments: { ...(allowOptions ? { allowOptions } : {}), ...(preset ? { preset } : {}) } } : {}),
+      },
+      { allow: name('allow'), deny: name('deny') },
+    );
   } catch (err) {
     if (err instanceof PolicyError) throw new InvalidOptionError(err.option, err.message);
     throw err;
@@ -269,6 +354,7 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
     // Off unless asked for: a signing may wait on a pinentry for as long as the user takes.
     responseMs: options.responseTimeoutMs === undefined ? undefined : positive('responseTimeoutMs', options.responseTimeoutMs, 0),
     closeGraceMs: positive('closeGraceMs', options.closeGraceMs, PROXY_DEFAULTS.closeGraceMs),
+    consentMs: positive('confirmTimeoutMs', options.confirmTimeoutMs, PROXY_DEFAULTS.confirmTimeoutMs),
   });
   const config: ProxyConfig = Object.freeze({
     listenPath: path('listen', options.listen) ?? defaultListenPath(env, listenNameFor(options.upstream)),
@@ -284,8 +370,12 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
     warmUpSessions: positive('warmUpSessions', options.warmUpSessions, PROXY_DEFAULTS.warmUpSessions),
     spareConnection: options.spareConnection ?? PROXY_DEFAULTS.spareConnection,
     policy,
+    checkArguments,
+    preset,
     keys,
     auditPath: path('audit', options.audit),
+    confirm,
+    maxCrypto: options.maxCrypto === undefined ? undefined : positive('maxCrypto', options.maxCrypto, 0),
     logger: options.logger ?? defaultLogger(),
     onSessionEnd: options.onSessionEnd,
     inspect: options.inspect,
@@ -295,6 +385,85 @@ export function resolveConfig(options: ProxyOptions | ProxyConfig = {}, resolveO
   });
   configs.add(config);
   return config;
+}
+
+/** The agent's sockets that forbid SCD: its extra and browser sockets (connections there run restricted). */
+const RESTRICTED_SOCKET_NAMES: readonly string[] = ['S.gpg-agent.extra', 'S.gpg-agent.browser'];
+
+/**
+ * `preset`: a known name, and for `yubikey` an upstream where SCD works: the agent's standard socket (the default,
+ * `agent`, or a path). Other names are refused, and so are paths named like the agent's extra or browser socket.
+ * A path elsewhere that leads to an extra socket cannot be told here without running gpgconf (this step has no
+ * effects): see `presetUpstreamProblem`; the agent then answers SCD with Forbidden itself.
+ */
+function checkPreset(options: ProxyOptions, name: (option: keyof ProxyOptions) => string): Preset | undefined {
+  const { preset } = options;
+  if (preset === undefined) return undefined;
+  if (typeof preset !== 'string' || !(PRESETS as readonly string[]).includes(preset)) {
+    throw new InvalidOptionError('preset', `${name('preset')} takes ${PRESETS.join(', ')}, not '${String(preset)}'`);
+  }
+  const why = `${name('preset')} ${preset} works through SCD, which`;
+  const { upstream } = options;
+  if (upstream !== undefined && upstream !== 'agent') {
+    if (!upstream.includes('/')) throw new InvalidOptionError('preset', `${why} only gpg-agent's standard socket takes: ${name('upstream')} ${upstream} cannot be used with it (give ${name('upstream')} agent, or none)`);
+    const base = upstream.slice(upstream.lastIndexOf('/') + 1);
+    if (RESTRICTED_SOCKET_NAMES.includes(base)) throw new InvalidOptionError('preset', `${why} gpg-agent forbids on its extra and browser sockets: ${name('upstream')} ${upstream} is one (give the agent's standard socket, S.gpg-agent)`);
+  }
+  if (options.restricted) throw new InvalidOptionError('preset', `${why} ${name('restricted')} forbids (the agent itself is told the connection is remote)`);
+  if (options.keys !== undefined) throw new InvalidOptionError('preset', `${why} ${name('keys')} refuses (card keys are not named by keygrip)`);
+  return preset as Preset;
+}
+
+/**
+ * For a proxy started with `--preset yubikey` in front of a path: the problem when that path is the agent's extra
+ * or browser socket as gpgconf names them (SCD is forbidden there), else undefined. Meant for the start-up step
+ * that resolves the upstream (it runs gpgconf, which resolveConfig must not).
+ */
+export async function presetUpstreamProblem(upstreamPath: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const path = await import('node:path');
+  for (const dir of ['agent-extra-socket', 'agent-browser-socket']) {
+    let stdout = '';
+    try {
+      ({ stdout } = await promisify(execFile)('gpgconf', ['--list-dirs', dir], { env, timeout: 10_000 }));
+    } catch {
+      continue;
+    }
+    const socket = stdout.trim();
+    if (socket !== '' && path.resolve(socket) === path.resolve(upstreamPath)) {
+      return `--preset yubikey works through SCD, which gpg-agent forbids on ${upstreamPath} ('gpgconf --list-dirs ${dir}'): give the agent's standard socket`;
+    }
+  }
+  return undefined;
+}
+
+/** The consent settings, or undefined without `confirm`; the other confirm options need it. */
+function consentConfig(options: ProxyOptions, name: (option: keyof ProxyOptions) => string): ConsentConfig | undefined {
+  const list = (option: 'confirm' | 'confirmWindow', value: unknown): readonly string[] | undefined => {
+    if (value === undefined) return undefined;
+    if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw new InvalidOptionError(option, `${name(option)} takes a list of words`);
+    return value as string[];
+  };
+  const confirm = list('confirm', options.confirm);
+  const windows = list('confirmWindow', options.confirmWindow);
+  if (confirm === undefined) {
+    for (const option of ['confirmWindow', 'confirmSocket', 'confirmTimeoutMs', 'confirmPrompt'] as const) {
+      if (options[option] !== undefined) throw new InvalidOptionError(option, `${name(option)} needs ${name('confirm')}`);
+    }
+    return undefined;
+  }
+  let option: 'confirm' | 'confirmWindow' = 'confirm';
+  try {
+    const operations = parseConsentOperations(confirm);
+    option = 'confirmWindow';
+    const socket = options.confirmSocket;
+    if (socket !== undefined && (typeof socket !== 'string' || socket === '')) throw new InvalidOptionError('confirmSocket', `${name('confirmSocket')} takes a socket path`);
+    return Object.freeze({ operations, windows: Object.freeze(parseConsentWindows(windows ?? [], operations)), socket, prompt: options.confirmPrompt });
+  } catch (err) {
+    if (err instanceof ConsentOptionError) throw new InvalidOptionError(option, `${name(option)}: ${err.message}`);
+    throw err;
+  }
 }
 
 export function isProxyConfig(value: unknown): value is ProxyConfig {

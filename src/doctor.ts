@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
-import { AssuanError, DialError, GPG_ERR_FORBIDDEN, printable, withAssuan } from './doctor/assuan.js';
+import { AssuanError, DialError, GPG_ERR_FORBIDDEN, printable, withAssuan } from './protocol/assuanClient.js';
 import { inspectClientSocket, statOrUndefined, type ClientSocket, type Route } from './doctor/clientSocket.js';
 import { keygripsOfKeyinfo, keygripsOfListing, setsOption } from './doctor/gnupgFiles.js';
 import { defaultListenPath } from './listenSocket.js';

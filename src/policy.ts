@@ -2,12 +2,15 @@
  * Which lines a session may send to the agent as commands. With no policy (the default) every line is relayed
  * and this costs nothing. `--restricted` applies gpg-agent's own extra-socket rules (README "Restricted mode") in
  * the proxy, as a second layer under the agent's own (the session asks the agent to run the connection
- * restricted); `--allow` and `--deny` narrow it further by verb, `--keys` by the keys a line names. The verb of a stray `D`, `END` or `CAN` line is
- * checked like any other: outside an INQUIRE the agent reads them as commands.
+ * restricted); `--allow` and `--deny` narrow it further by verb, `--keys` by the keys a line names, and the argument
+ * checks (src/argumentChecks.ts: keygrips, SETHASH, OPTION, `--preset`) by what a line's arguments say. The verb of
+ * a stray `D`, `END` or `CAN` line is checked like any other: outside an INQUIRE the agent reads them as commands.
  * Verdicts are computed from the line's first words only; nothing of the line is kept.
  */
 import type { PolicyRule } from '../machines/session.js';
+import { createArgumentCheck, setsPinentryEnvironment, type ArgumentCheckOptions } from './argumentChecks.js';
 import type { KeyAllowList } from './keyAllowList.js';
+import { isRawCardAccess } from './consent/consentRequest.js';
 import { COMMAND_VERBS, contentLength, type CommandVerb } from './protocol/classify.js';
 
 export interface PolicyOptions {
@@ -19,6 +22,13 @@ export interface PolicyOptions {
   deny?: readonly string[];
   /** Only these keys may be named (src/keyAllowList.ts). */
   keys?: KeyAllowList;
+  /**
+   * Check arguments (src/argumentChecks.ts); refusals carry the rule `arguments`. The caller decides when: the
+   * proxy's config turns them on with any policy option, or with `--check-arguments` alone.
+   */
+  arguments?: ArgumentCheckOptions;
+  /** Refuse `SCD APDU` (raw card commands): set with `--confirm`, which cannot ask about them. */
+  refuseRawCardAccess?: boolean;
 }
 
 /** The rule that forbids this line as a command, or undefined when it may reach the agent. */
@@ -67,25 +77,37 @@ export function createCommandPolicy(options: PolicyOptions, names: Partial<Recor
   const allow = options.allow ? new Set<CommandVerb>([...parseVerbs(options.allow, 'allow', names.allow), ...HOUSEKEEPING]) : undefined;
   const deny = new Set<CommandVerb>(options.deny ? parseVerbs(options.deny, 'deny', names.deny) : []);
   const { keys } = options;
-  if (!restricted && !allow && deny.size === 0 && !keys) return undefined;
+  const argumentsPass = options.arguments ? createArgumentCheck(options.arguments) : undefined;
+  if (!restricted && !allow && deny.size === 0 && !keys && !argumentsPass && !options.refuseRawCardAccess) return undefined;
 
   return (line, verb) => {
     if (deny.has(verb)) return 'deny';
     if (allow && !allow.has(verb)) return 'allow';
     if (keys && !keys.allows(line, verb)) return 'keys';
-    if (!restricted) return undefined;
-    if (!RESTRICTED_ALLOWED.has(verb)) return 'restricted';
-    if (verb === 'GETINFO') return RESTRICTED_GETINFO.has(argumentWord(line, 'GETINFO'.length)) ? undefined : 'restricted';
-    if (verb === 'OPTION') {
-      // libassuan accepts `OPTION name=value`, `OPTION name value` and a leading `--` on the name.
-      let name = argumentWord(line, 'OPTION'.length);
-      if (name.startsWith('--')) name = name.slice(2);
-      const eq = name.indexOf('=');
-      if (eq !== -1) name = name.slice(0, eq);
-      return name === RESTRICTED_OPTION ? undefined : 'restricted';
+    if (restricted) {
+      const rule = restrictedRule(line, verb);
+      if (rule) return rule;
     }
+    // A raw card command would be a key use no prompt can name: with --confirm it is refused.
+    if (options.refuseRawCardAccess && isRawCardAccess(line)) return 'confirm';
+    if (argumentsPass && !argumentsPass(line, verb)) return verb === 'OPTION' && setsPinentryEnvironment(line) ? 'environment' : 'arguments';
     return undefined;
   };
+}
+
+/** gpg-agent's extra-socket rules by verb, GETINFO subcommand and OPTION name. */
+function restrictedRule(line: Buffer, verb: CommandVerb): PolicyRule | undefined {
+  if (!RESTRICTED_ALLOWED.has(verb)) return 'restricted';
+  if (verb === 'GETINFO') return RESTRICTED_GETINFO.has(argumentWord(line, 'GETINFO'.length)) ? undefined : 'restricted';
+  if (verb === 'OPTION') {
+    // libassuan accepts `OPTION name=value`, `OPTION name value` and a leading `--` on the name.
+    let name = argumentWord(line, 'OPTION'.length);
+    if (name.startsWith('--')) name = name.slice(2);
+    const eq = name.indexOf('=');
+    if (eq !== -1) name = name.slice(0, eq);
+    return name === RESTRICTED_OPTION ? undefined : 'restricted';
+  }
+  return undefined;
 }
 
 const MAX_ARGUMENT_WORD = 32;

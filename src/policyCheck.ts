@@ -12,6 +12,7 @@
  * What is printed names verbs, rules and keygrips, never the rest of a line (a transcript may hold a passphrase).
  */
 import type { PolicyRule } from '../machines/session.js';
+import { consentOperation, type ConsentOperation } from './consent/consentRequest.js';
 import { keygripsNamed } from './keyAllowList.js';
 import type { CommandPolicy } from './policy.js';
 import { classifyClientLine, contentLength } from './protocol/classify.js';
@@ -22,20 +23,25 @@ export interface LineVerdict {
   /** 1-based line number in the transcript. */
   line: number;
   verb: string;
-  verdict: 'relayed' | 'refused' | 'skipped';
+  /** `held`: relayed only once the person approves it (`--confirm`); `answered`: the proxy answers OK, sends nothing. */
+  verdict: 'relayed' | 'refused' | 'skipped' | 'held' | 'answered';
   /** The rule that refused it, or why it was refused or skipped. */
-  reason?: PolicyRule | 'too long' | 'inquiry answer' | 'comment';
+  reason?: PolicyRule | 'too long' | 'inquiry answer' | 'comment' | ConsentOperation;
   keygrips?: string[];
 }
 
-const RULE_WORDS: Readonly<Record<string, string>> = {
+const RULE_WORDS: Readonly<Record<PolicyRule, string>> = {
   deny: 'denied (--deny)',
   allow: 'not allowed (--allow)',
   restricted: "forbidden on gpg-agent's extra socket (--restricted)",
   keys: 'names a key not on the list, or lists or makes keys (--keys)',
+  arguments: 'its arguments are not allowed (argument checks: keygrip, SETHASH, OPTION, --preset)',
+  environment: "sets the pinentry's environment: answered OK by the proxy, not sent (--allow-option to pass it)",
+  confirm: 'not approved at the prompt (--confirm)',
 };
 
-export function checkTranscript(transcript: Buffer, policy: CommandPolicy | undefined): LineVerdict[] {
+/** `confirm`: the operations `--confirm` holds for the person's approval. */
+export function checkTranscript(transcript: Buffer, policy: CommandPolicy | undefined, confirm?: ReadonlySet<ConsentOperation>): LineVerdict[] {
   const verdicts: LineVerdict[] = [];
   let inquiry: 'data' | 'noData' | undefined;
   let number = 0;
@@ -65,6 +71,8 @@ export function checkTranscript(transcript: Buffer, policy: CommandPolicy | unde
       verdicts.push({ line: number, verb: '', verdict: 'skipped', reason: 'comment' });
       continue;
     }
+    // A command line inside an INQUIRE ends it unexecuted: the policy judges it, but there is no key use to ask about.
+    const endsInquiry = inquiry !== undefined;
     if (inquiry !== undefined) {
       // The answer to an INQUIRE: data, until END or CAN; in one that takes no data, any line ends it.
       if (inquiry === 'data' && (kind === 'data' || kind === 'malformedData')) {
@@ -79,7 +87,9 @@ export function checkTranscript(transcript: Buffer, policy: CommandPolicy | unde
     }
     const rule = policy?.(withEnd, verb);
     const keygrips = keygripsNamed(withEnd);
-    verdicts.push({ line: number, verb: verb || '(none)', verdict: rule ? 'refused' : 'relayed', ...(rule ? { reason: rule } : {}), ...(keygrips.length ? { keygrips } : {}) });
+    const held = !rule && !endsInquiry && kind === 'command' && confirm ? consentOperation(withEnd, confirm) : undefined;
+    const verdict = rule === 'environment' ? 'answered' : rule ? 'refused' : held ? 'held' : 'relayed';
+    verdicts.push({ line: number, verb: verb || '(none)', verdict, ...(rule || held ? { reason: rule ?? held } : {}), ...(keygrips.length ? { keygrips } : {}) });
   }
   return verdicts;
 }
@@ -89,8 +99,10 @@ export function formatVerdicts(verdicts: readonly LineVerdict[]): string {
     .map((v) => {
       const keys = v.keygrips ? ` [${v.keygrips.join(' ')}]` : '';
       if (v.verdict === 'relayed') return `line ${v.line}: ${v.verb}${keys}: relayed`;
+      if (v.verdict === 'held') return `line ${v.line}: ${v.verb}${keys}: held for the person's approval (--confirm ${v.reason}), relayed if approved`;
+      if (v.verdict === 'answered') return `line ${v.line}: ${v.verb}${keys}: answered OK by the proxy, not sent (it sets the pinentry's environment; --allow-option passes it)`;
       if (v.verdict === 'skipped') return `line ${v.line}: ${v.reason === 'comment' ? 'comment or empty: relayed, no answer' : `${v.verb}: part of an INQUIRE's answer: relayed`}`;
-      return `line ${v.line}: ${v.verb}${keys}: refused, ${v.reason === 'too long' ? 'longer than libassuan takes' : RULE_WORDS[v.reason!] ?? v.reason}`;
+      return `line ${v.line}: ${v.verb}${keys}: refused, ${v.reason === 'too long' ? 'longer than libassuan takes' : (RULE_WORDS as Readonly<Record<string, string>>)[v.reason!] ?? v.reason}`;
     })
     .join('\n')
     .concat(verdicts.length ? '\n' : '');

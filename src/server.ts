@@ -17,6 +17,9 @@ import { AuditLog } from './audit/auditLog.js';
 import { KeyAllowListError } from './keyAllowList.js';
 import { resolveUpstream, upstreamAbsence } from './upstream/daemons.js';
 import { warmUpSessionsOnce } from './session/warmUp.js';
+import { startConsent } from './consent/consentService.js';
+import { identifyLocalCaller } from './peer/localCaller.js';
+import type { Duplex } from 'node:stream';
 
 export type { ProxyConfig, ProxyOptions } from './config.js';
 
@@ -62,7 +65,10 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   const spareUsable = config.spareConnection && isSocket(upstreamPath);
   if (config.spareConnection && !spareUsable) logger.info({ upstreamPath }, '--spare-connection is for an upstream Unix socket; not used in front of a socket file');
   const spare = spareUsable ? new SpareAgentConnection(upstreamPath, config.timeouts.greetingMs, logger) : undefined;
-  const registry = createSessionHost(config, { upstream, spare, audit });
+  const consent = await startConsent(config.confirm, config.env, logger);
+  // Asked only where a prompt or a record names the caller: a lookup costs a process (ss) and /proc reads.
+  const identifyCaller = consent || audit ? (client: Duplex) => identifyLocalCaller(client, logger) : undefined;
+  const registry = createSessionHost(config, { upstream, spare, audit, consent, identifyCaller });
   let socketPath = config.listenPath;
   let ownSocket: SocketIdentity | undefined;
 

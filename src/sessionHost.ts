@@ -6,11 +6,14 @@
 import type { InspectionEvent } from 'xstate';
 import type { ProxyConfig } from './config.js';
 import { combineObservers, transitionRecorder } from './machineTools/trace.js';
-import { Session, type SessionSummary } from './session/session.js';
+import { Session, type SessionConsent, type SessionSummary } from './session/session.js';
 import type { SpareAgentConnection } from './session/spareConnection.js';
 import { SessionRegistry } from './sessionRegistry.js';
 import type { AuditLog } from './audit/auditLog.js';
 import type { UpstreamTarget } from './upstream/daemons.js';
+import type { Duplex } from 'node:stream';
+import type { CallerDescription } from './consent/consentRequest.js';
+import { CryptoSlots } from './session/cryptoSlots.js';
 
 export interface SessionHostOptions {
   upstream: UpstreamTarget;
@@ -19,6 +22,10 @@ export interface SessionHostOptions {
   origin?: Record<string, string>;
   /** Where audit records go (`--audit`), opened when the proxy started. */
   audit?: AuditLog | undefined;
+  /** Consent prompts (`--confirm`), shared by every session of the process. */
+  consent?: SessionConsent | undefined;
+  /** Who is on the other end of a client connection (local sockets only), for prompts and audit records. */
+  identifyCaller?: ((client: Duplex) => Promise<CallerDescription | undefined>) | undefined;
 }
 
 /** The inspection observer the config asks for: its own, plus the transition trace if asked for. */
@@ -41,6 +48,8 @@ export function createSessionHost(config: ProxyConfig, options: SessionHostOptio
   const logger = options.origin ? config.logger.child(options.origin) : config.logger;
   const inspect = observerFor(config);
   const { spare } = options;
+  // Per upstream: the sessions of this host share its agent.
+  const cryptoSlots = config.maxCrypto === undefined ? undefined : new CryptoSlots(config.maxCrypto);
   const tellSessionEnd = (summary: SessionSummary): void => {
     try {
       config.onSessionEnd?.(summary);
@@ -69,6 +78,9 @@ export function createSessionHost(config: ProxyConfig, options: SessionHostOptio
         ...(inspect ? { inspect } : {}),
         ...(options.origin?.link ? { link: options.origin.link } : {}),
         ...(options.audit ? { audit: options.audit } : {}),
+        ...(options.consent ? { consent: options.consent } : {}),
+        ...(cryptoSlots ? { cryptoSlots } : {}),
+        ...(options.identifyCaller ? { identifyCaller: () => options.identifyCaller!(client) } : {}),
         onEnd: (summary) => {
           onEnd();
           tellSessionEnd(summary);

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { flagOf, parseCommandLine, UsageError } from '../src/commandLine.js';
 import { InvalidOptionError, isProxyConfig, PROXY_DEFAULTS, resolveConfig, type ProxyConfig, type ProxyOptions } from '../src/config.js';
 import { defaultListenPath, ProxyStartError } from '../src/listenSocket.js';
+import { classifyClientLine } from '../src/protocol/classify.js';
 
 /** Everything but the logger (each call without one makes its own silent logger). */
 function comparable(config: ProxyConfig): Omit<ProxyConfig, 'logger'> {
@@ -39,6 +40,7 @@ describe('resolveConfig', () => {
         inquiryMs: PROXY_DEFAULTS.inquiryTimeoutMs,
         responseMs: undefined,
         closeGraceMs: PROXY_DEFAULTS.closeGraceMs,
+        consentMs: PROXY_DEFAULTS.confirmTimeoutMs,
       },
       drainTimeoutMs: PROXY_DEFAULTS.drainTimeoutMs,
       maxSessions: PROXY_DEFAULTS.maxSessions,
@@ -47,6 +49,9 @@ describe('resolveConfig', () => {
       spareConnection: false,
       restricted: false,
       policy: undefined,
+      checkArguments: false,
+      confirm: undefined,
+      maxCrypto: undefined,
       inspect: undefined,
       traceTransitions: false,
       clock: undefined,
@@ -137,5 +142,85 @@ describe('the command line goes through the same config', () => {
 
   it('a value that starts with a dash can still be given with =', () => {
     expect(parseCommandLine(['--listen=-odd', '--upstream', '/a/S']).proxy).toMatchObject({ listen: '-odd', upstream: '/a/S' });
+  });
+});
+
+describe('argument checks: --check-arguments, --allow-option, --preset', () => {
+  const GRIP = 'A'.repeat(40);
+  const judge = (config: ProxyConfig, text: string) => {
+    const line = Buffer.from(text, 'latin1');
+    return config.policy?.(line, classifyClientLine(line).verb) ?? 'forward';
+  };
+  const fromCli = (args: string[]) => resolveConfig(parseCommandLine(args).proxy, { optionName: flagOf });
+
+  it('--check-arguments turns them on alone', () => {
+    const config = fromCli(['--check-arguments']);
+    expect(config.checkArguments).toBe(true);
+    expect(judge(config, 'OPTION pinentry-mode=loopback\n')).toBe('arguments');
+    expect(judge(config, 'SETHASH 8 00\n')).toBe('arguments');
+    expect(judge(config, 'PKSIGN\n')).toBe('forward');
+    expect(judge(config, 'KILLAGENT\n')).toBe('forward');
+  });
+
+  it.each([[['--deny', 'KILLAGENT']], [['--allow', 'SIGKEY,SETHASH,OPTION']], [['--keys', `&${GRIP}`]], [['--allow-option', 'display']]])(
+    'any policy turns them on: %j',
+    (args) => {
+      const config = fromCli(args);
+      expect(config.checkArguments).toBe(true);
+      expect(judge(config, `SIGKEY ${GRIP}0\n`)).not.toBe('forward');
+    },
+  );
+
+  it('--restricted alone does not: it answers as the extra socket does, argument errors included', () => {
+    const config = fromCli(['--restricted']);
+    expect(config.checkArguments).toBe(false);
+    expect(judge(config, 'HAVEKEY 00\n')).toBe('forward');
+    expect(judge(fromCli(['--restricted', '--check-arguments']), 'HAVEKEY 00\n')).toBe('arguments');
+  });
+
+  it('a library caller turns them on with checkArguments, and they are off with no policy at all', () => {
+    expect(resolveConfig({ checkArguments: true }).policy?.(Buffer.from('SETHASH 8 00\n'), 'SETHASH')).toBe('arguments');
+    expect(resolveConfig({ checkArguments: false }).policy).toBeUndefined();
+    expect(resolveConfig({}).checkArguments).toBe(false);
+  });
+
+  it('--allow-option widens the OPTIONs allowed, repeatable and comma-separated', () => {
+    const config = fromCli(['--allow-option', 'pinentry-mode=loopback', '--allow-option', 'display,ttyname']);
+    expect(judge(config, 'OPTION pinentry-mode=loopback\n')).toBe('forward');
+    expect(judge(config, 'OPTION display=:0\n')).toBe('forward');
+    expect(judge(config, 'OPTION ttyname=/dev/pts/1\n')).toBe('forward');
+    expect(judge(config, 'OPTION putenv=X=1\n')).toBe('environment');
+    expect(resolveConfig({ allowOptions: ['display'] }).policy?.(Buffer.from('OPTION display=:0\n'), 'OPTION')).toBeUndefined();
+  });
+
+  it('--preset yubikey: card reads and key uses through SCD, no card changes', () => {
+    for (const args of [['--preset', 'yubikey'], ['--preset', 'yubikey', '--upstream', 'agent'], ['--preset', 'yubikey', '--upstream', '/run/user/1/gnupg/S.gpg-agent']]) {
+      const config = fromCli(args);
+      expect(config.preset).toBe('yubikey');
+      expect(judge(config, 'SCD PKSIGN OPENPGP.1\n')).toBe('forward');
+      expect(judge(config, 'SCD PASSWD OPENPGP.1\n')).toBe('arguments');
+      expect(judge(config, 'GENKEY\n')).toBe('arguments');
+    }
+  });
+
+  it.each([
+    [['--allow-option', 'displya'], "--allow-option: unknown option 'displya'"],
+    [['--allow-option', 'display='], "--allow-option: 'display=': give a value"],
+    [['--preset', 'nitrokey'], "--preset takes yubikey, not 'nitrokey'"],
+    [['--preset', 'yubikey', '--upstream', 'agent-extra'], '--preset yubikey works through SCD, which only gpg-agent\'s standard socket takes: --upstream agent-extra cannot be used'],
+    [['--preset', 'yubikey', '--upstream', 'dirmngr'], '--upstream dirmngr cannot be used'],
+    [['--preset', 'yubikey', '--upstream', '/run/user/1/gnupg/S.gpg-agent.extra'], 'gpg-agent forbids on its extra and browser sockets: --upstream /run/user/1/gnupg/S.gpg-agent.extra is one'],
+    [['--preset', 'yubikey', '--upstream', './S.gpg-agent.browser'], 'is one'],
+    [['--preset', 'yubikey', '--restricted'], '--preset yubikey works through SCD, which --restricted forbids'],
+    [['--preset', 'yubikey', '--keys', `&${GRIP}`], '--preset yubikey works through SCD, which --keys refuses'],
+  ])('refused at start, named by its flag: %j', (args, message) => {
+    const { option, message: text } = failure(parseCommandLine(args).proxy, true);
+    expect(['allowOptions', 'preset']).toContain(option);
+    expect(text).toContain(message);
+  });
+
+  it('--preset and --allow-option need a value', () => {
+    expect(() => parseCommandLine(['--preset'])).toThrow('--preset needs a value: --preset NAME');
+    expect(() => parseCommandLine(['--allow-option'])).toThrow('--allow-option needs a value: --allow-option OPTS');
   });
 });

@@ -194,9 +194,10 @@ describe('lifecycle and detail views', () => {
 describe('the session views', () => {
   const generated = diagrams.filter((d) => d.machine === 'session' && d.view);
 
-  it('the lifecycle is small: at most 30 arrows, each pair of boxes joined once', () => {
+  it('the lifecycle is small: at most 32 arrows, each pair of boxes joined once', () => {
     const lifecycle = arrows(generated.find((d) => d.file === 'session-lifecycle')!.mermaid);
-    expect(lifecycle.length).toBeLessThanOrEqual(30);
+    // 31 since held commands (consent, crypto slots) got their box; looked at rendered, still readable at 1400 px.
+    expect(lifecycle.length).toBeLessThanOrEqual(32);
     const pairs = lifecycle.map((line) => line.split(' : ')[0]);
     expect(new Set(pairs).size).toBe(pairs.length);
     // The happy path, and the machine-wide shutdown drawn once.

@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { doctorMain, formatFinding } from '../src/doctor.js';
-import { AssuanConnection, AssuanError, DialError, percentDecode, printable } from '../src/doctor/assuan.js';
+import { AssuanConnection, AssuanError, DialError, percentDecode, printable } from '../src/protocol/assuanClient.js';
 import { keygripsOfKeyinfo, keygripsOfListing, setsOption } from '../src/doctor/gnupgFiles.js';
 import { makeTempDir } from './support/gnupg.js';
 

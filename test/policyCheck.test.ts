@@ -22,6 +22,24 @@ describe('--check', () => {
     expect(formatVerdicts(verdicts)).toContain("line 3: EXPORT_KEY [" + GRIP + "]: refused, forbidden on gpg-agent's extra socket (--restricted)\n");
   });
 
+  it('with --confirm, a key use is held for the person; an OPTION for the pinentry is answered by the proxy', () => {
+    const policy = createCommandPolicy({ arguments: {}, refuseRawCardAccess: true });
+    const transcript = Buffer.from('OPTION ttyname=/dev/pts/1\nPKSIGN\nscd pkauth OPENPGP.3\nSCD APDU 00\nPKDECRYPT\nS: INQUIRE PINENTRY_LAUNCHED 1 curses\nPKSIGN\n');
+    const verdicts = checkTranscript(transcript, policy, new Set(['sign', 'auth']));
+    expect(verdicts).toEqual([
+      { line: 1, verb: 'OPTION', verdict: 'answered', reason: 'environment' },
+      { line: 2, verb: 'PKSIGN', verdict: 'held', reason: 'sign' },
+      { line: 3, verb: 'SCD', verdict: 'held', reason: 'auth' },
+      { line: 4, verb: 'SCD', verdict: 'refused', reason: 'confirm' },
+      // decrypt is not asked for here.
+      { line: 5, verb: 'PKDECRYPT', verdict: 'relayed' },
+      // Inside an INQUIRE that takes no data the line ends it, unexecuted: judged by the policy, nothing to ask.
+      { line: 7, verb: 'PKSIGN', verdict: 'relayed' },
+    ]);
+    expect(formatVerdicts(verdicts)).toContain("line 2: PKSIGN: held for the person's approval (--confirm sign), relayed if approved\n");
+    expect(formatVerdicts(verdicts)).toContain('line 1: OPTION: answered OK by the proxy, not sent');
+  });
+
   it("follows the agent's reader: an INQUIRE's answer is not judged, a command inside it is, and OK ends the command", () => {
     const policy = createCommandPolicy({ deny: ['KEYINFO'] });
     const transcript = ['PKSIGN', 'S: INQUIRE PASSPHRASE', 'D secret', 'END', 'S: OK', 'PKSIGN', 'S: INQUIRE PASSPHRASE', 'KEYINFO --list', 'S: ERR 67109141 cancelled', 'KEYINFO --list'].join('\n');

@@ -13,12 +13,17 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { ProxyStartError } from '../listenSocket.js';
 
+/** How a use that needs consent got through: the person approved it at a prompt, or a window they opened held. */
+export type ConsentGrant = 'prompt' | 'window';
+
 export interface AuditRecord {
   /** ISO 8601, UTC. */
   time: string;
   session: string;
   /** The bridge link the session came over, if any. */
   link?: string;
+  /** Who is on the other end of a local session: program, pid and uid (src/peer/callerIdentity.ts), when known. */
+  caller?: string;
   verb: string;
   /** For SCD: the card command, from a fixed vocabulary (OTHER otherwise). */
   card?: string;
@@ -27,6 +32,8 @@ export interface AuditRecord {
   /** The hash algorithm set by SETHASH before a PKSIGN. */
   hash?: string;
   decision: 'relayed' | 'refused';
+  /** A use the person was asked about (`--confirm`): approved at a prompt, or within an open decision window. */
+  consent?: ConsentGrant;
   /** The policy rule that refused it. */
   rule?: string;
   /** Where the agent's reader was when a line was refused. */

@@ -13,6 +13,7 @@ import { Duplex } from 'node:stream';
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { linkMachine, type LinkEvent, type LinkFailure } from '../../machines/link.js';
 import type { AuditLog } from '../audit/auditLog.js';
+import type { SessionConsent } from '../session/session.js';
 import type { UpstreamTarget } from '../upstream/daemons.js';
 import type { ProxyConfig } from '../config.js';
 import type { SessionInfo } from '../session/session.js';
@@ -51,6 +52,8 @@ export interface ForwardOptions {
   upstream: UpstreamTarget;
   /** Where audit records go (`--audit`). */
   audit?: AuditLog | undefined;
+  /** Consent prompts (`--confirm`), shown on this (the agent's) side. */
+  consent?: SessionConsent | undefined;
   timeouts?: Partial<LinkTimeouts>;
   /** Starts in a row without the link coming up, before giving up (default 5). */
   maxAttempts?: number;
@@ -85,7 +88,7 @@ export function startForward(options: ForwardOptions): RunningForward {
   const { config } = options;
   const { logger } = config;
   const timeouts = { ...LINK_DEFAULTS, ...options.timeouts };
-  const registry = createSessionHost(config, { upstream: options.upstream, origin: { link: 'link' }, audit: options.audit });
+  const registry = createSessionHost(config, { upstream: options.upstream, origin: { link: 'link' }, audit: options.audit, consent: options.consent });
   const inspect = observerFor(config);
   let current: Incarnation | undefined;
   let incarnations = 0;

@@ -15,6 +15,8 @@ import { ProxyStartError } from '../listenSocket.js';
 import { createLogger, isLogLevel, LOG_LEVELS } from '../log.js';
 import { clientEndCode } from '../packageFiles.js';
 import { AuditLog } from '../audit/auditLog.js';
+import { startConsent } from '../consent/consentService.js';
+import type { SessionConsent } from '../session/session.js';
 import { resolveKeys } from '../server.js';
 import { agentSocketPath, resolveUpstream, type UpstreamTarget } from '../upstream/daemons.js';
 import { linkMachine } from '../../machines/link.js';
@@ -90,12 +92,14 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
   let code: Buffer;
   let upstream: UpstreamTarget;
   let audit: AuditLog | undefined;
+  let consent: SessionConsent | undefined;
   try {
     code = own['--client-end-code'] ? fs.readFileSync(own['--client-end-code']) : clientEndCode();
     // By default the agent's extra socket: the agent itself then runs forwarded sessions restricted.
     upstream = await resolveUpstream(config.upstream ?? 'agent-extra', config.env, { launch: config.launchAgent });
     await resolveKeys(config);
     audit = config.auditPath ? AuditLog.open(config.auditPath, logger) : undefined;
+    consent = await startConsent(config.confirm, config.env, logger);
     await watchers.startInspector();
   } catch (err) {
     await watchers.close();
@@ -113,6 +117,7 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     config,
     upstream,
     audit,
+    consent,
   });
   const upstreamPath = upstream.path;
   try {

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describeDefect, parseSocketFile, SOCKET_FILE_READ_LIMIT, SocketFileError } from '../upstream/socketFile.js';
-import { AssuanConnection, AssuanError, DialError, GPG_ERR_FORBIDDEN, printable } from './assuan.js';
+import { AssuanConnection, AssuanError, DialError, GPG_ERR_FORBIDDEN, printable } from '../protocol/assuanClient.js';
 
 /** How gpg gets from its socket path to the socket it connects to, in words ('' when the path is the socket). */
 export type Route = { how: 'direct' } | { how: 'symlink'; target: string } | { how: 'redirect'; target: string };

@@ -1,10 +1,11 @@
 /**
- * A minimal Assuan client for the doctor: connect, check the greeting, send a command, collect its answer. It is
- * not the proxy's relay: it only ever sends read-only questions (GETINFO, KEYINFO --list) and keeps what they say.
+ * A minimal Assuan client for the proxy's own questions to a daemon (the doctor's read-only GETINFO and KEYINFO,
+ * the consent prompt's GET_CONFIRMATION): connect, check the greeting, send a command, collect its answer. It is
+ * not the relay: no client's line ever goes through it.
  */
 import type net from 'node:net';
-import { contentLength } from '../protocol/classify.js';
-import { LineFramer } from '../protocol/framer.js';
+import { contentLength } from './classify.js';
+import { LineFramer } from './framer.js';
 import { dialUpstream } from '../upstream/dial.js';
 import { describeHandshakeDefect, type UpstreamHandshake } from '../upstream/handshake.js';
 
@@ -106,8 +107,11 @@ export class AssuanConnection {
     }
   }
 
-  /** Sends one command line and reads its answer. An INQUIRE is cancelled: nothing the doctor asks needs one. */
-  async request(command: string): Promise<AssuanReply> {
+  /**
+   * Sends one command line and reads its answer. An INQUIRE is answered by `onInquire` (its keyword and the rest
+   * of the line; what it returns, or resolves to, is sent: the server waits for it meanwhile), or else cancelled.
+   */
+  async request(command: string, onInquire?: (keyword: string, args: string) => string | Promise<string>): Promise<AssuanReply> {
     this.socket.write(`${command}\n`);
     const data: Buffer[] = [];
     let dataBytes = 0;
@@ -129,7 +133,8 @@ export class AssuanConnection {
       } else if (text.startsWith('S ')) {
         status.push(text.slice(2));
       } else if (text === 'INQUIRE' || text.startsWith('INQUIRE ')) {
-        this.socket.write('CAN\n');
+        const [keyword = '', ...args] = text.slice('INQUIRE '.length).split(' ');
+        this.socket.write(onInquire ? `${await onInquire(keyword, args.join(' '))}\n` : 'CAN\n');
       }
       // Comments (#) and anything else carry nothing for us.
     }

@@ -19,6 +19,10 @@ export const PROXY_ERRORS = {
   /** The extra socket's answer to a command it does not allow; gpg copes with it (see protocol notes §7). */
   forbidden: { code: AGENT_SOURCE | 251, text: 'Forbidden' },
   limitReached: { code: AGENT_SOURCE | 183, text: 'Limit reached' },
+  /** What gpg-agent answers when the person cancels a prompt (GPG_ERR_CANCELED). */
+  cancelled: { code: AGENT_SOURCE | 99, text: 'Operation cancelled' },
+  /** What gpg-agent answers for a confirmation not given (GPG_ERR_NOT_CONFIRMED). */
+  notConfirmed: { code: AGENT_SOURCE | 114, text: 'Not confirmed' },
 } as const;
 export type ProxyErrorName = keyof typeof PROXY_ERRORS;
 

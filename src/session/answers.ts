@@ -14,7 +14,10 @@ export const CANCEL_INQUIRY = Buffer.from('CAN\n', 'latin1');
 /** The agent runs the connection as its extra socket would, one way only (README "Restricted mode"). */
 export const RESTRICT_CONNECTION = Buffer.from('OPTION pretend-request-origin=remote\n', 'latin1');
 
-/** The ERR for a client line the proxy refused; `verb` names a line the policy forbade. */
+/** The proxy's answer to an OPTION it drops (the pinentry's environment stays the agent's own). */
+const ACKNOWLEDGED = Buffer.from('OK\n', 'latin1');
+
+/** The ERR (or, for an OPTION dropped, the OK) for a client line the proxy refused; `verb` names what was refused. */
 export function refusal(answer: ProxyAnswer, verb: string): Buffer {
   switch (answer) {
     case 'forbidden':
@@ -23,6 +26,12 @@ export function refusal(answer: ProxyAnswer, verb: string): Buffer {
       return errLine('lineTooLong', 'lines are limited to 1000 bytes');
     case 'malformedEscape':
       return errLine('malformedEscape', "D line has a '%' not followed by two hex digits");
+    case 'acknowledged':
+      return ACKNOWLEDGED;
+    case 'cancelled':
+      return errLine('cancelled', `${verb} was refused at the consent prompt`);
+    case 'notConfirmed':
+      return errLine('notConfirmed', `${verb} was not approved (no answer at the consent prompt in time, or none could be shown)`);
   }
 }
 

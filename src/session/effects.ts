@@ -13,6 +13,8 @@ import { sessionMachine, type CommandOutcome, type PolicyRule, type ProxyAnswer,
 import type { CommandVerb } from '../protocol/classify.js';
 import type { LineHandle } from '../protocol/line.js';
 import type { SessionAudit } from '../audit/sessionAudit.js';
+import type { ConsentOperation } from '../consent/consentRequest.js';
+import type { KeySelection } from './keySelection.js';
 import * as answers from './answers.js';
 import type { LineEndpoint } from './lineEndpoint.js';
 import type { SessionStats } from './stats.js';
@@ -26,6 +28,8 @@ export interface SessionTimeouts {
   inquiryMs: number;
   /** From a request reaching the agent to its first line of answer; undefined: no limit (the default). */
   responseMs?: number | undefined;
+  /** For the person to answer a consent prompt (`--confirm`); 60 s when not given. */
+  consentMs?: number | undefined;
   closeGraceMs: number;
 }
 
@@ -44,6 +48,16 @@ export interface EffectDependencies {
   failureSetting: answers.FailureSetting;
   /** The session's audit records (`--audit`), if asked for. */
   audit?: SessionAudit | undefined;
+  /** The key and hash the agent holds for the connection, followed when the audit or a consent prompt needs them. */
+  selection?: KeySelection | undefined;
+  /** Asks the person to approve a held command (`--confirm`); the session reports the decision as an event. */
+  askConsent(operation: ConsentOperation, line: LineHandle): void;
+  withdrawConsent(): void;
+  /** Queues for a crypto slot (`--max-crypto`); the session reports the grant as an event. */
+  requestCryptoSlot(line: LineHandle): void;
+  leaveCryptoQueue(): void;
+  /** The command's answer ended: a slot it held is given back. */
+  releaseCryptoSlot(): void;
   closeGraceMs: number;
 }
 
@@ -93,6 +107,11 @@ export class SessionEffects {
   }
 
   noteRefusal(verb: CommandVerb, rule: PolicyRule | undefined, during: 'command' | 'inquire', line: LineHandle | undefined): void {
+    // gpg sends these on every connection: dropping them is routine, not news for the log or the audit.
+    if (rule === 'environment' && during === 'command') {
+      if (this.debug) this.deps.log.debug({ verb, rule }, "an OPTION for the pinentry's environment was acknowledged and dropped");
+      return;
+    }
     this.deps.stats.refused++;
     // Every refusal is visible at the default level: which verb, which rule, and where the agent's reader was.
     this.deps.log.info({ verb, rule, during }, 'refused by policy');
@@ -102,13 +121,36 @@ export class SessionEffects {
   beginCommand(verb: CommandVerb, line: LineHandle | undefined): void {
     this.deps.stats.beginCommand();
     if (this.debug) this.deps.log.debug({ verb }, 'command');
-    if (line) this.deps.audit?.commandBegins(verb, line.take());
+    if (!line) return;
+    this.deps.selection?.commandBegins(verb, line.take());
+    this.deps.audit?.commandBegins(verb, line.take());
   }
 
-  /** `agent`: how the agent answered, if it did (the proxy answers a refused command itself); `code`: its ERR's. */
-  endCommand(verb: string, outcome: CommandOutcome, agent: 'ok' | 'err' | undefined, code: number | undefined): void {
+  /**
+   * `agent`: how the agent answered, if it did (the proxy answers a refused command itself); `code`: its ERR's;
+   * `consent`: how a command that needed the person's approval got it.
+   */
+  endCommand(verb: string, outcome: CommandOutcome, agent: 'ok' | 'err' | undefined, code: number | undefined, consent: 'prompt' | 'window' | null): void {
     if (this.debug) this.deps.log.debug({ verb, outcome, ...this.deps.stats.commandRecord() }, 'command done');
-    this.deps.audit?.commandEnds(outcome, agent, code);
+    this.deps.releaseCryptoSlot();
+    this.deps.selection?.commandEnds(agent);
+    this.deps.audit?.commandEnds(outcome, agent, code, consent ?? undefined);
+  }
+
+  askConsent(operation: ConsentOperation, line: LineHandle): void {
+    this.deps.askConsent(operation, line);
+  }
+
+  withdrawConsent(): void {
+    this.deps.withdrawConsent();
+  }
+
+  requestCryptoSlot(line: LineHandle): void {
+    this.deps.requestCryptoSlot(line);
+  }
+
+  leaveCryptoQueue(): void {
+    this.deps.leaveCryptoQueue();
   }
 
   /** One ERR line naming the cause to the client, after what was relayed before; the agent's side is torn down. */
@@ -182,7 +224,11 @@ export function sessionMachineFor(timeouts: SessionTimeouts) {
       noteRefusal: ({ self, event }, { verb, rule, during }) => of(self).noteRefusal(verb, rule, during, lineIn(event)),
       beginCommand: ({ self, event }, { verb }) => of(self).beginCommand(verb, lineIn(event)),
       endCommand: ({ self, context, event }, { outcome }) =>
-        of(self).endCommand(context.command, outcome, agentAnswer(event), event.type === 'AGENT.ERR' ? event.code : undefined),
+        of(self).endCommand(context.command, outcome, agentAnswer(event), event.type === 'AGENT.ERR' ? event.code : undefined, context.consent),
+      askConsent: ({ self, event }, { operation }) => of(self).askConsent(operation, lineOf(event)),
+      withdrawConsent: ({ self }) => of(self).withdrawConsent(),
+      requestCryptoSlot: ({ self, event }) => of(self).requestCryptoSlot(lineOf(event)),
+      leaveCryptoQueue: ({ self }) => of(self).leaveCryptoQueue(),
       abortSession: ({ self }, { failure }) => of(self).abortSession(failure),
       endAgentInput: ({ self }, { withPartialLine }) => of(self).endAgentInput(withPartialLine),
       closeGracefully: ({ self }) => of(self).closeGracefully(),
@@ -199,6 +245,7 @@ export function sessionMachineFor(timeouts: SessionTimeouts) {
       // Never fires when off (the guard reads responseTimeoutOn); a timer may not exceed 2^31-1 ms.
       responseTimeout: timeouts.responseMs ?? MAX_TIMER_MS,
       closeGrace: timeouts.closeGraceMs,
+      consentTimeout: timeouts.consentMs ?? 60_000,
     },
   });
   machines.set(timeouts, machine);

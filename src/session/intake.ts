@@ -12,6 +12,7 @@ import { classifyAgentLine, classifyClientLine, type AgentLineKind, type ClientL
 import type { LineFramer } from '../protocol/framer.js';
 import { LineHandle, NO_BYTES } from '../protocol/line.js';
 import type { CommandPolicy } from '../policy.js';
+import type { ConsentOperation } from '../consent/consentRequest.js';
 
 const CLIENT_EVENT: Record<ClientLineKind, ClientLineEvent['type']> = {
   command: 'CLIENT.COMMAND',
@@ -43,6 +44,10 @@ export interface ClientLineSetting {
   secret: boolean;
   /** Which lines may reach the agent as commands; undefined relays all. */
   policy: CommandPolicy | undefined;
+  /** Which commands use a key the person must approve first (`--confirm`); undefined: none. */
+  consent?: ((line: Buffer) => ConsentOperation | undefined) | undefined;
+  /** Key operations wait for one of the upstream's crypto slots (`--max-crypto`). */
+  cryptoSlots?: boolean;
 }
 
 /** The client's next complete line as an event, or undefined when none is complete yet. */
@@ -59,6 +64,14 @@ export function takeClientEvent(framer: LineFramer, setting: ClientLineSetting):
   const event: ClientLineEvent = { type: CLIENT_EVENT[kind], verb, line: new LineHandle(bytes) };
   if (!setting.secret) event.bytes = bytes.length;
   if (refusedBy) event.refusedBy = refusedBy;
+  // Judged as the command it would be; whether the agent reads it as one is the machine's to know.
+  else if (kind === 'command') {
+    if (setting.consent) {
+      const operation = setting.consent(bytes);
+      if (operation) event.consent = operation;
+    }
+    if (setting.cryptoSlots && (verb === 'PKSIGN' || verb === 'PKDECRYPT')) event.cryptoSlot = true;
+  }
   return event;
 }
 

@@ -20,6 +20,13 @@ import { LineEndpoint } from './lineEndpoint.js';
 import type { SpareConnection } from './spareConnection.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import { SessionAudit } from '../audit/sessionAudit.js';
+import type { ConsentDesk } from '../consent/consentDesk.js';
+import type { CallerDescription, ConsentOperation, ConsentRequest } from '../consent/consentRequest.js';
+import type { KeyNames } from '../consent/keyNames.js';
+import { cardKeyOf, consentOperation } from '../consent/consentRequest.js';
+import { KeySelection } from './keySelection.js';
+import type { CryptoSlots, CryptoSlotTicket } from './cryptoSlots.js';
+import type { LineHandle } from '../protocol/line.js';
 import { dialUpstream } from '../upstream/dial.js';
 import type { UpstreamHandshake } from '../upstream/handshake.js';
 import type { UpstreamTarget } from '../upstream/daemons.js';
@@ -51,6 +58,21 @@ export interface SessionOptions {
   link?: string;
   /** Where the session's audit records go (`--audit`), if anywhere. */
   audit?: AuditLog | undefined;
+  /** Key uses the person must approve first (`--confirm`), and where that is decided. */
+  consent?: SessionConsent | undefined;
+  /** Who is on the other end of a local client's socket (src/peer/callerIdentity.ts), for prompts and records. */
+  identifyCaller?: (() => Promise<CallerDescription | undefined>) | undefined;
+  /** The upstream's crypto slots (`--max-crypto`), shared by its sessions; undefined: no limit. */
+  cryptoSlots?: CryptoSlots | undefined;
+}
+
+export interface SessionConsent {
+  /** The operations that need approval; a command that is one of them waits in awaitingConsent. */
+  readonly operations: ReadonlySet<ConsentOperation>;
+  /** Shared by every session of the proxy: one prompt at a time, and the decision windows. */
+  readonly desk: ConsentDesk;
+  /** The user IDs prompts name keys by. */
+  readonly keyNames?: KeyNames | undefined;
 }
 
 type SessionActor = Actor<ReturnType<typeof sessionMachineFor>>;
@@ -66,6 +88,21 @@ export class Session {
   private handshake: UpstreamHandshake | undefined;
   /** The session's audit records (`--audit`), if asked for. */
   private readonly audit: SessionAudit | undefined;
+  /** The key and hash the agent holds, followed for the audit and consent prompts (not otherwise: it costs). */
+  private readonly selection: KeySelection | undefined;
+  /** Who is on the other end, once looked up (local sessions; only when a prompt or a record names it). */
+  private caller: CallerDescription | undefined;
+  private readonly callerLookup: Promise<void> | undefined;
+  /** The open consent request: what it asks (for the live view), and how to withdraw it. */
+  private consentPending: { operation: ConsentOperation; keygrip: string | undefined; withdraw?: () => void } | undefined;
+  /** The last decision, for the live view. */
+  private lastConsent: SessionInfo['lastConsent'];
+  /** Consent requests so far: a decision for an earlier one is stale. */
+  private consentAsks = 0;
+  /** This session's place in the upstream's crypto slots (`--max-crypto`): queued, or holding one. */
+  private cryptoTicket: CryptoSlotTicket | undefined;
+  /** Which command lines need the person's approval (`--confirm`); undefined: none. */
+  private readonly needsConsent: ((line: Buffer) => ConsentOperation | undefined) | undefined;
   /** What a failure message names; which socket file form was dialed is learnt on the way. */
   private readonly failureSetting: FailureSetting;
   /** The Cygwin exchange is under way: bytes read are the handshake's, and a close is its failure. */
@@ -76,6 +113,8 @@ export class Session {
   private batching = 0;
   /** The re-entry guard of the client pump (an event it sends may end in a call back to it). */
   private pumping = false;
+  /** An event is being sent: its writes are flushed once it has been handled, not at each transition. */
+  private sending = false;
   /** CLIENT_EOF has been delivered (once). */
   private eofDelivered = false;
   private socketsClosedReported = false;
@@ -83,7 +122,16 @@ export class Session {
 
   constructor(private readonly options: SessionOptions) {
     this.sessionId = options.sessionId;
-    this.audit = options.audit && new SessionAudit(options.audit, options.sessionId, options.link);
+    const consent = options.consent;
+    this.needsConsent = consent && ((line: Buffer) => consentOperation(line, consent.operations));
+    if (options.audit || consent) {
+      this.selection = new KeySelection();
+      this.callerLookup = options.identifyCaller?.().then(
+        (caller) => void (this.caller = caller),
+        () => {},
+      );
+    }
+    this.audit = options.audit && new SessionAudit(options.audit, options.sessionId, options.link, this.selection, () => this.caller?.text);
     this.failureSetting = { upstreamPath: options.upstream.path, daemon: options.upstream.daemon, idleMs: options.timeouts.idleMs, inquiryMs: options.timeouts.inquiryMs };
     this.log = options.logger.child({ session: options.sessionId });
     this.client = new LineEndpoint(options.client, {
@@ -118,6 +166,12 @@ export class Session {
       log: this.log,
       failureSetting: this.failureSetting,
       audit: this.audit,
+      selection: this.selection,
+      askConsent: (operation, line) => this.askConsent(operation, line),
+      withdrawConsent: () => this.withdrawConsent(),
+      requestCryptoSlot: (line) => this.requestCryptoSlot(line),
+      leaveCryptoQueue: () => this.cryptoTicket?.leaveQueue(),
+      releaseCryptoSlot: () => this.releaseCryptoSlot(),
       closeGraceMs: options.timeouts.closeGraceMs,
     });
     this.actor = createActor(sessionMachineFor(options.timeouts), {
@@ -135,6 +189,8 @@ export class Session {
     this.actor.subscribe({
       next: (snapshot) => {
         if (snapshot.status === 'done') this.finish(snapshot.context.failure);
+        // A transition the machine's own timer took (the consent timeout) wrote outside any send: flush it.
+        else if (this.batching === 0 && !this.sending) this.flushWrites();
       },
       error: (err) => {
         // A bug in an action must end this session only, never the process or other sessions.
@@ -180,6 +236,10 @@ export class Session {
       clientPendingBytes: this.client.pendingBytes,
       agentPaused: this.agent?.paused ?? false,
       ...(this.options.link ? { link: this.options.link } : {}),
+      ...(this.consentPending
+        ? { pendingConsent: { operation: this.consentPending.operation, ...(this.consentPending.keygrip ? { keygrip: this.consentPending.keygrip } : {}) } }
+        : {}),
+      ...(this.lastConsent ? { lastConsent: this.lastConsent } : {}),
     };
   }
 
@@ -187,7 +247,12 @@ export class Session {
 
   private send(event: SessionEvent): void {
     if (this.finished) return;
-    this.actor.send(event);
+    this.sending = true;
+    try {
+      this.actor.send(event);
+    } finally {
+      this.sending = false;
+    }
     if (this.batching === 0) this.flushWrites();
   }
 
@@ -209,7 +274,7 @@ export class Session {
         if (!snapshot.hasTag('clientInput')) break;
         const inquire = snapshot.context.inquire;
         const secret = inquire !== '' && inquiryAnswerIsSecret(inquire);
-        const event = takeClientEvent(client.framer, { dataRuns: snapshot.hasTag('inquiry'), secret, policy: this.options.policy });
+        const event = takeClientEvent(client.framer, { dataRuns: snapshot.hasTag('inquiry'), secret, policy: this.options.policy, consent: this.needsConsent, cryptoSlots: this.options.cryptoSlots !== undefined });
         if (event === undefined) {
           if (!client.ended && client.framer.midLine && snapshot.hasTag('idle')) {
             this.send({ type: 'CLIENT_PARTIAL', bytes: client.framer.partialBytes });
@@ -383,6 +448,68 @@ export class Session {
     );
   }
 
+  // ---- consent (`--confirm`) ---------------------------------------------------------------------------------
+
+  /**
+   * Asks the person about the held command `line` (it stays here, in the handle, until approved); the decision
+   * comes back as CONSENT_GRANTED, carrying the line to the action that sends it, or CONSENT_REFUSED.
+   */
+  private askConsent(operation: ConsentOperation, line: LineHandle): void {
+    const consent = this.options.consent;
+    const asked = ++this.consentAsks;
+    // A card's key use names its key in the line; the agent's selection is another key's.
+    const cardKey = cardKeyOf(line.take());
+    const pending: NonNullable<typeof this.consentPending> = { operation, keygrip: cardKey === undefined ? this.selection?.key : undefined };
+    this.consentPending = pending;
+    const current = () => asked === this.consentAsks && !this.finished;
+    if (!consent) {
+      queueMicrotask(() => current() && this.send({ type: 'CONSENT_REFUSED', answer: 'notConfirmed' }));
+      return;
+    }
+    this.log.info({ operation, keygrip: pending.keygrip }, 'asking the person to approve a key use');
+    void this.consentRequest(operation, pending.keygrip, cardKey, consent).then((request) => {
+      if (!current()) return;
+      pending.withdraw = consent.desk.request(request, (decision) => {
+        if (!current()) return;
+        this.consentPending = undefined;
+        this.lastConsent = { operation, decision: decision.approved ? decision.by : decision.verdict };
+        this.log.info({ operation, keygrip: pending.keygrip, ...(decision.approved ? { approvedBy: decision.by } : { refused: decision.verdict }) }, 'key use decided');
+        if (decision.approved) this.send({ type: 'CONSENT_GRANTED', line, by: decision.by });
+        else this.send({ type: 'CONSENT_REFUSED', answer: decision.verdict === 'refused' ? 'cancelled' : 'notConfirmed' });
+      });
+    });
+  }
+
+  /** The session left awaitingConsent (decided, timed out, closing): a prompt still up for it is taken down. */
+  private withdrawConsent(): void {
+    this.consentAsks++;
+    this.consentPending?.withdraw?.();
+    this.consentPending = undefined;
+  }
+
+  private async consentRequest(operation: ConsentOperation, keygrip: string | undefined, cardKey: string | undefined, consent: SessionConsent): Promise<ConsentRequest> {
+    const [userId] = await Promise.all([consent.keyNames?.userIdOf(keygrip), this.callerLookup]);
+    const { link } = this.options;
+    // Unknown callers share no window: each session of one is asked for itself.
+    const caller = this.caller ?? (link ? { key: `link\0${link}`, text: `bridge link ${link}` } : { key: `session\0${this.sessionId}`, text: 'a local process (not identified)' });
+    const hash = operation === 'sign' && cardKey === undefined ? this.selection?.hash : undefined;
+    return { operation, sessionId: this.sessionId, keygrip, ...(cardKey !== undefined ? { cardKey } : {}), userId, hash, caller, at: new Date() };
+  }
+
+  // ---- crypto slots (`--max-crypto`) ---------------------------------------------------------------------------
+
+  /** Queues the held command `line` for a slot; the grant brings it back as CRYPTO_SLOT_GRANTED. */
+  private requestCryptoSlot(line: LineHandle): void {
+    const slots = this.options.cryptoSlots;
+    if (!slots) return void queueMicrotask(() => this.send({ type: 'CRYPTO_SLOT_GRANTED', line }));
+    this.cryptoTicket = slots.take(() => this.send({ type: 'CRYPTO_SLOT_GRANTED', line }));
+  }
+
+  private releaseCryptoSlot(): void {
+    this.cryptoTicket?.release();
+    this.cryptoTicket = undefined;
+  }
+
   private reportSocketsClosed(): void {
     const agentDone = this.agent === undefined || this.agent.closed;
     if (this.client.closed && agentDone && !this.socketsClosedReported) {
@@ -420,6 +547,8 @@ export class Session {
     };
     this.log.info(summary, 'session ended');
     this.audit?.sessionEnds();
+    // A session that ends holding a slot (or queued for one) gives it back: the next one waiting goes on.
+    this.releaseCryptoSlot();
     if (this.actor.getSnapshot().status === 'active') this.actor.stop();
     this.options.onEnd?.(summary);
   }

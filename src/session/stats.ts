@@ -42,6 +42,10 @@ export interface SessionInfo {
   agentPaused: boolean;
   /** The bridge link the client came over (`forward`); absent for a local client. */
   link?: string;
+  /** A key use waiting for the person's approval (`--confirm`): the operation and the key, no more. */
+  pendingConsent?: { operation: string; keygrip?: string };
+  /** The session's last consent decision: the operation, and approved (at a prompt, by a window) or refused. */
+  lastConsent?: { operation: string; decision: 'prompt' | 'window' | 'refused' | 'timedOut' | 'unavailable' };
 }
 
 export class SessionStats {

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAgentHome, createClientHome, generateKey, mustRun, runTool, type AgentHome, type KeyInfo } from '../support/gnupg.js';
+import { createAgentHome, createClientHome, generateKey, keygripsOf, mustRun, runTool, type AgentHome, type KeyInfo } from '../support/gnupg.js';
 import { runCli } from '../support/cli.js';
 import { startTestProxy, type TestProxy } from '../support/proxy.js';
 
@@ -21,13 +21,7 @@ let proxy: TestProxy;
 let auditFile: string;
 
 /** Every keygrip of a key: its primary's and its subkeys'. */
-async function keygrips(fingerprint: string): Promise<string[]> {
-  const listing = (await mustRun('gpg', agent.home, ['--batch', '--with-colons', '--with-keygrip', '-k', fingerprint])).toString();
-  return listing
-    .split('\n')
-    .filter((line) => line.startsWith('grp:'))
-    .map((line) => line.split(':')[9]!);
-}
+const keygrips = (fingerprint: string) => keygripsOf(agent.home, fingerprint);
 
 beforeAll(async () => {
   const logDir = fs.mkdtempSync('/tmp/apx-keys.');
@@ -105,7 +99,7 @@ describe('--audit FILE', () => {
     expect(all.filter((r) => r.decision === 'refused')).toContainEqual(expect.objectContaining({ rule: 'keys', during: 'command', keygrip: expect.toBeOneOf(otherGrips) }));
     // The use of the other key never happened, so no use names it.
     expect(all.filter((r) => r.decision === 'relayed' && otherGrips.includes(r.keygrip as string))).toEqual([]);
-    for (const record of all) expect(Object.keys(record).every((k) => ['time', 'session', 'verb', 'keygrip', 'hash', 'decision', 'rule', 'during', 'result', 'code', 'ms', 'card', 'link', 'replaced', 'count'].includes(k))).toBe(true);
+    for (const record of all) expect(Object.keys(record).every((k) => ['time', 'session', 'caller', 'verb', 'keygrip', 'hash', 'decision', 'consent', 'rule', 'during', 'result', 'code', 'ms', 'card', 'link', 'replaced', 'count'].includes(k))).toBe(true);
     expect(fs.statSync(auditFile).mode & 0o777).toBe(0o600);
     const text = fs.readFileSync(auditFile, 'latin1');
     expect(text).not.toContain(MESSAGE.toString().trim());

@@ -490,7 +490,7 @@ describe('session machine', () => {
     const h = greeted();
     h.send(client('CLIENT.COMMAND', 'PKDECRYPT'), inquire('PASSPHRASE'), client('CLIENT.MALFORMED_DATA', 'D'));
     expect(Object.keys(h.actor.getSnapshot().context).sort()).toEqual([
-      'clientEnded', 'command', 'connectAttempts', 'failure', 'inquire', 'launchTried', 'mayLaunchAgent', 'owedAnswer', 'refusedVerb', 'responseTimeoutOn',
+      'clientEnded', 'command', 'connectAttempts', 'consent', 'failure', 'inquire', 'launchTried', 'mayLaunchAgent', 'needsCryptoSlot', 'owedAnswer', 'refusedVerb', 'responseTimeoutOn',
       'restrictAgent', 'sessionId', 'stopRequested',
     ]);
     expect(h.actor.getSnapshot().context).toEqual({
@@ -507,6 +507,8 @@ describe('session machine', () => {
       restrictAgent: false,
       mayLaunchAgent: false,
       launchTried: false,
+      consent: null,
+      needsCryptoSlot: false,
     });
   });
 

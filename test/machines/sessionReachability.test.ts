@@ -39,6 +39,15 @@ const events: SessionEvent[] = [
   // What the policy forbids: a command, and a line that is a command only where the agent reads commands.
   { type: 'CLIENT.COMMAND', verb: 'KEYINFO', line, bytes: 4, refusedBy: 'deny' },
   { type: 'CLIENT.DATA', verb: 'D', line, bytes: 4, refusedBy: 'deny' },
+  // A key use the person must approve first, and what they (or no one) answer.
+  { type: 'CLIENT.COMMAND', verb: 'PKSIGN', line, bytes: 4, consent: 'sign' },
+  { type: 'CONSENT_GRANTED', line, by: 'prompt' },
+  { type: 'CONSENT_REFUSED', answer: 'cancelled' },
+  { type: 'CONSENT_REFUSED', answer: 'notConfirmed' },
+  // A key operation that waits for a crypto slot (--max-crypto), alone and after consent.
+  { type: 'CLIENT.COMMAND', verb: 'PKSIGN', line, bytes: 4, cryptoSlot: true },
+  { type: 'CLIENT.COMMAND', verb: 'PKSIGN', line, bytes: 4, consent: 'sign', cryptoSlot: true },
+  { type: 'CRYPTO_SLOT_GRANTED', line },
   { type: 'CLIENT.TOO_LONG', bytes: 2000 },
   { type: 'CLIENT_EOF' },
   { type: 'CLIENT_GONE', code: 'ECONNRESET' },
@@ -63,11 +72,12 @@ const EVENT_TYPES: Record<SessionEventType, true> = {
   AGENT_LAUNCHED: true, AGENT_LAUNCH_FAILED: true, AGENT_CONNECT_FAILED: true, AGENT_BLOCKED: true, AGENT_DRAINED: true, AGENT_CLOSED: true,
   CLIENT_PARTIAL: true, CLIENT_EOF: true, CLIENT_GONE: true, SOCKETS_CLOSED: true, STOP: true, STOP_NOW: true,
   IDLE_TIMEOUT: true, RESPONSE_TIMEOUT: true, CLIENT_BLOCKED: true, CLIENT_DRAINED: true, CLIENT_STALLED: true,
+  CONSENT_GRANTED: true, CONSENT_REFUSED: true, CRYPTO_SLOT_GRANTED: true,
 };
 
 // State value plus the context that guards read: the traversal must tell these snapshots apart.
 const serializeState = (s: AnyMachineSnapshot) =>
-  JSON.stringify([s.value, s.context.owedAnswer, s.context.command === '', s.context.clientEnded, s.context.stopRequested, s.context.launchTried, s.status]);
+  JSON.stringify([s.value, s.context.owedAnswer, s.context.command === '', s.context.clientEnded, s.context.stopRequested, s.context.launchTried, s.context.needsCryptoSlot, s.status]);
 
 // With the response timeout on, so that its transition can be taken (off, its guard never holds), restricted
 // mode both ways (the input decides whether the greeting leads through restricting), and a daemon found by name

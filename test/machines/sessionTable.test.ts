@@ -27,6 +27,8 @@ const RESTING_STATES = [
   'command.bufferingInquire.answering',
   'command.bufferingInquire.acknowledging',
   'command.bufferingInquire.discarding',
+  'held.awaitingConsent',
+  'held.awaitingCryptoSlot',
   'closing',
   'closed',
   'fatal',
@@ -46,7 +48,13 @@ type EventKey =
   /** An INQUIRE whose reader takes no data (PINENTRY_LAUNCHED). */
   | 'AGENT.INQUIRE:noData'
   /** A client line the session's policy forbids as a command. */
-  | `${JudgedClientLine}:refused`;
+  | `${JudgedClientLine}:refused`
+  /** A command that uses a key, which the person must approve first (`--confirm`). */
+  | 'CLIENT.COMMAND:consent'
+  /** The person pressed Cancel (the sample without a variant: no answer came in time). */
+  | 'CONSENT_REFUSED:cancelled'
+  /** A key operation that waits for a crypto slot (`--max-crypto`). */
+  | 'CLIENT.COMMAND:cryptoSlot';
 type Outcome = State | 'stay' | 'reject' | 'final';
 type Row = Record<EventKey, Outcome>;
 /** The event type a key is a variant of. */
@@ -103,6 +111,12 @@ const SAMPLES: { [K in EventKey]: Extract<SessionEvent, { type: TypeOf<K> }> } =
   CLIENT_BLOCKED: { type: 'CLIENT_BLOCKED' },
   CLIENT_DRAINED: { type: 'CLIENT_DRAINED' },
   CLIENT_STALLED: { type: 'CLIENT_STALLED' },
+  'CLIENT.COMMAND:consent': { type: 'CLIENT.COMMAND', verb: 'PKSIGN', line, bytes: 8, consent: 'sign' },
+  CONSENT_GRANTED: { type: 'CONSENT_GRANTED', line, by: 'prompt' },
+  CONSENT_REFUSED: { type: 'CONSENT_REFUSED', answer: 'notConfirmed' },
+  'CONSENT_REFUSED:cancelled': { type: 'CONSENT_REFUSED', answer: 'cancelled' },
+  'CLIENT.COMMAND:cryptoSlot': { type: 'CLIENT.COMMAND', verb: 'PKSIGN', line, bytes: 8, cryptoSlot: true },
+  CRYPTO_SLOT_GRANTED: { type: 'CRYPTO_SLOT_GRANTED', line },
 };
 
 const EVENT_KEYS = Object.keys(SAMPLES) as EventKey[];
@@ -148,6 +162,9 @@ const awaitingCommand: Partial<Row> = {
   'CLIENT.MALFORMED_DATA:refused': 'awaitingCommand.ready',
   'CLIENT.END:refused': 'awaitingCommand.ready',
   'CLIENT.CAN:refused': 'awaitingCommand.ready',
+  // Held until the person decides; the agent sees nothing meanwhile.
+  'CLIENT.COMMAND:consent': 'held.awaitingConsent',
+  'CLIENT.COMMAND:cryptoSlot': 'held.awaitingCryptoSlot',
   'CLIENT.COMMENT': 'awaitingCommand.ready',
   'CLIENT.TOO_LONG': 'awaitingCommand.ready', // through the transient error state, which answers the ERR
   CLIENT_EOF: 'closing',
@@ -246,6 +263,8 @@ const SPEC: Record<State, Row> = {
     'CLIENT.CAN:refused': 'command.waitingForAgent',
     'CLIENT.COMMAND': 'command.waitingForAgent', // the agent ends the INQUIRE with ERR 274 and consumes the line
     'CLIENT.COMMAND:refused': 'command.waitingForAgent', // never sent: the agent gets CAN in its place
+    'CLIENT.COMMAND:consent': 'command.waitingForAgent', // ends the INQUIRE unexecuted: nothing to approve
+    'CLIENT.COMMAND:cryptoSlot': 'command.waitingForAgent', // nor a slot to wait for
   }),
   'command.bufferingInquire.acknowledging': row('reject', {
     ...inquireCommon,
@@ -261,6 +280,8 @@ const SPEC: Record<State, Row> = {
     'CLIENT.CAN:refused': 'command.waitingForAgent',
     'CLIENT.COMMAND': 'command.waitingForAgent',
     'CLIENT.COMMAND:refused': 'command.waitingForAgent',
+    'CLIENT.COMMAND:consent': 'command.waitingForAgent',
+    'CLIENT.COMMAND:cryptoSlot': 'command.waitingForAgent',
     'CLIENT.TOO_LONG': 'command.waitingForAgent',
   }),
   'command.bufferingInquire.discarding': row('reject', {
@@ -277,6 +298,24 @@ const SPEC: Record<State, Row> = {
     'CLIENT.CAN:refused': 'command.waitingForAgent',
     'CLIENT.COMMAND': 'command.waitingForAgent',
     'CLIENT.COMMAND:refused': 'command.waitingForAgent',
+    'CLIENT.COMMAND:consent': 'command.waitingForAgent',
+    'CLIENT.COMMAND:cryptoSlot': 'command.waitingForAgent',
+  }),
+  'held.awaitingConsent': row('reject', {
+    CONSENT_GRANTED: 'command.waitingForAgent',
+    // Through the transient error state, which answers Not confirmed or Operation cancelled.
+    CONSENT_REFUSED: 'awaitingCommand.ready',
+    'CONSENT_REFUSED:cancelled': 'awaitingCommand.ready',
+    // The agent reads commands and has not been sent one: anything it says is unsolicited.
+    ...allAgentLines('fatal'),
+    CLIENT_EOF: 'stay', // passed on once the command is sent
+    ...finishThenClose,
+  }),
+  'held.awaitingCryptoSlot': row('reject', {
+    CRYPTO_SLOT_GRANTED: 'command.waitingForAgent',
+    ...allAgentLines('fatal'),
+    CLIENT_EOF: 'stay',
+    ...finishThenClose,
   }),
   closing: row('reject', {
     ...allAgentLines('stay'),
@@ -305,6 +344,8 @@ const BASE_CONTEXT: SessionContext = {
   restrictAgent: false,
   mayLaunchAgent: false,
   launchTried: false,
+  consent: null,
+  needsCryptoSlot: false,
 };
 
 function toValue(state: string): StateValue {

@@ -86,6 +86,10 @@ export interface ScriptedPinentry {
   lines(): string[];
   /** What GETPIN answers from now on: this passphrase, or `cancel` (as a person pressing Cancel). */
   answer(passphrase: string | { cancel: true }): void;
+  /** How CONFIRM is answered from now on: OK, the Cancel button, the No button, or never (no one is there). */
+  confirm(verdict: 'ok' | 'cancel' | 'notok' | 'never'): void;
+  /** Pids of this pinentry's processes running now. */
+  running(): number[];
 }
 
 /**
@@ -109,6 +113,19 @@ export async function createAgentHome(options: { pinentryPassphrase?: string; sc
   const pinentry: ScriptedPinentry = {
     lines: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l !== '') : []),
     answer: (passphrase) => fs.writeFileSync(answerFile, typeof passphrase === 'string' ? `=${passphrase}` : 'cancel'),
+    confirm: (verdict) => fs.writeFileSync(path.join(pinentryDir, 'confirm'), verdict),
+    running: () =>
+      fs
+        .readdirSync('/proc')
+        .filter((entry) => /^\d+$/.test(entry))
+        .filter((pid) => {
+          try {
+            return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(path.join(pinentryDir, 'pinentry.py'));
+          } catch {
+            return false;
+          }
+        })
+        .map(Number),
   };
   if (options.pinentryPassphrase !== undefined) pinentry.answer(options.pinentryPassphrase);
   const env = { ...process.env, GNUPGHOME: home };
@@ -130,6 +147,15 @@ export async function createAgentHome(options: { pinentryPassphrase?: string; sc
       fs.rmSync(home, { recursive: true, force: true });
     },
   };
+}
+
+/** Every keygrip of a key in `home`: its primary's, then its subkeys'. */
+export async function keygripsOf(home: string, fingerprint: string): Promise<string[]> {
+  const listing = (await mustRun('gpg', home, ['--batch', '--with-colons', '--with-keygrip', '-k', fingerprint])).toString();
+  return listing
+    .split('\n')
+    .filter((line) => line.startsWith('grp:'))
+    .map((line) => line.split(':')[9]!);
 }
 
 export interface KeyInfo {

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 # A pinentry for tests: speaks the pinentry Assuan protocol to gpg-agent, records every line it is sent
 # (percent escapes decoded) in ./log beside itself, and answers GETPIN as ./answer says: `=PASSPHRASE`, or
-# `cancel` (as a person pressing Cancel). Nothing is shown to anyone.
+# `cancel` (as a person pressing Cancel). CONFIRM is answered as ./confirm says (OK when there is none): `ok`,
+# `cancel` (the Cancel button), `notok` (the No button), or `never` (no one answers: it waits for the agent to
+# close or kill it). Nothing is shown to anyone.
 import os
 import re
 import sys
@@ -33,6 +35,21 @@ with open(os.path.join(here, 'log'), 'a') as log:
                 send('OK')
             else:
                 send('ERR 83886179 Operation cancelled <Pinentry>')
+        elif command == 'CONFIRM':
+            try:
+                with open(os.path.join(here, 'confirm')) as f:
+                    verdict = f.read().strip()
+            except FileNotFoundError:
+                verdict = 'ok'
+            if verdict == 'cancel':
+                send('ERR 83886179 Operation cancelled <Pinentry>')
+            elif verdict == 'notok':
+                send('ERR 83886194 Not confirmed <Pinentry>')
+            elif verdict == 'never':
+                sys.stdin.read()
+                break
+            else:
+                send('OK')
         elif command == 'GETINFO':
             send('D %d' % os.getpid())
             send('OK')

@@ -300,11 +300,23 @@ function renderSession(sessionId) {
     cell(info?.link ? `${sessionId} · ${info.link}` : sessionId),
     cell(actor.state, 'state'),
     cell(actor.recent.at(-1)?.event ?? '–'),
-    cell(info?.command || '–'),
+    cell(commandText(info)),
     cell(info ? formatAge(info.ageMs) : '–'),
     cell(info ? formatBytes(info.bytesFromClient) : '–'),
     cell(info ? formatBytes(info.bytesToClient) : '–'),
   );
+}
+
+const CONSENT_WORDS = { prompt: 'approved', window: 'approved (window)', refused: 'refused', timedOut: 'not answered', unavailable: 'no prompt' };
+
+// The command, and (with --confirm) the prompt the person has in front of them, or their last decision.
+function commandText(info) {
+  if (!info) return '–';
+  const command = info.command || '–';
+  const pending = info.pendingConsent;
+  if (pending) return `${command} · asking the person: ${pending.operation}${pending.keygrip ? ` with ${pending.keygrip.slice(0, 8)}…` : ''}`;
+  const last = info.lastConsent;
+  return last ? `${command} · ${last.operation} ${CONSENT_WORDS[last.decision] ?? last.decision}` : command;
 }
 
 function listItem(text, value) {
