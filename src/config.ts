@@ -394,7 +394,7 @@ const RESTRICTED_SOCKET_NAMES: readonly string[] = ['S.gpg-agent.extra', 'S.gpg-
  * `preset`: a known name, and for `yubikey` an upstream where SCD works: the agent's standard socket (the default,
  * `agent`, or a path). Other names are refused, and so are paths named like the agent's extra or browser socket.
  * A path elsewhere that leads to an extra socket cannot be told here without running gpgconf (this step has no
- * effects): see `presetUpstreamProblem`; the agent then answers SCD with Forbidden itself.
+ * effects): the start checks it (restrictedAgentSocket in src/upstream/daemons.ts).
  */
 function checkPreset(options: ProxyOptions, name: (option: keyof ProxyOptions) => string): Preset | undefined {
   const { preset } = options;
@@ -412,30 +412,6 @@ function checkPreset(options: ProxyOptions, name: (option: keyof ProxyOptions) =
   if (options.restricted) throw new InvalidOptionError('preset', `${why} ${name('restricted')} forbids (the agent itself is told the connection is remote)`);
   if (options.keys !== undefined) throw new InvalidOptionError('preset', `${why} ${name('keys')} refuses (card keys are not named by keygrip)`);
   return preset as Preset;
-}
-
-/**
- * For a proxy started with `--preset yubikey` in front of a path: the problem when that path is the agent's extra
- * or browser socket as gpgconf names them (SCD is forbidden there), else undefined. Meant for the start-up step
- * that resolves the upstream (it runs gpgconf, which resolveConfig must not).
- */
-export async function presetUpstreamProblem(upstreamPath: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
-  const { execFile } = await import('node:child_process');
-  const { promisify } = await import('node:util');
-  const path = await import('node:path');
-  for (const dir of ['agent-extra-socket', 'agent-browser-socket']) {
-    let stdout = '';
-    try {
-      ({ stdout } = await promisify(execFile)('gpgconf', ['--list-dirs', dir], { env, timeout: 10_000 }));
-    } catch {
-      continue;
-    }
-    const socket = stdout.trim();
-    if (socket !== '' && path.resolve(socket) === path.resolve(upstreamPath)) {
-      return `--preset yubikey works through SCD, which gpg-agent forbids on ${upstreamPath} ('gpgconf --list-dirs ${dir}'): give the agent's standard socket`;
-    }
-  }
-  return undefined;
 }
 
 /** The consent settings, or undefined without `confirm`; the other confirm options need it. */

@@ -15,9 +15,10 @@ import { createSessionHost, observerFor } from './sessionHost.js';
 import { SpareAgentConnection } from './session/spareConnection.js';
 import { AuditLog } from './audit/auditLog.js';
 import { KeyAllowListError } from './keyAllowList.js';
-import { resolveUpstream, upstreamAbsence } from './upstream/daemons.js';
+import { resolveUpstream, restrictedAgentSocket, upstreamAbsence } from './upstream/daemons.js';
 import { warmUpSessionsOnce } from './session/warmUp.js';
 import { startConsent } from './consent/consentService.js';
+import { KeyNames } from './consent/keyNames.js';
 import { identifyLocalCaller } from './peer/localCaller.js';
 import type { Duplex } from 'node:stream';
 
@@ -54,6 +55,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   // A path given explicitly is never started by us: say now, not at every session, that nothing answers there.
   const absence = upstream.launch ? undefined : await upstreamAbsence(upstream);
   if (absence) logger.warn({ upstreamPath }, `nothing answers as ${upstream.daemon} at ${upstreamPath} yet (${absence}): sessions will fail until it does`);
+  await checkPresetUpstream(config, upstreamPath);
   // Fingerprints become keygrips before anyone is served: until then the allow-list allows nothing.
   await resolveKeys(config);
   const audit = config.auditPath ? AuditLog.open(config.auditPath, logger) : undefined;
@@ -68,7 +70,9 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   const consent = await startConsent(config.confirm, config.env, logger);
   // Asked only where a prompt or a record names the caller: a lookup costs a process (ss) and /proc reads.
   const identifyCaller = consent || audit ? (client: Duplex) => identifyLocalCaller(client, logger) : undefined;
-  const registry = createSessionHost(config, { upstream, spare, audit, consent, identifyCaller });
+  // Audit records name keys by user ID too: one listing shared with the prompts.
+  const keyNames = audit ? (consent?.keyNames ?? new KeyNames(config.env)) : undefined;
+  const registry = createSessionHost(config, { upstream, spare, audit, consent, identifyCaller, keyNames });
   let socketPath = config.listenPath;
   let ownSocket: SocketIdentity | undefined;
 
@@ -134,7 +138,8 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   const started = await waitFor(server, (s) => !s.matches('starting'));
   if (started.matches('failed')) throw new ProxyStartError(started.context.startFailure ?? 'could not start');
   logger.info({ socketPath, upstreamPath, upstream: upstream.daemon, ...(config.listenFd !== undefined ? { socketActivated: true } : {}) }, 'listening');
-  const stopped = waitFor(server, (s) => s.status === 'done', { timeout: Infinity }).then(() => undefined);
+  // Once every session has ended, so have their audit records (still completing their caller and user ID): on disk.
+  const stopped = waitFor(server, (s) => s.status === 'done', { timeout: Infinity }).then(() => audit?.flushed());
 
   return {
     socketPath,
@@ -159,6 +164,15 @@ function isSocket(file: string): boolean {
   } catch {
     // Not there yet (an agent launched later): a socket is what will be there.
     return true;
+  }
+}
+
+/** `--preset yubikey` works through SCD: an upstream that is the agent's extra or browser socket forbids it. */
+export async function checkPresetUpstream(config: ProxyConfig, upstreamPath: string): Promise<void> {
+  if (config.preset === undefined) return;
+  const restricted = await restrictedAgentSocket(upstreamPath, config.env);
+  if (restricted) {
+    throw new ProxyStartError(`--preset ${config.preset} works through SCD, which gpg-agent forbids on ${upstreamPath} ('gpgconf --list-dirs ${restricted}'): give the agent's standard socket`);
   }
 }
 

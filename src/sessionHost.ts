@@ -14,6 +14,7 @@ import type { UpstreamTarget } from './upstream/daemons.js';
 import type { Duplex } from 'node:stream';
 import type { CallerDescription } from './consent/consentRequest.js';
 import { CryptoSlots } from './session/cryptoSlots.js';
+import type { KeyNames } from './consent/keyNames.js';
 
 export interface SessionHostOptions {
   upstream: UpstreamTarget;
@@ -24,6 +25,8 @@ export interface SessionHostOptions {
   audit?: AuditLog | undefined;
   /** Consent prompts (`--confirm`), shared by every session of the process. */
   consent?: SessionConsent | undefined;
+  /** User IDs by keygrip for audit records (`--audit`). */
+  keyNames?: KeyNames | undefined;
   /** Who is on the other end of a client connection (local sockets only), for prompts and audit records. */
   identifyCaller?: ((client: Duplex) => Promise<CallerDescription | undefined>) | undefined;
 }
@@ -80,6 +83,7 @@ export function createSessionHost(config: ProxyConfig, options: SessionHostOptio
         ...(options.audit ? { audit: options.audit } : {}),
         ...(options.consent ? { consent: options.consent } : {}),
         ...(cryptoSlots ? { cryptoSlots } : {}),
+        ...(options.keyNames ? { keyNames: options.keyNames } : {}),
         ...(options.identifyCaller ? { identifyCaller: () => options.identifyCaller!(client) } : {}),
         onEnd: (summary) => {
           onEnd();

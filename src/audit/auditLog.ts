@@ -29,6 +29,8 @@ export interface AuditRecord {
   card?: string;
   /** The key the command used (selected by SIGKEY/SETKEY and accepted by the agent) or named. */
   keygrip?: string;
+  /** That key's user ID in the keyring the proxy sees, if found. */
+  userId?: string;
   /** The hash algorithm set by SETHASH before a PKSIGN. */
   hash?: string;
   decision: 'relayed' | 'refused';
@@ -98,11 +100,13 @@ export class AuditLog {
     return new AuditLog(resolved, log);
   }
 
-  /** Appends one record (in order with the others); resolves once written. */
-  write(record: AuditRecord): Promise<void> {
-    const line = Buffer.from(`${JSON.stringify(record)}\n`);
-    this.queue = this.queue.then(() =>
-      this.append(line).then(
+  /**
+   * Appends one record (in order with the others, also one still being completed: a user ID looked up); resolves
+   * once written.
+   */
+  write(record: AuditRecord | Promise<AuditRecord>): Promise<void> {
+    this.queue = this.queue.then(async () =>
+      this.append(Buffer.from(`${JSON.stringify(await record)}\n`)).then(
         () => {
           this.failing = false;
         },

@@ -40,8 +40,10 @@ export class SessionAudit {
     private readonly session: string,
     private readonly link: string | undefined,
     selection?: KeySelection,
-    /** Who is on the other end of the session (src/peer/callerIdentity.ts), once known. */
-    private readonly caller: () => string | undefined = () => undefined,
+    /** Who is on the other end of the session (src/peer/callerIdentity.ts), or a promise of it while it is looked up. */
+    private readonly caller: () => string | undefined | Promise<string | undefined> = () => undefined,
+    /** A key's user ID (src/consent/keyNames.ts); records naming a key carry it. */
+    private readonly userIdOf?: (keygrip: string) => Promise<string | undefined>,
   ) {
     this.drivesSelection = selection === undefined;
     this.selection = selection ?? new KeySelection();
@@ -115,9 +117,26 @@ export class SessionAudit {
   }
 
   private write(fields: Omit<AuditRecord, 'time' | 'session'>): void {
+    const time = new Date().toISOString();
+    const complete = (caller: string | undefined, userId: string | undefined): AuditRecord => {
+      const record: AuditRecord = { time, session: this.session, ...(this.link ? { link: this.link } : {}), ...(caller ? { caller } : {}), ...fields };
+      return userId ? withUserId(record, userId) : record;
+    };
     const caller = this.caller();
-    void this.log.write({ time: new Date().toISOString(), session: this.session, ...(this.link ? { link: this.link } : {}), ...(caller ? { caller } : {}), ...fields });
+    const { keygrip } = fields;
+    if (!(caller instanceof Promise) && (!keygrip || !this.userIdOf)) return void this.log.write(complete(caller, undefined));
+    // The record keeps its place in the file while the caller and the user ID are looked up (bounded lookups).
+    const named = Promise.all([caller, keygrip && this.userIdOf ? this.userIdOf(keygrip).catch(() => undefined) : undefined]).then(
+      ([who, userId]) => complete(who, userId),
+      () => complete(undefined, undefined),
+    );
+    void this.log.write(named);
   }
+}
+
+/** The record with `userId` right after its keygrip, as a reader scans it. */
+function withUserId(record: AuditRecord, userId: string): AuditRecord {
+  return Object.fromEntries(Object.entries(record).flatMap((entry) => (entry[0] === 'keygrip' ? [entry, ['userId', userId]] : [entry]))) as unknown as AuditRecord;
 }
 
 function cardCommandOf(line: Buffer): string {

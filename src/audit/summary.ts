@@ -15,6 +15,8 @@ export interface UseCounts {
   refused: number;
   /** The time of the last record. */
   last: string;
+  /** For a key: its user ID, as the latest record naming one gave it. */
+  userId?: string;
 }
 
 export interface AuditSummary {
@@ -29,7 +31,8 @@ export interface AuditSummary {
 
 export const AUDIT_USAGE = `Usage: assuan-proxy audit FILE [--json]
 
-Summarizes an --audit file: per key and per caller (a bridge link, or local),
+Summarizes an --audit file: per key (with its user ID) and per caller (a
+program and user, a bridge link, or local when not identified),
 the commands relayed, those the agent refused, those the policy refused, and
 the last use. --json prints the same as one JSON object.
 `;
@@ -45,7 +48,7 @@ export function summarize(text: string): AuditSummary {
       continue;
     }
     summary.records++;
-    count(summary.byCaller, record.link ?? 'local', record);
+    count(summary.byCaller, callerOf(record), record);
     if (record.keygrip) count(summary.byKey, record.keygrip, record);
     if (record.decision === 'refused') summary.refusals[record.rule ?? 'unknown'] = (summary.refusals[record.rule ?? 'unknown'] ?? 0) + 1;
   }
@@ -61,10 +64,19 @@ function count(table: Record<string, UseCounts>, key: string, record: AuditRecor
     entry.uses[record.verb] = (entry.uses[record.verb] ?? 0) + 1;
     if (record.result === 'err') entry.failed++;
   }
+  if (time >= entry.last && record.userId !== undefined && table !== undefined && record.keygrip === key) entry.userId = record.userId;
   if (time > entry.last) entry.last = time;
 }
 
+/** Who a record's caller is, for grouping: program and user, not the pid (each gpg run is a new process). */
+function callerOf(record: AuditRecord): string {
+  if (record.link) return record.link;
+  return record.caller ? record.caller.replace(/ \(pid \d+, /, ' (') : 'local';
+}
+
 const WORD = /^[A-Za-z0-9_-]{1,40}$/;
+/** What the proxy writes as a caller (describeCaller: printable ASCII, bounded). */
+const CALLER = /^[\x20-\x7e]{1,200}$/;
 const GRIP = /^[0-9A-F]{40}$/;
 
 /** A record, only if every field is of the form the proxy writes (so that nothing else reaches the output). */
@@ -82,6 +94,10 @@ function parseRecord(line: string): AuditRecord | undefined {
   if (r.keygrip !== undefined && (typeof r.keygrip !== 'string' || !GRIP.test(r.keygrip))) return undefined;
   if (r.link !== undefined && (typeof r.link !== 'string' || !WORD.test(r.link))) return undefined;
   if (r.rule !== undefined && (typeof r.rule !== 'string' || !WORD.test(r.rule))) return undefined;
+  if (r.caller !== undefined && (typeof r.caller !== 'string' || !CALLER.test(r.caller))) return undefined;
+  // A user ID is another's text: printed with control and format characters as '?', and bounded.
+  if (r.userId !== undefined && (typeof r.userId !== 'string' || r.userId.length > 300)) return undefined;
+  if (r.userId !== undefined) r.userId = r.userId.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]|\p{Cf}/gu, '?');
   return r as AuditRecord;
 }
 
@@ -95,7 +111,7 @@ export function formatSummary(summary: AuditSummary): string {
       const uses = Object.entries(counts.uses)
         .map(([verb, n]) => `${verb} ${n}`)
         .join(', ');
-      lines.push(`  ${name}: ${uses || 'no use'}; ${counts.failed} failed at the agent, ${counts.refused} refused by policy; last ${counts.last}`);
+      lines.push(`  ${name}${counts.userId ? ` (${counts.userId})` : ''}: ${uses || 'no use'}; ${counts.failed} failed at the agent, ${counts.refused} refused by policy; last ${counts.last}`);
     }
   };
   table('By key (keygrip):', summary.byKey);

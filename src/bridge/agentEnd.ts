@@ -14,6 +14,7 @@ import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { linkMachine, type LinkEvent, type LinkFailure } from '../../machines/link.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { SessionConsent } from '../session/session.js';
+import { KeyNames } from '../consent/keyNames.js';
 import type { UpstreamTarget } from '../upstream/daemons.js';
 import type { ProxyConfig } from '../config.js';
 import type { SessionInfo } from '../session/session.js';
@@ -88,7 +89,8 @@ export function startForward(options: ForwardOptions): RunningForward {
   const { config } = options;
   const { logger } = config;
   const timeouts = { ...LINK_DEFAULTS, ...options.timeouts };
-  const registry = createSessionHost(config, { upstream: options.upstream, origin: { link: 'link' }, audit: options.audit, consent: options.consent });
+  const keyNames = options.audit ? (options.consent?.keyNames ?? new KeyNames(config.env)) : undefined;
+  const registry = createSessionHost(config, { upstream: options.upstream, origin: { link: 'link' }, audit: options.audit, consent: options.consent, keyNames });
   const inspect = observerFor(config);
   let current: Incarnation | undefined;
   let incarnations = 0;
@@ -244,7 +246,11 @@ export function startForward(options: ForwardOptions): RunningForward {
     error: (err) => logger.error({ err }, 'link machine failed'),
   });
   actor.start();
-  const done = waitFor(actor, (s) => s.status === 'done', { timeout: Infinity }).then((s) => (s.matches('failed') ? 'failed' : 'closed') as 'closed' | 'failed');
+  const done = waitFor(actor, (s) => s.status === 'done', { timeout: Infinity }).then(async (s) => {
+    // Every session has ended: its last audit records (still completing their caller and user ID) reach the file.
+    await options.audit?.flushed();
+    return (s.matches('failed') ? 'failed' : 'closed') as 'closed' | 'failed';
+  });
 
   return {
     state: () => stateText(actor.getSnapshot().value),

@@ -114,7 +114,7 @@ export function confirmationCommand(request: ConsentRequest): string {
 /** The text of the prompt, one fact per line. */
 export function promptText(request: ConsentRequest, maxCaller = 160, maxUserId = 100): string {
   const lines = [
-    `A forwarded session asks to ${VERB_OF[request.operation]} your key.`,
+    `A session through assuan-proxy asks to ${VERB_OF[request.operation]} your key.`,
     '',
     `Who: ${shown(request.caller.text, maxCaller)}`,
     `What: ${request.operation}${request.hash ? ` (hash ${request.hash})` : ''}`,

@@ -64,6 +64,8 @@ export interface SessionOptions {
   identifyCaller?: (() => Promise<CallerDescription | undefined>) | undefined;
   /** The upstream's crypto slots (`--max-crypto`), shared by its sessions; undefined: no limit. */
   cryptoSlots?: CryptoSlots | undefined;
+  /** User IDs by keygrip, for audit records (the consent prompt's come with `consent`). */
+  keyNames?: KeyNames | undefined;
 }
 
 export interface SessionConsent {
@@ -131,7 +133,18 @@ export class Session {
         () => {},
       );
     }
-    this.audit = options.audit && new SessionAudit(options.audit, options.sessionId, options.link, this.selection, () => this.caller?.text);
+    const keyNames = options.keyNames ?? consent?.keyNames;
+    this.audit =
+      options.audit &&
+      new SessionAudit(
+        options.audit,
+        options.sessionId,
+        options.link,
+        this.selection,
+        // A record waits for the lookup of who the caller is (made once per session, bounded).
+        () => (this.callerLookup ? this.callerLookup.then(() => this.caller?.text) : undefined),
+        keyNames && ((grip) => keyNames.userIdOf(grip)),
+      );
     this.failureSetting = { upstreamPath: options.upstream.path, daemon: options.upstream.daemon, idleMs: options.timeouts.idleMs, inquiryMs: options.timeouts.inquiryMs };
     this.log = options.logger.child({ session: options.sessionId });
     this.client = new LineEndpoint(options.client, {

@@ -307,6 +307,19 @@ export async function gpgconfDir(name: string, env: NodeJS.ProcessEnv): Promise<
   return unescapeGpgconf(stdout.split('\n')[0]?.trim() ?? '');
 }
 
+/**
+ * Which of gpg-agent's restricted sockets `socketPath` is, as gpgconf names them for `env` (`agent-extra-socket`,
+ * `agent-browser-socket`), or undefined: connections there run restricted, and SCD, for one, is forbidden.
+ */
+export async function restrictedAgentSocket(socketPath: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  for (const name of ['agent-extra-socket', 'agent-browser-socket']) {
+    const socket = await gpgconfDir(name, env).catch(() => '');
+    // A link to the extra socket is the extra socket.
+    if (socket !== '' && realOrAsIs(path.resolve(socket)) === realOrAsIs(path.resolve(socketPath))) return name;
+  }
+  return undefined;
+}
+
 async function gpgconfVersion(env: NodeJS.ProcessEnv): Promise<string> {
   try {
     const { stdout } = await run('gpgconf', ['--version'], { env, timeout: 10_000 });

@@ -247,7 +247,7 @@ describe('confirmationCommand', () => {
   it('names who asks, what, the key, its keygrip, the hash and when', () => {
     const prompt = shownBy(confirmationCommand(request()));
     const lines = prompt.split('\n');
-    expect(lines[0]).toBe('A forwarded session asks to sign with your key.');
+    expect(lines[0]).toBe('A session through assuan-proxy asks to sign with your key.');
     expect(lines).toContain('Who: gpg (pid 4242, uid 1000)');
     expect(lines).toContain('What: sign (hash sha256)');
     expect(lines).toContain('Key: Signer Person <signer@example.org>');

@@ -24,20 +24,7 @@ let proxy: TestProxy;
 let auditFile: string;
 let encrypted: Buffer;
 
-/** What the pinentry was shown at each CONFIRM since `from` (the SETDESC before it), percent escapes decoded. */
-function promptsSince(from: number): string[] {
-  // The log holds lines decoded: a description's %0A breaks it over several lines, up to the next command.
-  const lines = agent.pinentry.lines().slice(from);
-  const prompts: string[] = [];
-  let description: string[] | undefined;
-  for (const line of lines) {
-    if (line.startsWith('SETDESC ')) description = [line.slice('SETDESC '.length)];
-    else if (line === 'CONFIRM') prompts.push((description ?? []).join('\n'));
-    else if (/^[A-Z_]+( |$)/.test(line)) description = description && [...description];
-    else description?.push(line);
-  }
-  return prompts;
-}
+const promptsSince = (from: number) => agent.pinentry.promptsSince(from);
 /** The agent's IPC log since byte `from`: every line it read. */
 const agentReadSince = (from: number) => fs.readFileSync(agentLog).subarray(from).toString('latin1');
 const records = () =>

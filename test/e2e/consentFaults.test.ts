@@ -4,6 +4,7 @@
  * shown. The person is a scripted prompt the test answers. Whatever happens, the held command reaches the agent only
  * once approved, and a prompt nobody needs any more is taken down.
  */
+import fs from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ConsentRequest } from '../../src/consent/consentRequest.js';
 import type { PromptVerdict } from '../../src/consent/agentPrompt.js';
@@ -142,5 +143,24 @@ describe('raw card commands with --confirm', () => {
     expect(await client.readLine()).toBe('OK');
     expect(person.shown).toEqual([]);
     expect(agent.journal.filter((entry) => entry.startsWith('recv '))).toEqual(['recv NOP']);
+  });
+});
+
+describe('--preset yubikey', () => {
+  it("refuses to start in front of the agent's extra socket, even under another name", async () => {
+    const home = await createAgentHome();
+    try {
+      const extra = await gpgconfDir(home.home, 'agent-extra-socket');
+      const link = `${home.home}/plain-looking-socket`;
+      fs.symlinkSync(extra, link);
+      await expect(startTestProxy({ upstream: link, preset: 'yubikey', env: { ...process.env, GNUPGHOME: home.home }, warmUpSessions: 0 })).rejects.toThrow(
+        /--preset yubikey works through SCD, which gpg-agent forbids on .*plain-looking-socket \('gpgconf --list-dirs agent-extra-socket'\)/,
+      );
+      // Its standard socket is fine.
+      const fine = await startTestProxy({ upstream: home.socket, preset: 'yubikey', env: { ...process.env, GNUPGHOME: home.home }, warmUpSessions: 0 });
+      await fine.close();
+    } finally {
+      await home.cleanup();
+    }
   });
 });

@@ -94,12 +94,14 @@ describe('--audit FILE', () => {
     const [signGrip, encryptGrip] = await keygrips(allowed.fingerprint);
     const otherGrips = await keygrips(other.fingerprint);
     const all = records();
-    expect(all).toContainEqual(expect.objectContaining({ verb: 'PKSIGN', keygrip: signGrip, hash: expect.stringMatching(/^sha(256|384|512)$/), decision: 'relayed', result: 'ok' }));
+    expect(all).toContainEqual(
+      expect.objectContaining({ verb: 'PKSIGN', keygrip: signGrip, userId: 'Allowed <allowed@example.org>', hash: expect.stringMatching(/^sha(256|384|512)$/), decision: 'relayed', result: 'ok' }),
+    );
     expect(all).toContainEqual(expect.objectContaining({ verb: 'PKDECRYPT', keygrip: encryptGrip, decision: 'relayed', result: 'ok' }));
     expect(all.filter((r) => r.decision === 'refused')).toContainEqual(expect.objectContaining({ rule: 'keys', during: 'command', keygrip: expect.toBeOneOf(otherGrips) }));
     // The use of the other key never happened, so no use names it.
     expect(all.filter((r) => r.decision === 'relayed' && otherGrips.includes(r.keygrip as string))).toEqual([]);
-    for (const record of all) expect(Object.keys(record).every((k) => ['time', 'session', 'caller', 'verb', 'keygrip', 'hash', 'decision', 'consent', 'rule', 'during', 'result', 'code', 'ms', 'card', 'link', 'replaced', 'count'].includes(k))).toBe(true);
+    for (const record of all) expect(Object.keys(record).every((k) => ['time', 'session', 'caller', 'verb', 'keygrip', 'userId', 'hash', 'decision', 'consent', 'rule', 'during', 'result', 'code', 'ms', 'card', 'link', 'replaced', 'count'].includes(k))).toBe(true);
     expect(fs.statSync(auditFile).mode & 0o777).toBe(0o600);
     const text = fs.readFileSync(auditFile, 'latin1');
     expect(text).not.toContain(MESSAGE.toString().trim());
@@ -111,8 +113,9 @@ describe('--audit FILE', () => {
     const [signGrip] = await keygrips(allowed.fingerprint);
     const run = runCli(['audit', auditFile], {});
     expect(await run.exited).toBe(0);
-    expect(run.stdout()).toMatch(new RegExp(`^  ${signGrip}: PKSIGN 1; 0 failed at the agent, 0 refused by policy; last \\d{4}-`, 'm'));
-    expect(run.stdout()).toMatch(/^By caller:\n  local: .*PKSIGN 1.*PKDECRYPT 1/m);
+    expect(run.stdout()).toMatch(new RegExp(`^  ${signGrip} \\(Allowed <allowed@example.org>\\): PKSIGN 1; 0 failed at the agent, 0 refused by policy; last \\d{4}-`, 'm'));
+    // Grouped by program and user, not by pid: the gpg runs are one caller.
+    expect(run.stdout()).toMatch(new RegExp(`^  gpg \\(uid ${process.getuid!()}, [^)]*\\): .*PKSIGN 1.*PKDECRYPT 1`, 'm'));
     expect(run.stdout()).toMatch(/^Refusals by rule: keys \d+$/m);
     const json = runCli(['audit', '--json', auditFile], {});
     expect(await json.exited).toBe(0);

@@ -14,7 +14,8 @@ let proxy: TestProxy;
 
 beforeEach(async () => {
   agent = await createScriptedAgent();
-  proxy = await startTestProxy({ upstream: agent.socket, maxCrypto: 1, warmUpSessions: 0 });
+  // Tests leave sessions open: closing the proxy then waits its drain time, kept short here.
+  proxy = await startTestProxy({ upstream: agent.socket, maxCrypto: 1, warmUpSessions: 0, drainTimeoutMs: 2_000 });
 });
 afterEach(async () => {
   await proxy?.close();
@@ -120,6 +121,7 @@ describe('--max-crypto with --confirm', () => {
     proxy = await startTestProxy({
       upstream: agent.socket,
       maxCrypto: 1,
+      drainTimeoutMs: 2_000,
       confirm: ['sign'],
       confirmPrompt: () => new Promise((resolve) => answers.push(resolve)),
       warmUpSessions: 0,

@@ -90,6 +90,8 @@ export interface ScriptedPinentry {
   confirm(verdict: 'ok' | 'cancel' | 'notok' | 'never'): void;
   /** Pids of this pinentry's processes running now. */
   running(): number[];
+  /** What it was shown at each CONFIRM since line `from` of lines(): the SETDESC before it, line breaks kept. */
+  promptsSince(from: number): string[];
 }
 
 /**
@@ -114,6 +116,18 @@ export async function createAgentHome(options: { pinentryPassphrase?: string; sc
     lines: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l !== '') : []),
     answer: (passphrase) => fs.writeFileSync(answerFile, typeof passphrase === 'string' ? `=${passphrase}` : 'cancel'),
     confirm: (verdict) => fs.writeFileSync(path.join(pinentryDir, 'confirm'), verdict),
+    promptsSince(from) {
+      // The log holds lines decoded: a description's %0A breaks it over several lines, up to the next command.
+      const prompts: string[] = [];
+      let description: string[] | undefined;
+      for (const line of pinentry.lines().slice(from)) {
+        if (line.startsWith('SETDESC ')) description = [line.slice('SETDESC '.length)];
+        else if (line === 'CONFIRM') prompts.push((description ?? []).join('\n'));
+        else if (/^[A-Z_]+( |$)/.test(line)) description = description && [...description];
+        else description?.push(line);
+      }
+      return prompts;
+    },
     running: () =>
       fs
         .readdirSync('/proc')
