@@ -1,6 +1,7 @@
 /**
- * Argument checks: what a forwarded session may send, read past the verb. On whenever a policy is (`--restricted`,
- * `--allow`, `--deny`, `--keys`, `--preset`), or alone with `--check-arguments`; a line that fails gets ERR Forbidden
+ * Argument checks: what a forwarded session may send, read past the verb. On whenever a policy is (`--allow`,
+ * `--deny`, `--keys`, `--preset`, `--allow-option`; not `--restricted` alone), or alone with `--check-arguments`; a
+ * line that fails gets ERR Forbidden
  * with the rule `arguments` and never reaches the agent.
  *
  * Every check reads the line as gpg-agent 2.2.40 does (agent/command.c, common/server-help.c, libassuan 2.5.5's

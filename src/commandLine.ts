@@ -74,9 +74,10 @@ Options:
                            reads them: well-formed keygrips, SETHASH with a
                            known algorithm (not MD5) and a hash of exactly its
                            length, and only harmless OPTIONs (no loopback
-                           pinentry-mode, no display, ttyname, putenv, lc-*...:
-                           the pinentry stays the user's). On with any of
-                           --restricted, --allow, --deny, --keys, --preset;
+                           pinentry-mode; display, ttyname, putenv, lc-*...
+                           are answered OK and dropped: the pinentry stays the
+                           user's). On with any of --allow, --deny, --keys,
+                           --preset, --allow-option (not --restricted alone);
                            this turns the checks on alone
   --allow-option OPTS      OPTIONs sessions may set beyond those checks
                            (comma-separated, repeatable): NAME for any value,

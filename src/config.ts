@@ -80,8 +80,8 @@ export interface ProxyOptions {
   keys?: readonly string[];
   /**
    * Check the arguments of what sessions send (keygrips, SETHASH algorithm and length, OPTION names and values;
-   * src/argumentChecks.ts), refusing with ERR Forbidden. On by itself whenever any of restricted, allow, deny, keys,
-   * preset or allowOptions is given; this turns the checks on alone.
+   * src/argumentChecks.ts), refusing with ERR Forbidden. On by itself whenever any of allow, deny, keys, preset or
+   * allowOptions is given (not restricted alone, which answers as the extra socket does); this turns them on alone.
    */
   checkArguments?: boolean;
   /**

@@ -55,7 +55,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   // A path given explicitly is never started by us: say now, not at every session, that nothing answers there.
   const absence = upstream.launch ? undefined : await upstreamAbsence(upstream);
   if (absence) logger.warn({ upstreamPath }, `nothing answers as ${upstream.daemon} at ${upstreamPath} yet (${absence}): sessions will fail until it does`);
-  await checkPresetUpstream(config, upstreamPath);
+  await checkUpstreamForPolicy(config, upstreamPath, upstream.daemon);
   // Fingerprints become keygrips before anyone is served: until then the allow-list allows nothing.
   await resolveKeys(config);
   const audit = config.auditPath ? AuditLog.open(config.auditPath, logger) : undefined;
@@ -139,7 +139,7 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   if (started.matches('failed')) throw new ProxyStartError(started.context.startFailure ?? 'could not start');
   logger.info({ socketPath, upstreamPath, upstream: upstream.daemon, ...(config.listenFd !== undefined ? { socketActivated: true } : {}) }, 'listening');
   // Once every session has ended, so have their audit records (still completing their caller and user ID): on disk.
-  const stopped = waitFor(server, (s) => s.status === 'done', { timeout: Infinity }).then(() => audit?.flushed());
+  const stopped = waitFor(server, (s) => s.status === 'done', { timeout: Infinity }).then(() => audit?.flushedWithin(AUDIT_FLUSH_MS));
 
   return {
     socketPath,
@@ -158,6 +158,9 @@ export async function startProxy(options: ProxyOptions | ProxyConfig = {}): Prom
   };
 }
 
+/** How long a stopping proxy waits for its last audit records (their lookups are bounded at 5 s). */
+const AUDIT_FLUSH_MS = 10_000;
+
 function isSocket(file: string): boolean {
   try {
     return fs.statSync(file).isSocket();
@@ -167,8 +170,15 @@ function isSocket(file: string): boolean {
   }
 }
 
-/** `--preset yubikey` works through SCD: an upstream that is the agent's extra or browser socket forbids it. */
-export async function checkPresetUpstream(config: ProxyConfig, upstreamPath: string): Promise<void> {
+/**
+ * What the upstream must be for the policy asked: `--confirm` reads key uses as gpg-agent is asked for them (a card's
+ * through `SCD`); in front of scdaemon itself (or dirmngr, keyboxd) its commands come bare and would pass unasked.
+ * `--preset yubikey` works through SCD, which the agent's extra or browser socket forbids.
+ */
+export async function checkUpstreamForPolicy(config: ProxyConfig, upstreamPath: string, daemon: string): Promise<void> {
+  if (config.confirm && daemon !== 'gpg-agent') {
+    throw new ProxyStartError(`--confirm asks about the key uses gpg-agent is sent; in front of ${daemon} (${upstreamPath}) they would pass unasked: give gpg-agent's socket`);
+  }
   if (config.preset === undefined) return;
   const restricted = await restrictedAgentSocket(upstreamPath, config.env);
   if (restricted) {

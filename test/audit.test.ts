@@ -1,4 +1,5 @@
 /** The audit file's writer (0600, append, rotation followed, refusals of unsafe files) and its summary. */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
@@ -23,6 +24,21 @@ describe('AuditLog', () => {
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
     expect(fs.statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
     expect(lines(file).map((l) => (JSON.parse(l) as AuditRecord).ms)).toEqual([...Array(50).keys()]);
+  });
+
+  it('a FIFO put at the path is not waited on (the shutdown waits for the records), and a record that could not be completed is skipped, not the ones after it', async () => {
+    const file = path.join(temp.make('aud.'), 'audit.jsonl');
+    const log = AuditLog.open(file, silent);
+    fs.renameSync(file, `${file}.1`);
+    execFileSync('mkfifo', ['-m', '600', file]);
+    void log.write(record('PKSIGN', { ms: 1 }));
+    // Without O_NONBLOCK the open would wait for a reader for ever, and so would this.
+    await log.flushed();
+    fs.rmSync(file);
+    void log.write(Promise.reject(new Error('lookup failed')));
+    void log.write(Promise.resolve(record('PKDECRYPT', { ms: 2 })));
+    await log.flushed();
+    expect(lines(file).map((l) => (JSON.parse(l) as AuditRecord).verb)).toEqual(['PKDECRYPT']);
   });
 
   it('follows a rotation: after the file is renamed away, the next record starts a new file', async () => {
@@ -69,6 +85,14 @@ describe('AuditLog', () => {
 });
 
 describe('audit summary', () => {
+  it('a long user ID is shortened, not a reason to skip the record', () => {
+    const grip = 'D'.repeat(40);
+    const summary = summarize(`${JSON.stringify(record('PKSIGN', { keygrip: grip, userId: '\u{1F511}'.repeat(320) }))}\n`);
+    expect(summary.records).toBe(1);
+    expect([...summary.byKey[grip]!.userId!]).toHaveLength(200);
+  });
+
+
   it('counts uses per key and per caller, failures and refusals, and skips lines that are not records', () => {
     const grip = 'A'.repeat(40);
     const text = [

@@ -50,7 +50,9 @@ export interface AuditRecord {
   count?: number;
 }
 
-const OPEN_FLAGS = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
+// O_NONBLOCK: a FIFO put at the path (after a rotation, in a sticky directory) fails the open with ENXIO instead
+// of blocking it, and the shutdown that waits for the records, for ever.
+const OPEN_FLAGS = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
 
 /** What makes a file or directory unsafe for the record: another owner, or write access for others. */
 function unsafe(stat: fs.Stats): string | undefined {
@@ -105,16 +107,19 @@ export class AuditLog {
    * once written.
    */
   write(record: AuditRecord | Promise<AuditRecord>): Promise<void> {
-    this.queue = this.queue.then(async () =>
-      this.append(Buffer.from(`${JSON.stringify(await record)}\n`)).then(
-        () => {
-          this.failing = false;
-        },
-        (err: Error) => {
-          if (!this.failing) this.log.error({ file: this.file, error: err.message }, 'cannot write the audit record; retrying with the next one');
-          this.failing = true;
-        },
-      ),
+    // A record that could not be completed, or written, is logged and skipped: the ones after it are still written.
+    this.queue = this.queue.then(() =>
+      Promise.resolve(record)
+        .then((complete) => this.append(Buffer.from(`${JSON.stringify(complete)}\n`)))
+        .then(
+          () => {
+            this.failing = false;
+          },
+          (err: Error) => {
+            if (!this.failing) this.log.error({ file: this.file, error: err.message }, 'cannot write the audit record; retrying with the next one');
+            this.failing = true;
+          },
+        ),
     );
     return this.queue;
   }
@@ -134,5 +139,14 @@ export class AuditLog {
   /** Resolves once every record written so far is on disk. */
   flushed(): Promise<void> {
     return this.queue;
+  }
+
+  /** As flushed, but at most `ms`: a shutdown waits for the records, not for ever (it says so if they are late). */
+  async flushedWithin(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), ms)));
+    const outcome = await Promise.race([this.flushed().then(() => 'written' as const), late]);
+    clearTimeout(timer);
+    if (outcome === 'late') this.log.error({ file: this.file }, `audit records still unwritten after ${ms} ms; stopping without them`);
   }
 }

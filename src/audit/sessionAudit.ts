@@ -134,9 +134,13 @@ export class SessionAudit {
   }
 }
 
+/** A user ID in a record: another's text, so control and format characters become '?', and it is bounded. */
+const MAX_USER_ID = 200;
+
 /** The record with `userId` right after its keygrip, as a reader scans it. */
 function withUserId(record: AuditRecord, userId: string): AuditRecord {
-  return Object.fromEntries(Object.entries(record).flatMap((entry) => (entry[0] === 'keygrip' ? [entry, ['userId', userId]] : [entry]))) as unknown as AuditRecord;
+  const shown = [...userId.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]|\p{Cf}/gu, '?')].slice(0, MAX_USER_ID).join('');
+  return Object.fromEntries(Object.entries(record).flatMap((entry) => (entry[0] === 'keygrip' ? [entry, ['userId', shown]] : [entry]))) as unknown as AuditRecord;
 }
 
 function cardCommandOf(line: Buffer): string {

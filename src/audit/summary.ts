@@ -96,8 +96,8 @@ function parseRecord(line: string): AuditRecord | undefined {
   if (r.rule !== undefined && (typeof r.rule !== 'string' || !WORD.test(r.rule))) return undefined;
   if (r.caller !== undefined && (typeof r.caller !== 'string' || !CALLER.test(r.caller))) return undefined;
   // A user ID is another's text: printed with control and format characters as '?', and bounded.
-  if (r.userId !== undefined && (typeof r.userId !== 'string' || r.userId.length > 300)) return undefined;
-  if (r.userId !== undefined) r.userId = r.userId.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]|\p{Cf}/gu, '?');
+  if (r.userId !== undefined && typeof r.userId !== 'string') return undefined;
+  if (r.userId !== undefined) r.userId = [...r.userId.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]|\p{Cf}/gu, '?')].slice(0, 200).join('');
   return r as AuditRecord;
 }
 

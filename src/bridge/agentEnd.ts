@@ -247,8 +247,10 @@ export function startForward(options: ForwardOptions): RunningForward {
   });
   actor.start();
   const done = waitFor(actor, (s) => s.status === 'done', { timeout: Infinity }).then(async (s) => {
-    // Every session has ended: its last audit records (still completing their caller and user ID) reach the file.
-    await options.audit?.flushed();
+    // The sessions end (the link's end does not wait for them, nor forever for them here), then their last audit
+    // records, still completing their user ID, reach the file.
+    await Promise.race([registry.whenEmpty(), new Promise((resolve) => setTimeout(resolve, config.drainTimeoutMs).unref())]);
+    await options.audit?.flushedWithin(10_000);
     return (s.matches('failed') ? 'failed' : 'closed') as 'closed' | 'failed';
   });
 

@@ -17,7 +17,7 @@ import { clientEndCode } from '../packageFiles.js';
 import { AuditLog } from '../audit/auditLog.js';
 import { startConsent } from '../consent/consentService.js';
 import type { SessionConsent } from '../session/session.js';
-import { checkPresetUpstream, resolveKeys } from '../server.js';
+import { checkUpstreamForPolicy, resolveKeys } from '../server.js';
 import { agentSocketPath, resolveUpstream, type UpstreamTarget } from '../upstream/daemons.js';
 import { linkMachine } from '../../machines/link.js';
 import { sessionMachine } from '../../machines/session.js';
@@ -97,7 +97,7 @@ export async function forwardCommand(argv: readonly string[]): Promise<number> {
     code = own['--client-end-code'] ? fs.readFileSync(own['--client-end-code']) : clientEndCode();
     // By default the agent's extra socket: the agent itself then runs forwarded sessions restricted.
     upstream = await resolveUpstream(config.upstream ?? 'agent-extra', config.env, { launch: config.launchAgent });
-    await checkPresetUpstream(config, upstream.path);
+    await checkUpstreamForPolicy(config, upstream.path, upstream.daemon);
     await resolveKeys(config);
     audit = config.auditPath ? AuditLog.open(config.auditPath, logger) : undefined;
     consent = await startConsent(config.confirm, config.env, logger);

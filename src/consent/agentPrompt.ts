@@ -62,10 +62,12 @@ export async function promptThroughAgent(command: string, setting: AgentPromptSe
   let pinentryPid = 0;
   /** GET_CONFIRMATION is with the agent, its answer not in yet. */
   let asking = false;
+  /** The agent will say when its pinentry starts (OPTION allow-pinentry-notify accepted). */
+  let notified = false;
   const withdraw = () => {
     if (pinentryPid > 0) {
       if (agentPid > 0) void stopPinentry(pinentryPid, agentPid, log);
-    } else if (asking) {
+    } else if (asking && notified && agentPid > 0) {
       // No pinentry yet: the agent waits for its lock. It is cancelled at PINENTRY_LAUNCHED (see above).
       setTimeout(() => connection?.close(), WITHDRAWN_BOUND_MS).unref();
       return;
@@ -79,7 +81,7 @@ export async function promptThroughAgent(command: string, setting: AgentPromptSe
     if (signal.aborted) return 'timedOut';
     const pid = await connection.request('GETINFO pid');
     agentPid = pid.ok ? Number(pid.data.toString('latin1')) || 0 : 0;
-    await connection.request('OPTION allow-pinentry-notify');
+    notified = (await connection.request('OPTION allow-pinentry-notify')).ok;
     for (const option of displayOptions(setting.env)) await connection.request(option);
     if (signal.aborted) return 'timedOut';
     asking = true;

@@ -8,6 +8,9 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 const FRESH_MS = 60_000;
+/** A keygrip not in the listing lists again (a key imported since), but not more often than this: a client naming
+ * random keygrips must not keep gpg running. */
+const MISS_RELIST_MS = 10_000;
 /** gpg is local and quick; a keyring it cannot read in time leaves the prompt without a user ID, not waiting. */
 const LIST_TIMEOUT_MS = 5_000;
 
@@ -25,8 +28,9 @@ export class KeyNames {
   async userIdOf(keygrip: string | undefined): Promise<string | undefined> {
     if (keygrip === undefined) return undefined;
     const grip = keygrip.toUpperCase();
-    const stale = this.names === undefined || this.now() - this.listedAt > FRESH_MS;
-    if (!stale && this.names!.has(grip)) return this.names!.get(grip);
+    const age = this.now() - this.listedAt;
+    if (this.names !== undefined && age <= FRESH_MS && this.names.has(grip)) return this.names.get(grip);
+    if (this.names !== undefined && age <= MISS_RELIST_MS) return undefined;
     // Not known (or old): list once more, shared by every prompt asking meanwhile.
     this.listing ??= this.list().finally(() => (this.listing = undefined));
     this.names = await this.listing;

@@ -98,10 +98,27 @@ describe('KeyNames with a real keyring', () => {
     const laterGrips = await keygrips(other, later.fingerprint);
     const exported = await mustRun('gpg', other, ['--batch', '--export', later.fingerprint]);
     await mustRun('gpg', home, ['--batch', '--import'], exported);
-    t += 1_000; // well within the minute the listing is kept
+    t += 1_000;
+    // Within 10 s of the last listing a miss is not listed again: a client naming random keygrips (READKEY …, which
+    // the audit names) must not keep gpg running.
+    expect(await names.userIdOf(laterGrips[0])).toBeUndefined();
+    t += 10_000; // still within the minute the listing is kept, but past the bound on listing for a miss
     expect(await names.userIdOf(laterGrips[0])).toBe(LATER_ID);
     expect(await names.userIdOf(laterGrips[1])).toBe(LATER_ID);
     expect(await names.userIdOf(grips[0])).toBe(USER_ID);
+  });
+
+  it('random keygrips run gpg at most once per 10 s', async () => {
+    let t = 2_000_000;
+    let runs = 0;
+    const names = new KeyNames(env(home), () => t);
+    const list = (names as unknown as { list(): Promise<Map<string, string>> }).list.bind(names);
+    (names as unknown as { list(): Promise<Map<string, string>> }).list = () => (runs++, list());
+    for (let i = 0; i < 20; i++) {
+      expect(await names.userIdOf(i.toString(16).padStart(40, '0'))).toBeUndefined();
+      t += 100;
+    }
+    expect(runs).toBe(1);
   });
 
   it('a keyring gpg cannot list leaves the user ID unknown, without throwing', async () => {

@@ -164,3 +164,16 @@ describe('--preset yubikey', () => {
     }
   });
 });
+
+describe('--confirm in front of another daemon', () => {
+  it('is refused at start: scdaemon takes card commands bare, and they would pass unasked', async () => {
+    const dir = fs.mkdtempSync('/tmp/apx-scd.');
+    try {
+      await expect(startTestProxy({ upstream: `${dir}/S.scdaemon`, confirm: ['all'], confirmPrompt: person.prompt, warmUpSessions: 0 })).rejects.toThrow(
+        /--confirm asks about the key uses gpg-agent is sent; in front of scdaemon .* they would pass unasked/,
+      );
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
