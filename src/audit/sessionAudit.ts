@@ -9,6 +9,7 @@
 import type { CommandOutcome, PolicyRule } from '../../machines/session.js';
 import { firstKeygrip, keygripsNamed } from '../keyAllowList.js';
 import { contentLength, type CommandVerb } from '../protocol/classify.js';
+import { oneLineBounded } from '../foreignText.js';
 import { KeySelection } from '../session/keySelection.js';
 import type { AuditLog, AuditRecord, ConsentGrant } from './auditLog.js';
 
@@ -134,12 +135,12 @@ export class SessionAudit {
   }
 }
 
-/** A user ID in a record: another's text, so control and format characters become '?', and it is bounded. */
-const MAX_USER_ID = 200;
+/** A user ID in a record is another's text: on one line, and bounded. */
+export const MAX_USER_ID = 200;
 
 /** The record with `userId` right after its keygrip, as a reader scans it. */
 function withUserId(record: AuditRecord, userId: string): AuditRecord {
-  const shown = [...userId.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]|\p{Cf}/gu, '?')].slice(0, MAX_USER_ID).join('');
+  const shown = oneLineBounded(userId, MAX_USER_ID);
   return Object.fromEntries(Object.entries(record).flatMap((entry) => (entry[0] === 'keygrip' ? [entry, ['userId', shown]] : [entry]))) as unknown as AuditRecord;
 }
 

@@ -5,7 +5,9 @@
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
+import { oneLineBounded } from '../foreignText.js';
 import type { AuditRecord } from './auditLog.js';
+import { MAX_USER_ID } from './sessionAudit.js';
 
 export interface UseCounts {
   /** Relayed commands by verb (ok and err alike). */
@@ -97,7 +99,7 @@ function parseRecord(line: string): AuditRecord | undefined {
   if (r.caller !== undefined && (typeof r.caller !== 'string' || !CALLER.test(r.caller))) return undefined;
   // A user ID is another's text: printed with control and format characters as '?', and bounded.
   if (r.userId !== undefined && typeof r.userId !== 'string') return undefined;
-  if (r.userId !== undefined) r.userId = [...r.userId.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]|\p{Cf}/gu, '?')].slice(0, 200).join('');
+  if (r.userId !== undefined) r.userId = oneLineBounded(r.userId, MAX_USER_ID);
   return r as AuditRecord;
 }
 

@@ -4,6 +4,7 @@
  * approved them; the prompt says who asks (the caller), what (the operation, the key's user ID and keygrip, the
  * hash algorithm) and when. Nothing secret is in it: no hash value, no payload, no passphrase.
  */
+import { oneLine } from '../foreignText.js';
 import { contentLength } from '../protocol/classify.js';
 
 export const CONSENT_OPERATIONS = ['sign', 'decrypt', 'auth'] as const;
@@ -129,9 +130,7 @@ export function promptText(request: ConsentRequest, maxCaller = 160, maxUserId =
 
 /** Text another party chose (a program name, a user ID), on one line: control characters shown as `?`, bounded. */
 function shown(text: string, max: number): string {
-  // Controls, line separators and format characters (bidi overrides and isolates, zero-width marks) would let
-  // text others chose rearrange or hide what the prompt says.
-  const clean = text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]|\p{Cf}/gu, '?');
+  const clean = oneLine(text);
   return clean.length > max ? `${clean.slice(0, max - 1)}…` : clean;
 }
 

@@ -122,8 +122,9 @@ export class SessionEffects {
     this.deps.stats.beginCommand();
     if (this.debug) this.deps.log.debug({ verb }, 'command');
     if (!line) return;
-    this.deps.selection?.commandBegins(verb, line.take());
-    this.deps.audit?.commandBegins(verb, line.take());
+    const bytes = line.take();
+    this.deps.selection?.commandBegins(verb, bytes);
+    this.deps.audit?.commandBegins(verb, bytes);
   }
 
   /**
